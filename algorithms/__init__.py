@@ -1,0 +1,41 @@
+"""All-reduce algorithms written once, as communication schedules.
+
+Vocabulary (used the same way in every module of this package):
+
+- *rank*: a process taking part, numbered ``0 .. nranks-1``.
+- *nranks*: how many ranks take part (written ``P`` in formulas).
+- *count*: the length of each rank's buffer, in elements. Bytes appear only in transports,
+  bandwidth figures and the harness; a schedule knows nothing of dtypes.
+- *chunk*: the ``1/nranks`` share of the buffer that one rank owns after a reduce-scatter
+  (:func:`algorithms.schedule.chunk_bounds` splits ``count`` into balanced chunks, the first
+  ``count % nranks`` one element longer).
+- *segment*: a piece of a chunk, the unit of pipelining; its *lane* id says which pipeline it
+  belongs to.
+- *step*: a set of operations a rank posts together and waits for together. Ranks are not
+  synchronised between steps: a rank only waits for the messages its own step needs.
+- *peer*: the other rank of a send or receive.
+
+An algorithm is a pure function ``(nranks, count) -> Schedule`` with no numpy, transport or
+I/O. Three executors run the same :class:`~algorithms.schedule.Schedule`: the numpy oracle in
+:mod:`algorithms.reference`, the real transports in ``collbench``, and the SimPy model in ``sim``.
+"""
+
+from algorithms.naive import naive
+from algorithms.rabenseifner import rabenseifner
+from algorithms.registry import ALGORITHMS, build
+from algorithms.ring import ring
+from algorithms.schedule import Kind, Op, Schedule, ScheduleError, chunk_bounds, validate
+
+__all__ = [
+    "ALGORITHMS",
+    "Kind",
+    "Op",
+    "Schedule",
+    "ScheduleError",
+    "build",
+    "chunk_bounds",
+    "naive",
+    "rabenseifner",
+    "ring",
+    "validate",
+]

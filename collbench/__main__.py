@@ -1,0 +1,5 @@
+import sys
+
+from collbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""The ``collbench`` command: one sub-command per job, each registered by the module that
+implements it, so that ``sim`` and ``reports`` never load MPI and a CPU-only install works.
+
+Every sub-command module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` to a handler taking the parsed arguments and returning an exit status. A
+:class:`~collbench.errors.CollbenchError` anywhere becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "collbench.run_cli",
+    "collbench.doctor",
+    "sim.cli",
+    "reports.cli",
+    "collbench.slurm.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collbench",
+        description="Benchmark and simulate all-reduce: naive, ring and Rabenseifner over MPI, "
+        "InfiniBand verbs and NCCL, beside the vendor's own all-reduce.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue  # a part of the project not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``collbench`` console script and ``python -m collbench``."""
+    from collbench.errors import CollbenchError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CollbenchError as e:
+        print(f"collbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("collbench: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,65 @@
+"""The results schema: the columns every results folder holds, measured or predicted.
+
+A results folder (one run) contains:
+
+- ``run.json``: provenance (config, hosts, versions, environment, git commit, times, and for
+  predictions the network description or calibration used).
+- ``samples.csv``: one row per iteration (:data:`SAMPLE_COLUMNS`); ``phase`` is ``first``
+  (the very first call of a point, kept on its own), ``warmup`` or ``timed``; ``time_us`` is
+  the maximum over ranks of that iteration. Simulated and model runs write no samples.
+- ``summary.csv``: one row per point (:data:`SUMMARY_COLUMNS`), statistics over the ``timed``
+  samples only, from :func:`collbench.stats.summarise`.
+
+Units are in the column names; GB means 1e9 bytes. ``source`` is ``measured``, ``simulated``
+or ``model`` (closed form), so measured and predicted rows share every other column.
+"""
+
+POINT_KEY = ("source", "transport", "algorithm", "nranks", "size_bytes", "dtype", "op", "in_place")
+"""Columns that identify a point; a resumed run skips points whose key is already stored."""
+
+SAMPLE_COLUMNS = (*POINT_KEY, "count", "phase", "iter", "time_us")
+
+SUMMARY_COLUMNS = (
+    *POINT_KEY,
+    "count",
+    "ranks_per_node",
+    "iters",
+    "first_us",
+    "min_us",
+    "median_us",
+    "mean_us",
+    "p95_us",
+    "max_us",
+    "cv",
+    "ci_low_us",
+    "ci_high_us",
+    "ci_level",
+    "algbw_GBps",
+    "busbw_GBps",
+    "n_wrong",
+)
+"""``ci_low_us``/``ci_high_us``: distribution-free confidence interval of the median at level
+``ci_level`` (0.95 when there are at least 6 samples; with fewer the widest interval, min..max,
+and its lower level). ``algbw_GBps``/``busbw_GBps`` come from the median time. ``n_wrong`` is
+the number of wrong elements summed over ranks (-1 where not checked, e.g. simulated)."""
+
+SOURCES = ("measured", "simulated", "model")
+
+PROVENANCE_KEYS = (
+    "name",  # the run's name (folder suffix)
+    "source",  # measured | simulated | model
+    "command",  # argv that produced it
+    "config",  # the sweep: algorithms, transport, sizes, iters, warmup_iters, check_iters, dtype, op, ...
+    "nranks",
+    "hosts",  # sorted unique host names
+    "ranks_per_node",  # {host: ranks}
+    "versions",  # {python, numpy, mpi4py, mpi_library, collbench, cupy, nccl, rdma_core, ...}
+    "environment",  # variables that change MPI/NCCL/UCX behaviour, SLURM_*
+    "slurm",  # {job_id, nodelist, partition, ntasks_per_node, ...} or null
+    "git_commit",
+    "machine",  # {platform, processor, cpus}
+    "start_time",  # ISO 8601, UTC
+    "end_time",
+)
+"""Top-level keys of ``run.json``. Simulated and model runs add ``network`` (the network
+description used) and, when calibrated, ``calibration``."""
