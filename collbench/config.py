@@ -1,0 +1,157 @@
+"""A run's configuration, from command-line flags and an optional experiment file (TOML).
+
+The experiment file holds the same settings as the flags, under ``[run]``, so that a sweep
+can be repeated exactly; a flag given on the command line wins over the file. Everything is
+checked here, before MPI starts, so bad input costs one sentence and no job.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from algorithms import ALGORITHMS
+from algorithms.ops import DTYPES, ReduceOp
+from collbench.errors import CollbenchError
+from collbench.sizes import parse_size, sweep
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+NATIVE = "native"
+TRANSPORTS = ("mpi", "nccl", "verbs")
+MODES = ("out", "in")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a measured sweep; stored verbatim in ``run.json``."""
+
+    algorithms: tuple[str, ...] = ("naive", "ring", "rabenseifner", NATIVE)
+    transport: str = "mpi"
+    minbytes: int = 8
+    maxbytes: int = 64 << 20
+    stepfactor: int = 4
+    iters: int = 20
+    warmup_iters: int = 5
+    check_iters: int = 1
+    datatype: str = "float32"
+    op: str = "sum"
+    modes: tuple[str, ...] = MODES
+    """``out`` (out-of-place) and/or ``in`` (in-place), run in that order as nccl-tests does."""
+    segments: int = 1
+    """Pipeline segments per ring chunk (1 = not pipelined)."""
+    timeout: float = 300.0
+    """Seconds a rank may wait without progress before the job is aborted."""
+    name: str = "run"
+    out: str | None = None
+    buffers: str = "numpy"
+    """Array module of the buffers: ``numpy`` (host) or ``cupy`` (device)."""
+    device: str | None = None
+    """RDMA device for the verbs transport (e.g. mlx5_0); None = the first one found."""
+    extra: dict = field(default_factory=dict)
+    """Tables of the experiment file other than ``[run]`` (``[slurm]``...), kept for provenance."""
+
+    @property
+    def itemsize(self) -> int:
+        import numpy as np
+
+        return np.dtype(self.datatype).itemsize
+
+    def sizes(self) -> list[int]:
+        return sweep(self.minbytes, self.maxbytes, self.stepfactor, self.itemsize)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_LIST_FIELDS = {"algorithms", "modes"}
+
+
+def _split(value) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+def load_experiment(path: str | Path) -> dict:
+    """Read an experiment file; raises CollbenchError naming the file and the problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise CollbenchError(f"cannot read experiment file {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CollbenchError(f"experiment file {path} is not valid TOML: {e}") from None
+    run = data.pop("run", {})
+    if not isinstance(run, dict):
+        raise CollbenchError(f"experiment file {path}: [run] must be a table")
+    known = {f.name for f in fields(RunConfig)} - {"extra"}
+    unknown = sorted(set(run) - known)
+    if unknown:
+        raise CollbenchError(f"experiment file {path}: unknown setting(s) {', '.join(unknown)} "
+                             f"in [run]; known: {', '.join(sorted(known))}")
+    if "name" in data and "name" not in run:
+        run["name"] = data.pop("name")
+    return {**run, "extra": data}
+
+
+def make_config(settings: dict) -> RunConfig:
+    """Build and check a RunConfig from raw *settings* (strings or typed values)."""
+    values = {k: v for k, v in settings.items() if v is not None}
+    try:
+        for key in _LIST_FIELDS & values.keys():
+            values[key] = _split(values[key])
+        for key in ("minbytes", "maxbytes"):
+            if key in values:
+                values[key] = parse_size(values[key])
+        for key in ("stepfactor", "iters", "warmup_iters", "check_iters", "segments"):
+            if key in values:
+                values[key] = _int(key, values[key])
+        if "timeout" in values:
+            values["timeout"] = float(values["timeout"])
+    except ValueError as e:
+        raise CollbenchError(str(e)) from None
+    config = RunConfig(**values)
+    _check(config)
+    return config
+
+
+def _int(key: str, value) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ValueError(f"{key} must be a whole number, got {value!r}") from None
+
+
+def _check(c: RunConfig) -> None:
+    known = (*ALGORITHMS, NATIVE)
+    for name in c.algorithms:
+        if name not in known:
+            raise CollbenchError(f"unknown algorithm {name!r}; choose from {', '.join(known)}")
+    if not c.algorithms:
+        raise CollbenchError("no algorithm given; choose from " + ", ".join(known))
+    if c.transport not in TRANSPORTS:
+        raise CollbenchError(f"unknown transport {c.transport!r}; choose from {', '.join(TRANSPORTS)}")
+    if c.datatype not in DTYPES:
+        raise CollbenchError(f"unknown data type {c.datatype!r}; choose from {', '.join(DTYPES)}")
+    try:
+        ReduceOp.parse(c.op)
+    except ValueError as e:
+        raise CollbenchError(str(e)) from None
+    for mode in c.modes:
+        if mode not in MODES:
+            raise CollbenchError(f"unknown mode {mode!r}; choose out (out-of-place) and/or in (in-place)")
+    if c.iters < 1 or c.warmup_iters < 0 or c.check_iters < 0 or c.segments < 1:
+        raise CollbenchError("iterations must be at least 1, warm-ups and checks at least 0, "
+                             "segments at least 1")
+    if c.timeout <= 0:
+        raise CollbenchError(f"the timeout must be positive, got {c.timeout}")
+    if c.buffers not in ("numpy", "cupy"):
+        raise CollbenchError(f"unknown buffer kind {c.buffers!r}; choose numpy or cupy")
+    try:
+        c.sizes()
+    except ValueError as e:
+        raise CollbenchError(str(e)) from None

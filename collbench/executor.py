@@ -1,0 +1,112 @@
+"""Run one rank's part of a schedule on a real transport.
+
+Planning is kept apart from running (Gloo's constructor/``run()`` split, made explicit): the
+:class:`Executor` turns the rank's steps into buffer views, tags and a scratch area once, so
+:meth:`Executor.run` allocates nothing and only posts, waits and reduces. The same code runs
+on numpy and CuPy buffers: reductions are ``xp.<ufunc>(a, b, out=a)``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from algorithms.ops import ReduceOp
+from algorithms.schedule import Kind, Schedule, validate
+from collbench.transports.base import Progress, Transfer, Transport
+
+TAGS_PER_STEP = 1024
+"""Messages between one pair of ranks in one step must stay below this (tag arithmetic)."""
+
+
+@dataclass
+class _PlannedRecv:
+    start: int
+    stop: int
+    scratch: tuple[int, int] | None
+    """Where in the scratch area a reducing receive lands; None for a copy straight into place."""
+
+
+@dataclass
+class _PlannedStep:
+    index: int
+    sends: list[tuple[int, int, int, int]]  # (start, stop, peer, tag)
+    recvs: list[tuple[_PlannedRecv, int, int]]  # (plan, peer, tag)
+
+
+def _tags(step_index: int, ops) -> list[int]:
+    """Tag of each op: the k-th op with a given peer in step s gets ``s*TAGS_PER_STEP + k``,
+    which is exactly the schedule's matching rule (k-th send a->b matches k-th recv at b)."""
+    seen: defaultdict[tuple[bool, int], int] = defaultdict(int)
+    tags = []
+    for op in ops:
+        key = (op.kind is Kind.SEND, op.peer)
+        tags.append(step_index * TAGS_PER_STEP + seen[key])
+        seen[key] += 1
+    return tags
+
+
+class Executor:
+    """Runs *schedule* for ``transport.rank`` with reduction *op* on buffers of *dtype*."""
+
+    def __init__(self, schedule: Schedule, transport: Transport, dtype, op: ReduceOp,
+                 progress: Progress | None = None) -> None:
+        validate(schedule)
+        if schedule.nranks != transport.size:
+            raise ValueError(f"{schedule.name} was built for {schedule.nranks} ranks, "
+                             f"the transport has {transport.size}")
+        self.schedule, self.transport, self.op = schedule, transport, op
+        self.progress = progress or Progress()
+        self.xp = transport.xp
+        self._reduce = getattr(self.xp, op.ufunc)
+        self._steps: list[_PlannedStep] = []
+        scratch_len = 0
+        for index, step in enumerate(schedule.steps[transport.rank]):
+            if not step:
+                continue
+            planned, offset = _PlannedStep(index, [], []), 0
+            for op_, tag in zip(step, _tags(index, step)):
+                if op_.kind is Kind.SEND:
+                    planned.sends.append((op_.start, op_.stop, op_.peer, tag))
+                    continue
+                scratch = None
+                if op_.kind is Kind.RECV_REDUCE:
+                    scratch, offset = (offset, offset + op_.length), offset + op_.length
+                planned.recvs.append((_PlannedRecv(op_.start, op_.stop, scratch), op_.peer, tag))
+            scratch_len = max(scratch_len, offset)
+            self._steps.append(planned)
+        self._scratch = self.xp.empty(scratch_len, dtype=dtype)
+        self._bound: tuple | None = None
+
+    def _bind(self, recvbuf) -> list[tuple[_PlannedStep, list[Transfer], list[Transfer], tuple]]:
+        """Views of *recvbuf* and the scratch area for every step, made once per buffer."""
+        if self._bound is None or self._bound[0] is not recvbuf:
+            transfer = self._transfer
+            steps = []
+            for step in self._steps:
+                sends = [transfer(recvbuf[a:b], peer, tag) for a, b, peer, tag in step.sends]
+                recvs = [transfer(recvbuf[p.start:p.stop] if p.scratch is None
+                                  else self._scratch[p.scratch[0]:p.scratch[1]], peer, tag)
+                         for p, peer, tag in step.recvs]
+                peers = tuple(t.peer for t in recvs + sends)
+                targets = [None if p.scratch is None else recvbuf[p.start:p.stop]
+                           for p, _, _ in step.recvs]
+                steps.append((step.index, sends, recvs, peers, targets))
+            self._bound = (recvbuf, steps)
+        return self._bound[1]
+
+    def _transfer(self, buf, peer: int, tag: int) -> Transfer:
+        return Transfer(buf, peer, tag, self.transport.message(buf, peer, tag))
+
+    def run(self, recvbuf, sendbuf=None) -> None:
+        """All-reduce in place on *recvbuf*, or out of place from *sendbuf* into *recvbuf*
+        (the copy is part of the operation, as in MPI libraries)."""
+        if sendbuf is not None:
+            recvbuf[...] = sendbuf
+        progress, name, reduce = self.progress, self.schedule.name, self._reduce
+        for index, sends, recvs, peers, targets in self._bind(recvbuf):
+            progress.waiting(name, index, peers)
+            for i in self.transport.exchange(sends, recvs, progress):
+                target = targets[i]
+                if target is not None:
+                    reduce(target, recvs[i].buf, out=target)

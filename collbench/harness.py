@@ -1,0 +1,242 @@
+"""The measurement harness: nccl-tests semantics for every algorithm and transport.
+
+For each point (algorithm, size, in/out of place) the harness runs one *first* call (kept
+on its own: the seed study saw a first run 7.5x the median), ``warmup_iters`` warm-ups and
+``iters`` timed calls. Each call is ``barrier, clock, all-reduce, device sync, clock``; the
+iteration's time is the maximum over ranks (collected once per point, so timing is not
+disturbed). Then ``check_iters`` separate calls on fresh inputs whose exact result is known
+count wrong elements, summed over ranks into ``#wrong`` (nccl-tests keeps timing and checking
+apart the same way). Every point is stored as soon as it is done.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from algorithms import build
+from algorithms.data import make_input
+from algorithms.ops import ReduceOp
+from collbench import provenance
+from collbench.config import NATIVE, RunConfig
+from collbench.errors import CollbenchError
+from collbench.executor import Executor
+from collbench.output import PointPrinter
+from collbench.stats import summarise
+from collbench.store import ResultsWriter
+from collbench.transports import open_transport
+from collbench.transports.base import Progress
+from collbench.watchdog import Watchdog
+
+
+@dataclass(frozen=True)
+class Point:
+    algorithm: str
+    size_bytes: int
+    in_place: bool
+
+
+def plan_points(config: RunConfig) -> list[Point]:
+    """Every point of the sweep, in run order: algorithm, then size, then out- and in-place."""
+    return [Point(alg, size, mode == "in") for alg in config.algorithms
+            for size in config.sizes() for mode in config.modes]
+
+
+def _schedule_options(config: RunConfig, algorithm: str) -> dict:
+    return {"segments": config.segments} if algorithm == "ring" and config.segments > 1 else {}
+
+
+class PointRunner:
+    """Buffers and the callable for one point on this rank; allocates before timing."""
+
+    def __init__(self, config: RunConfig, transport, point: Point, progress: Progress) -> None:
+        self.config, self.transport, self.point = config, transport, point
+        self.xp = transport.xp
+        self.op = ReduceOp.parse(config.op)
+        self.count = point.size_bytes // config.itemsize
+        self.send = self._input(seed=0)
+        self.recv = self.xp.empty_like(self.send)
+        if point.algorithm == NATIVE:
+            self._executor = None
+        else:
+            schedule = build(point.algorithm, transport.size, self.count,
+                             **_schedule_options(config, point.algorithm))
+            self._executor = Executor(schedule, transport, config.datatype, self.op, progress)
+
+    def _input(self, seed: int):
+        return make_input(self.transport.rank, self.transport.size, self.count,
+                          self.config.datatype, self.op, seed, self.xp)
+
+    def prepare(self) -> None:
+        """Untimed: restore the input of an in-place call, so every call sees the same data."""
+        if self.point.in_place:
+            self.recv[...] = self.send
+
+    def call(self) -> None:
+        """The timed operation."""
+        send = None if self.point.in_place else self.send
+        if self._executor is None:
+            self.transport.native_allreduce(send, self.recv, self.config.op)
+        else:
+            self._executor.run(self.recv, send)
+        self.transport.synchronize()
+
+    def count_wrong(self, seed: int) -> int:
+        """Run once on fresh inputs and count wrong elements on this rank (an out-of-place
+        call that changes its input counts those elements as wrong too)."""
+        from algorithms.data import expected_output
+
+        self.send = self._input(seed)
+        original = self.send.copy()
+        self.prepare()
+        self.call()
+        expected = expected_output(self.transport.size, self.count, self.config.datatype, self.op,
+                                   seed, self.xp)
+        wrong = int((self.recv != expected).sum())
+        if not self.point.in_place:
+            wrong += int((self.send != original).sum())
+        return wrong
+
+
+def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress) -> np.ndarray:
+    """Local seconds of every call: first, warm-ups, timed."""
+    total = 1 + config.warmup_iters + config.iters
+    local = np.empty(total)
+    for i in range(total):
+        runner.prepare()
+        progress.waiting("barrier before an iteration")
+        comm.Barrier()
+        progress.waiting(runner.point.algorithm)
+        start = time.perf_counter()
+        runner.call()
+        local[i] = time.perf_counter() - start
+    return local
+
+
+def _phases(config: RunConfig) -> list[tuple[str, int]]:
+    phases = [("first", 0)] + [("warmup", i) for i in range(config.warmup_iters)]
+    return phases + [("timed", i) for i in range(config.iters)]
+
+
+class Sweep:
+    """One ``collbench run``: a transport, a results folder and the points still to do."""
+
+    def __init__(self, config: RunConfig, comm, argv: list[str] | None = None) -> None:
+        self.config, self.comm = config, comm
+        self.rank, self.nranks = comm.rank, comm.size
+        self.progress = Progress()
+        self.argv = argv or sys.argv
+        self.folder = self._agree_on_folder()
+        self.transport = open_transport(config.transport, comm, config)
+
+    def _agree_on_folder(self) -> Path:
+        """Rank 0 picks and creates the folder; every rank learns it or the same error."""
+        answer: tuple[str, str | None] = ("", None)
+        if self.rank == 0:
+            try:
+                out = self.config.out or f"results/{provenance.timestamp()}-{self.config.name}"
+                self.writer = ResultsWriter(out, self._provenance_stub())
+                answer = (out, None)
+            except CollbenchError as e:
+                answer = ("", str(e))
+        folder, error = self.comm.bcast(answer, root=0)
+        if error:
+            raise CollbenchError(error)
+        return Path(folder)
+
+    def _provenance_stub(self) -> dict:
+        return {"name": self.config.name, "source": "measured", "command": self.argv,
+                "config": self.config.as_dict(), "nranks": self.nranks, "start_time": provenance.now()}
+
+    def _record_provenance(self) -> None:
+        names = self.comm.allgather(_hostname())
+        if self.rank != 0:
+            return
+        hosts, per_node = provenance.hosts_and_placement(names)
+        self.writer.write_provenance(
+            hosts=hosts, ranks_per_node=per_node, transport=self.transport.describe(),
+            versions=provenance.versions(), environment=provenance.environment(),
+            slurm=provenance.slurm(), git_commit=provenance.git_commit(),
+            machine=provenance.machine())
+
+    def _key(self, point: Point) -> dict:
+        c = self.config
+        return {"source": "measured", "transport": c.transport, "algorithm": point.algorithm,
+                "nranks": self.nranks, "size_bytes": point.size_bytes, "dtype": c.datatype,
+                "op": c.op, "in_place": point.in_place}
+
+    def run(self, output_format: str = "table", show_progress: bool = False) -> int:
+        """Run every point not already stored; return 0, or 1 if any element was wrong."""
+        self._record_provenance()
+        points = plan_points(self.config)
+        todo = None
+        if self.rank == 0:
+            todo = [not self.writer.has(self._key(p)) for p in points]
+        todo = self.comm.bcast(todo, root=0)
+        printer = PointPrinter(output_format, self.folder, enabled=self.rank == 0)
+        skipped = len(points) - sum(todo)
+        printer.header(self.config, self.nranks, self.transport.describe(), skipped)
+        wrong_points = 0
+        with Watchdog(self.progress, self.config.timeout, self.rank, self.comm.Abort,
+                      context=lambda: self._where), printer.progress(sum(todo), show_progress) as bar:
+            for point, needed in zip(points, todo):
+                if not needed:
+                    continue
+                row = self._measure(point)
+                if self.rank == 0:
+                    wrong_points += row["n_wrong"] > 0
+                    printer.row(row)
+                bar()
+        if self.rank == 0:
+            self.writer.write_provenance(end_time=provenance.now())
+            printer.footer(wrong_points)
+        self.transport.close()
+        return 1 if self.comm.bcast(wrong_points, root=0) else 0
+
+    _where = ""
+
+    def _measure(self, point: Point) -> dict:
+        c = self.config
+        self._where = (f"{point.algorithm}, {point.size_bytes} B, "
+                       f"{'in' if point.in_place else 'out-of'}-place")
+        runner = PointRunner(c, self.transport, point, self.progress)
+        local = time_point(runner, self.comm, c, self.progress)
+        wrong = sum(runner.count_wrong(seed) for seed in range(1, c.check_iters + 1))
+        self.progress.waiting("collecting results")
+        n_wrong = self.comm.allreduce(wrong) if c.check_iters else -1
+        times = self.comm.gather(local, root=0)
+        if self.rank != 0:
+            return {}
+        per_iter_us = np.max(np.stack(times), axis=0) * 1e6
+        key = self._key(point)
+        samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t}
+                   for (phase, i), t in zip(_phases(c), per_iter_us)]
+        stats = summarise(per_iter_us[1 + c.warmup_iters:], point.size_bytes, self.nranks)
+        hosts = self.writer.provenance.get("ranks_per_node", {}) or {}
+        row = {**key, "count": runner.count,
+               "ranks_per_node": max(hosts.values()) if hosts else self.nranks,
+               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong}
+        self.writer.add_point(row, samples)
+        return row
+
+
+def _hostname() -> str:
+    from mpi4py import MPI
+
+    return MPI.Get_processor_name()
+
+
+def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
+              show_progress: bool = False, argv: list[str] | None = None) -> int:
+    """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status."""
+    if comm is None:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    return Sweep(config, comm, argv).run(output_format, show_progress)
+
+

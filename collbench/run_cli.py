@@ -1,0 +1,52 @@
+"""``collbench run``: measure a sweep under ``mpiexec``/``srun``; flags follow nccl-tests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from collbench.config import load_experiment, make_config
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="measure all-reduce algorithms (start under mpiexec or srun)",
+                       description="Measure all-reduce algorithms, nccl-tests style. Start it under "
+                       "mpiexec or srun, e.g. 'mpiexec -n 4 collbench run -b 8 -e 64M -f 4'.")
+    p.add_argument("-x", "--experiment", metavar="FILE", help="experiment file (TOML) with a [run] table")
+    p.add_argument("-a", "--algorithms", help="comma list of naive, ring, rabenseifner, native")
+    p.add_argument("-t", "--transport", help="mpi (default), nccl or verbs")
+    p.add_argument("-b", "--minbytes", help="smallest size, e.g. 8, 1K, 1MiB (default 8)")
+    p.add_argument("-e", "--maxbytes", help="largest size (default 64M)")
+    p.add_argument("-f", "--stepfactor", help="multiply the size by this each step (default 4)")
+    p.add_argument("-n", "--iters", help="timed iterations per point (default 20)")
+    p.add_argument("-w", "--warmup_iters", help="warm-up iterations after the first (default 5)")
+    p.add_argument("-c", "--check_iters", help="checking iterations per point (default 1)")
+    p.add_argument("-d", "--datatype", help="float16, float32 (default), float64, int32, int64")
+    p.add_argument("-o", "--op", help="sum (default), prod, min, max")
+    p.add_argument("-m", "--modes", help="out and/or in (default out,in)")
+    p.add_argument("-s", "--segments", help="pipeline segments per ring chunk (default 1)")
+    p.add_argument("--timeout", help="seconds without progress before the job aborts (default 300)")
+    p.add_argument("--buffers", help="numpy (host, default) or cupy (device)")
+    p.add_argument("--device", help="RDMA device for the verbs transport (default: the first)")
+    p.add_argument("--name", help="run name, the results folder's suffix (default run)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default results/<time>-<name>); "
+                   "an existing one is resumed")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="what rank 0 prints (the folder always gets CSV)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
+    p.set_defaults(func=run_command)
+
+
+_SETTINGS = ("algorithms", "transport", "minbytes", "maxbytes", "stepfactor", "iters",
+             "warmup_iters", "check_iters", "datatype", "op", "modes", "segments", "timeout",
+             "buffers", "device", "name", "out")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = load_experiment(args.experiment) if args.experiment else {}
+    settings.update({k: getattr(args, k) for k in _SETTINGS if getattr(args, k) is not None})
+    config = make_config(settings)  # all checks happen before MPI starts
+    from collbench.harness import run_sweep
+
+    return run_sweep(config, output_format=args.format, show_progress=not args.no_progress,
+                     argv=sys.argv)

@@ -1,0 +1,81 @@
+"""The contract between the executor and a transport: post a step, report arrivals.
+
+A transport moves raw bytes between ranks. The executor hands it one step at a time as
+lists of :class:`Transfer` (buffer views with a peer and a tag); the transport posts them all
+and then yields the index of each receive as it lands, so the executor can reduce one
+arrival while the others are still in flight. The transport also offers the library's own
+all-reduce (the ``native`` baseline) and a synchronisation point for asynchronous devices.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One message of a step: *buf* is a contiguous view of the user's or scratch buffer;
+    *message* is the transport's own description of it, made once by
+    :meth:`Transport.message` when the executor binds its buffers (not on the hot path)."""
+
+    buf: Any
+    peer: int
+    tag: int
+    message: Any = None
+
+
+class Progress:
+    """What a rank is waiting for right now; read by the watchdog to name a stuck step."""
+
+    def __init__(self) -> None:
+        self.what = "starting"
+        self.step: int | None = None
+        self.peers: tuple[int, ...] = ()
+        self.ticks = 0
+
+    def waiting(self, what: str, step: int | None = None, peers: tuple[int, ...] = ()) -> None:
+        self.what, self.step, self.peers = what, step, peers
+        self.ticks += 1
+
+    def tick(self, peers: tuple[int, ...] | None = None) -> None:
+        if peers is not None:
+            self.peers = peers
+        self.ticks += 1
+
+
+class Transport(ABC):
+    """A data plane between the ranks of an MPI job (MPI itself bootstraps every transport)."""
+
+    name: str
+    rank: int
+    size: int
+    xp: Any
+    """Array module of the buffers this transport moves (numpy or cupy)."""
+
+    @abstractmethod
+    def exchange(self, sends: list[Transfer], recvs: list[Transfer],
+                 progress: Progress) -> Iterator[int]:
+        """Post every send and receive of a step; yield each receive's index as it lands and
+        return once every send has completed too. Update *progress* with the peers still
+        outstanding."""
+
+    def message(self, buf, peer: int, tag: int) -> Any:
+        """Prepare whatever the transport needs to move *buf* (called once per buffer)."""
+        return buf
+
+    @abstractmethod
+    def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
+        """The library's own all-reduce; ``sendbuf is None`` means in place on *recvbuf*."""
+
+    def synchronize(self) -> None:
+        """Block until the device has finished queued work (no-op on the host)."""
+
+    def describe(self) -> dict:
+        """Facts about the transport for provenance and the table (e.g. CUDA-aware or staged)."""
+        return {"transport": self.name}
+
+    def close(self) -> None:
+        """Release connections and registered memory."""

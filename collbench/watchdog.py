@@ -1,0 +1,58 @@
+"""Abort the job when a rank stops making progress, naming what it was waiting for.
+
+A rank that dies or leaves early would otherwise leave its peers blocked in a receive for
+ever. The watchdog is a daemon thread that looks at the rank's :class:`Progress` every
+fraction of the timeout; if nothing moved for *timeout* seconds it prints one sentence naming
+the algorithm, step and peers, then aborts the whole MPI job (MPI_Abort ends every rank).
+mpi4py releases the GIL inside blocking MPI calls, so the thread runs while the main one waits.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from collbench.transports.base import Progress
+
+TIMEOUT_EXIT = 3
+"""Exit status of a job aborted by the watchdog."""
+
+
+class Watchdog:
+    """Watch *progress*; after *timeout* seconds without a tick call *abort* with a message."""
+
+    def __init__(self, progress: Progress, timeout: float, rank: int,
+                 abort: Callable[[int], None], context: Callable[[], str] = lambda: "") -> None:
+        self.progress, self.timeout, self.rank = progress, timeout, rank
+        self._abort, self._context = abort, context
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="collbench-watchdog", daemon=True)
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def message(self) -> str:
+        p = self.progress
+        where = p.what if p.step is None else f"{p.what}, step {p.step}"
+        peers = ", ".join(str(x) for x in p.peers) if p.peers else "all ranks"
+        context = self._context()
+        return (f"collbench: error: rank {self.rank} made no progress for {self.timeout:g} s in "
+                f"{where}{' (' + context + ')' if context else ''}, waiting on peer(s) {peers}; "
+                "a rank has died or hangs: aborting the job (raise --timeout if it is only slow)")
+
+    def _watch(self) -> None:
+        last, since = self.progress.ticks, time.monotonic()
+        while not self._stop.wait(min(1.0, self.timeout / 4)):
+            if self.progress.ticks != last:
+                last, since = self.progress.ticks, time.monotonic()
+            elif time.monotonic() - since > self.timeout:
+                print(self.message(), file=sys.stderr, flush=True)
+                self._abort(TIMEOUT_EXIT)
+                return

@@ -1,0 +1,180 @@
+"""Results folders read into one table, with a series label and style for every row.
+
+Folders can come from different clusters, transports and sources, so rows from two of them
+may share a point key (two clusters both measured ring at P=8). Each row therefore keeps the
+``run`` it came from, and its *series* (one line in a figure) is named by the algorithm plus
+only those of transport, source, dtype and op that vary across the inputs, and the run when
+two runs of the same kind would otherwise merge. Series names are fixed once here, so every
+figure and table names and draws a series the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from collbench.errors import CollbenchError, ResultsError
+from collbench.schema import SOURCES
+from collbench.store import RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, read_results
+from reports.style import FILLSTYLES, algorithm_order
+
+SERIES_PARTS = ("transport", "source", "dtype", "op")
+"""Columns that name a series besides its algorithm, when their value varies."""
+NUMERIC_SUMMARY = ("nranks", "size_bytes", "median_us", "ci_low_us", "ci_high_us", "first_us",
+                   "busbw_GBps", "algbw_GBps", "n_wrong")
+PREDICTED = ("simulated", "model")
+
+
+@dataclass
+class ReportData:
+    """Everything a report draws from: *summary* and *samples* of all runs, with columns
+    ``run``, ``series``, ``variant`` added, and *runs*, the provenance by run name."""
+
+    summary: pd.DataFrame
+    samples: pd.DataFrame
+    runs: dict[str, dict]
+    folders: dict[str, Path]
+    in_place: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def algorithms(self) -> list[str]:
+        return algorithm_order(self.summary["algorithm"].unique())
+
+    @property
+    def sources(self) -> list[str]:
+        present = set(self.summary["source"])
+        return [s for s in SOURCES if s in present] + sorted(present - set(SOURCES))
+
+    @property
+    def variants(self) -> list[str]:
+        return list(dict.fromkeys(self.summary.sort_values("variant")["variant_name"]))
+
+    def series_rows(self, frame: pd.DataFrame):
+        """Yield ``(series, rows)`` of *frame* in the fixed order (algorithm, source, variant)."""
+        order = {a: i for i, a in enumerate(self.algorithms)}
+        src = {s: i for i, s in enumerate(self.sources)}
+        keys = frame.groupby("series", sort=False).first()
+        ranked = sorted(keys.index, key=lambda s: (order[keys.loc[s, "algorithm"]],
+                                                   src[keys.loc[s, "source"]], keys.loc[s, "variant"]))
+        for name in ranked:
+            yield name, frame[frame["series"] == name]
+
+
+def _resolve(path: Path) -> Path:
+    """Accept a results folder, or one of its files (a habit from shell completion)."""
+    if path.is_file() and path.name in (RUN_FILE, SUMMARY_FILE, SAMPLES_FILE):
+        return path.parent
+    return path
+
+
+def _check_numeric(frame: pd.DataFrame, columns, path: Path) -> pd.DataFrame:
+    """Coerce *columns* to numbers; raises ResultsError naming *path*, the column and the row."""
+    for col in columns:
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = values.isna() & frame[col].notna()
+        if bad.any():
+            row = int(bad.idxmax()) + 2  # header is line 1
+            raise ResultsError(f"{path} is corrupt: column {col} holds {frame[col][bad].iloc[0]!r} "
+                               f"on line {row}, not a number")
+        frame[col] = values
+    return frame
+
+
+def _bool(column: pd.Series) -> pd.Series:
+    return column.astype(str).str.strip().str.lower().isin(("true", "1"))
+
+
+def load(folders, in_place: bool | None = None) -> ReportData:
+    """Read the results *folders* (any mix of sources) into one :class:`ReportData`.
+
+    In-place and out-of-place are separate experiments; when both are present the figures use
+    *in_place* (default: out-of-place, as nccl-tests reports first). Raises ResultsError naming
+    the file that is missing or corrupt, CollbenchError if there is nothing to plot."""
+    summaries, samples, runs, paths = [], [], {}, {}
+    seen: set[Path] = set()
+    for folder in map(_resolve, map(Path, folders)):
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        provenance, summary, sample = read_results(folder)
+        name = str(provenance.get("name") or folder.name)
+        name = name if name not in runs else f"{name}#{len(runs) + 1}"
+        runs[name], paths[name] = provenance, folder
+        summary = _check_numeric(summary.copy(), NUMERIC_SUMMARY, folder / SUMMARY_FILE)
+        sample = _check_numeric(sample.copy(), ("nranks", "size_bytes", "time_us"), folder / SAMPLES_FILE)
+        for frame in (summary, sample):
+            frame["run"] = name
+            frame["in_place"] = _bool(frame["in_place"])
+            for col in ("source", "transport", "algorithm", "dtype", "op", "phase"):
+                if col in frame:
+                    frame[col] = frame[col].astype(str)
+        summaries.append(summary)
+        samples.append(sample)
+    if not summaries:
+        raise CollbenchError("no results folders given; pass folders written by collbench run or sim")
+    summary = pd.concat(summaries, ignore_index=True)
+    sample = pd.concat(samples, ignore_index=True)
+    if summary.empty:
+        raise CollbenchError(f"the results in {', '.join(map(str, paths.values()))} hold no points yet")
+    modes = set(summary["in_place"])
+    chosen = (False not in modes) if in_place is None else in_place
+    if chosen not in modes:
+        raise CollbenchError(f"the results hold no {'in-place' if chosen else 'out-of-place'} points")
+    summary = summary[summary["in_place"] == chosen].reset_index(drop=True)
+    sample = sample[sample["in_place"] == chosen].reset_index(drop=True)
+    data = ReportData(summary, sample, runs, paths, chosen)
+    if len(modes) > 1:
+        data.notes.append(f"Both in-place and out-of-place points were given; the figures show "
+                          f"{'in-place' if chosen else 'out-of-place'} only.")
+    _name_series(data)
+    return data
+
+
+def _name_series(data: ReportData) -> None:
+    """Add ``series`` (its label), ``variant`` and ``variant_name`` columns to the summary and
+    the samples (see the module docstring for the naming rule)."""
+    s = data.summary
+    varying = [c for c in SERIES_PARTS if s[c].nunique() > 1]
+    kind = ["algorithm", *SERIES_PARTS]
+    need_run = (s.groupby(kind)["run"].nunique() > 1).any()
+    parts = [c for c in varying if c != "source"] + (["run"] if need_run else [])
+
+    def rest(row) -> str:
+        return " · ".join(str(row[c]) for c in parts)
+
+    for frame in (data.summary, data.samples):
+        if frame.empty:
+            for col in ("series", "variant_name"):
+                frame[col] = pd.Series(dtype=str)
+            frame["variant"] = pd.Series(dtype=int)
+            continue
+        frame["variant_name"] = frame.apply(rest, axis=1) if parts else ""
+        label_parts = [frame["algorithm"]]
+        if parts:
+            label_parts.append(frame["variant_name"])
+        if "source" in varying:
+            label_parts.append(frame["source"])
+        frame["series"] = label_parts[0].str.cat(label_parts[1:], sep=" · ") if len(label_parts) > 1 \
+            else label_parts[0]
+    names = sorted(data.summary["variant_name"].unique())
+    index = {n: i % len(FILLSTYLES) for i, n in enumerate(names)}
+    data.summary["variant"] = data.summary["variant_name"].map(index).astype(int)
+    if not data.samples.empty:
+        data.samples["variant"] = data.samples["variant_name"].map(index).fillna(0).astype(int)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Parse ``256M``, ``256MiB``, ``1K`` or ``1048576`` into bytes (binary units, as
+    nccl-tests' -b/-e). Raises CollbenchError on anything else."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise CollbenchError(f"cannot read the size {text!r}; write e.g. 1048576, 1M or 256MiB")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))

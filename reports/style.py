@@ -1,0 +1,170 @@
+"""Paper conventions shared by every figure, so a reader learns the encoding once.
+
+Colour and marker belong to the algorithm and never change between figures; the line style
+belongs to the source (measured solid, simulated dashed, closed-form model dotted); a marker's
+fill tells apart several runs of the same kind (two clusters, two transports). Colours are the
+Okabe–Ito palette, which stays distinct under the common colour-vision deficiencies and in
+greyscale print when combined with the markers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
+
+
+@dataclass(frozen=True)
+class AlgorithmStyle:
+    colour: str
+    marker: str
+
+
+ALGORITHM_STYLES = {
+    "naive": AlgorithmStyle("#D55E00", "o"),  # vermillion
+    "ring": AlgorithmStyle("#0072B2", "s"),  # blue
+    "rabenseifner": AlgorithmStyle("#009E73", "^"),  # bluish green
+    "native": AlgorithmStyle("#000000", "D"),  # black: the vendor baseline
+}
+FALLBACK_STYLES = (
+    AlgorithmStyle("#E69F00", "v"),  # orange
+    AlgorithmStyle("#CC79A7", "P"),  # reddish purple
+    AlgorithmStyle("#56B4E9", "X"),  # sky blue
+)
+"""Unknown algorithms take these in sorted-name order, then cycle."""
+
+SOURCE_LINESTYLES = {"measured": "-", "simulated": "--", "model": ":"}
+SOURCE_HATCHES = {"measured": "", "simulated": "////", "model": "...."}
+FILLSTYLES = ("full", "none", "left", "bottom")
+"""Marker fills for the runs (variants) that share an algorithm and a source."""
+
+WIDTHS_IN = {"single": 3.3, "double": 7.0}
+
+
+def algorithm_order(names) -> list[str]:
+    """The fixed algorithm order: the known ones first, as in the palette, then the rest sorted."""
+    known = [n for n in ALGORITHM_STYLES if n in set(names)]
+    return known + sorted(set(names) - set(known))
+
+
+def algorithm_style(name: str, all_names=()) -> AlgorithmStyle:
+    """The style of algorithm *name*; unknown names get a fallback by their rank among *all_names*."""
+    if name in ALGORITHM_STYLES:
+        return ALGORITHM_STYLES[name]
+    unknown = sorted({n for n in all_names if n not in ALGORITHM_STYLES} | {name})
+    return FALLBACK_STYLES[unknown.index(name) % len(FALLBACK_STYLES)]
+
+
+def rc(width: str) -> dict:
+    """Matplotlib settings readable at print size; fonts embedded as TrueType (type 42)."""
+    base = 7.0 if width == "single" else 8.0
+    return {
+        "pdf.fonttype": 42,
+        "ps.fonttype": 42,
+        "font.size": base,
+        "axes.titlesize": base,
+        "axes.labelsize": base,
+        "xtick.labelsize": base - 0.5,
+        "ytick.labelsize": base - 0.5,
+        "legend.fontsize": base - 0.5,
+        "legend.frameon": False,
+        "lines.linewidth": 1.2,
+        "lines.markersize": 3.5,
+        "axes.grid": True,
+        "grid.linewidth": 0.4,
+        "grid.alpha": 0.5,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "savefig.dpi": 300,
+        "figure.constrained_layout.use": True,
+    }
+
+
+@contextlib.contextmanager
+def paper_style(width: str) -> Iterator[None]:
+    with plt.rc_context(rc(width)):
+        yield
+
+
+def figure(width: str, height_in: float | None = None, **kwargs):
+    """A new Figure *width* wide (``single`` 3.3 in or ``double`` 7 in) and its axes."""
+    w = WIDTHS_IN[width]
+    h = height_in if height_in is not None else (2.6 if width == "single" else 3.0)
+    return plt.subplots(figsize=(w, h), **kwargs)
+
+
+_BINARY = ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"), (1, "B"))
+
+
+def format_size(nbytes: float) -> str:
+    """Binary units as on the axes: 8 B, 32 KiB, 256 MiB (one decimal when not whole)."""
+    for factor, unit in _BINARY:
+        if nbytes >= factor:
+            value = nbytes / factor
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{nbytes:.0f} B"
+
+
+def format_time_us(us: float) -> str:
+    """A time given in microseconds in the unit that reads best: 850 µs, 1.2 ms, 3 s."""
+    for factor, unit in ((1e6, "s"), (1e3, "ms"), (1.0, "µs"), (1e-3, "ns")):
+        if abs(us) >= factor:
+            return f"{us / factor:.3g} {unit}"
+    return f"{us:.3g} µs"
+
+
+def size_axis(axis, lo: float, hi: float, max_ticks: int) -> None:
+    """Put a base-2 log scale with binary-unit labels (1 KiB, 32 KiB, 1 MiB) on *axis*.
+
+    Labelled ticks sit on every 1, 2, 5 or 10 octaves, aligned to 1 so that 1 KiB, 1 MiB
+    appear whenever the step allows; every other power of two gets a minor tick."""
+    axis.set_scale("log", base=2)
+    lo_e, hi_e = math.floor(math.log2(max(lo, 1))), math.ceil(math.log2(max(hi, 1)))
+    step = next((s for s in (1, 2, 5, 10) if (hi_e - lo_e) // s + 1 <= max_ticks), 10)
+    first = math.ceil(lo_e / step) * step
+    axis.set_major_locator(FixedLocator([2.0**e for e in range(first, hi_e + 1, step)]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: format_size(v)))
+    axis.set_minor_locator(FixedLocator([2.0**e for e in range(lo_e, hi_e + 1)]))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def time_axis(axis) -> None:
+    """A log10 axis of microseconds whose labels carry their unit (10 µs, 1 ms)."""
+    axis.set_scale("log")
+    axis.set_major_formatter(FuncFormatter(lambda v, _: format_time_us(v)))
+
+
+def legend_handles(algorithms, sources, variants) -> list[Line2D]:
+    """The factored legend: one entry per algorithm (colour and marker), per source (line
+    style) when sources are mixed, per run variant (marker fill) when variants exist."""
+    handles = [
+        Line2D([], [], color=algorithm_style(a, algorithms).colour,
+               marker=algorithm_style(a, algorithms).marker, label=a)
+        for a in algorithms
+    ]
+    if len(sources) > 1:
+        handles += [Line2D([], [], color="0.35", linestyle=SOURCE_LINESTYLES.get(s, "-."), label=s)
+                    for s in sources]
+    if len(variants) > 1:
+        handles += [Line2D([], [], color="0.35", marker="o", linestyle="", fillstyle=FILLSTYLES[i % 4],
+                           label=name) for i, name in enumerate(variants)]
+    return handles
+
+
+def legend_below(fig, handles, width: str) -> None:
+    """A legend under the axes, never over the data, in as many columns as fit the width."""
+    if not handles:
+        return
+    longest = max(len(h.get_label()) for h in handles)
+    per_row = max(1, int((WIDTHS_IN[width] * 13) // (longest + 4)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(per_row, len(handles)),
+               handlelength=2.2, columnspacing=1.0, borderaxespad=0.2)
