@@ -72,6 +72,7 @@ class Transport(ABC):
 
     def synchronize(self) -> None:
         """Block until the device has finished queued work (no-op on the host)."""
+        return None
 
     def describe(self) -> dict:
         """Facts about the transport for provenance and the table (e.g. CUDA-aware or staged)."""
@@ -79,3 +80,4 @@ class Transport(ABC):
 
     def close(self) -> None:
         """Release connections and registered memory."""
+        return None
