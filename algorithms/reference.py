@@ -26,12 +26,11 @@ def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceO
     reduce = getattr(np, op.ufunc)
     bufs = inputs.copy()
     for index in range(schedule.nsteps):
-        at_start = bufs.copy()
         outgoing: dict[tuple[int, int], list[np.ndarray]] = {}
         for rank in range(schedule.nranks):
             for o in schedule.steps[rank][index]:
-                if o.kind is Kind.SEND:
-                    outgoing.setdefault((rank, o.peer), []).append(at_start[rank, o.start:o.stop])
+                if o.kind is Kind.SEND:  # copied now: the data as it was when the step began
+                    outgoing.setdefault((rank, o.peer), []).append(bufs[rank, o.start:o.stop].copy())
         for rank in range(schedule.nranks):
             for o in schedule.steps[rank][index]:
                 if o.kind is Kind.SEND:
