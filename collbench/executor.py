@@ -78,7 +78,7 @@ class Executor:
         self._scratch = self.xp.empty(scratch_len, dtype=dtype)
         self._bound: tuple | None = None
 
-    def _bind(self, recvbuf) -> list[tuple[_PlannedStep, list[Transfer], list[Transfer], tuple]]:
+    def _bind(self, recvbuf) -> list[tuple]:
         """Views of *recvbuf* and the scratch area for every step, made once per buffer."""
         if self._bound is None or self._bound[0] is not recvbuf:
             transfer = self._transfer
@@ -88,7 +88,7 @@ class Executor:
                 recvs = [transfer(recvbuf[p.start:p.stop] if p.scratch is None
                                   else self._scratch[p.scratch[0]:p.scratch[1]], peer, tag)
                          for p, peer, tag in step.recvs]
-                peers = tuple(t.peer for t in recvs + sends)
+                peers = (tuple(t.peer for t in recvs), tuple(t.peer for t in sends))
                 targets = [None if p.scratch is None else recvbuf[p.start:p.stop]
                            for p, _, _ in step.recvs]
                 steps.append((step.index, sends, recvs, peers, targets))
@@ -105,7 +105,7 @@ class Executor:
             recvbuf[...] = sendbuf
         progress, name, reduce = self.progress, self.schedule.name, self._reduce
         for index, sends, recvs, peers, targets in self._bind(recvbuf):
-            progress.waiting(name, index, peers)
+            progress.waiting(name, index, *peers)
             for i in self.transport.exchange(sends, recvs, progress):
                 target = targets[i]
                 if target is not None:

@@ -125,12 +125,14 @@ def _phases(config: RunConfig) -> list[tuple[str, int]]:
 class Sweep:
     """One ``collbench run``: a transport, a results folder and the points still to do."""
 
-    def __init__(self, config: RunConfig, comm, argv: list[str] | None = None) -> None:
-        self.config, self.comm = config, comm
+    def __init__(self, config: RunConfig, comm, progress: Progress,
+                 argv: list[str] | None = None) -> None:
+        self.config, self.comm, self.progress = config, comm, progress
         self.rank, self.nranks = comm.rank, comm.size
-        self.progress = Progress()
         self.argv = argv or sys.argv
+        progress.waiting("agreeing on the results folder")
         self.folder = self._agree_on_folder()
+        progress.waiting(f"opening the {config.transport} transport")
         self.transport = open_transport(config.transport, comm, config)
 
     def _agree_on_folder(self) -> Path:
@@ -181,8 +183,7 @@ class Sweep:
         skipped = len(points) - sum(todo)
         printer.header(self.config, self.nranks, self.transport.describe(), skipped)
         wrong_points = 0
-        with Watchdog(self.progress, self.config.timeout, self.rank, self.comm.Abort,
-                      context=lambda: self._where), printer.progress(sum(todo), show_progress) as bar:
+        with printer.progress(sum(todo), show_progress) as bar:
             for point, needed in zip(points, todo):
                 if not needed:
                     continue
@@ -194,14 +195,16 @@ class Sweep:
         if self.rank == 0:
             self.writer.write_provenance(end_time=provenance.now())
             printer.footer(wrong_points)
+        self.progress.waiting("finishing")
         self.transport.close()
         return 1 if self.comm.bcast(wrong_points, root=0) else 0
 
-    _where = ""
+    where = ""
+    """The point being measured, for the watchdog's message."""
 
     def _measure(self, point: Point) -> dict:
         c = self.config
-        self._where = (f"{point.algorithm}, {point.size_bytes} B, "
+        self.where = (f"{point.algorithm}, {point.size_bytes} B, "
                        f"{'in' if point.in_place else 'out-of'}-place")
         runner = PointRunner(c, self.transport, point, self.progress)
         local = time_point(runner, self.comm, c, self.progress)
@@ -237,6 +240,13 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
-    return Sweep(config, comm, argv).run(output_format, show_progress)
+    progress, sweep = Progress(), None
+
+    def where() -> str:
+        return sweep.where if sweep else ""
+
+    with Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where):
+        sweep = Sweep(config, comm, progress, argv)
+        return sweep.run(output_format, show_progress)
 
 

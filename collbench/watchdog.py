@@ -41,10 +41,9 @@ class Watchdog:
     def message(self) -> str:
         p = self.progress
         where = p.what if p.step is None else f"{p.what}, step {p.step}"
-        peers = ", ".join(str(x) for x in p.peers) if p.peers else "all ranks"
         context = self._context()
         return (f"collbench: error: rank {self.rank} made no progress for {self.timeout:g} s in "
-                f"{where}{' (' + context + ')' if context else ''}, waiting on peer(s) {peers}; "
+                f"{where}{' (' + context + ')' if context else ''}, {p.peers()}; "
                 "a rank has died or hangs: aborting the job (raise --timeout if it is only slow)")
 
     def _watch(self) -> None:

@@ -33,17 +33,29 @@ class Progress:
     def __init__(self) -> None:
         self.what = "starting"
         self.step: int | None = None
-        self.peers: tuple[int, ...] = ()
+        self.recv_from: tuple[int, ...] = ()
+        self.send_to: tuple[int, ...] = ()
         self.ticks = 0
 
-    def waiting(self, what: str, step: int | None = None, peers: tuple[int, ...] = ()) -> None:
-        self.what, self.step, self.peers = what, step, peers
+    def waiting(self, what: str, step: int | None = None, recv_from: tuple[int, ...] = (),
+                send_to: tuple[int, ...] = ()) -> None:
+        self.what, self.step, self.recv_from, self.send_to = what, step, recv_from, send_to
         self.ticks += 1
 
-    def tick(self, peers: tuple[int, ...] | None = None) -> None:
-        if peers is not None:
-            self.peers = peers
+    def tick(self, recv_from: tuple[int, ...] | None = None,
+             send_to: tuple[int, ...] | None = None) -> None:
+        """Record progress; the arguments, when given, are the peers still outstanding."""
+        if recv_from is not None:
+            self.recv_from = recv_from
+        if send_to is not None:
+            self.send_to = send_to
         self.ticks += 1
+
+    def peers(self) -> str:
+        """The outstanding peers in words, for error messages."""
+        parts = [f"receiving from {', '.join(map(str, self.recv_from))}" if self.recv_from else "",
+                 f"sending to {', '.join(map(str, self.send_to))}" if self.send_to else ""]
+        return "; ".join(p for p in parts if p) or "all ranks"
 
 
 class Transport(ABC):

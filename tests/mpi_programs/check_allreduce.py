@@ -1,0 +1,57 @@
+"""Run under mpiexec: every algorithm on the real MPI transport against the exact result.
+
+Each rank builds its input, runs the executor (or MPI_Allreduce for ``native``) in and out of
+place, and counts wrong elements; rank 0 prints one JSON line with every failing case.
+Usage: check_allreduce.py [--dtypes a,b] [--ops a,b] [--counts n,m]
+"""
+
+import argparse
+import json
+import sys
+
+from mpi4py import MPI
+
+from algorithms import build
+from algorithms.data import expected_output, make_input
+from algorithms.ops import DTYPES, ReduceOp
+from collbench.config import make_config
+from collbench.executor import Executor
+from collbench.transports import open_transport
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--dtypes", default=",".join(DTYPES))
+parser.add_argument("--ops", default="sum,prod,min,max")
+parser.add_argument("--counts", default="")
+args = parser.parse_args()
+
+comm = MPI.COMM_WORLD
+p, rank = comm.size, comm.rank
+transport = open_transport("mpi", comm, make_config({}))
+counts = [int(c) for c in args.counts.split(",") if c] or sorted({0, 1, max(p - 1, 0), p + 1, 1000})
+variants = [("naive", {}), ("ring", {}), ("ring", {"segments": 3}), ("rabenseifner", {}), ("native", {})]
+failures, checked = [], 0
+for dtype in args.dtypes.split(","):
+    for op in map(ReduceOp.parse, args.ops.split(",")):
+        for count in counts:
+            expected = expected_output(p, count, dtype, op)
+            for name, options in variants:
+                run = None
+                if name != "native":
+                    run = Executor(build(name, p, count, **options), transport, dtype, op).run
+                for in_place in (False, True):
+                    send = make_input(rank, p, count, dtype, op)
+                    original = send.copy()
+                    recv = send.copy() if in_place else send * 0
+                    if run is None:
+                        transport.native_allreduce(None if in_place else send, recv, op.value)
+                    else:
+                        run(recv, None if in_place else send)
+                    wrong = int((recv != expected).sum()) + int((send != original).sum())
+                    wrong = comm.allreduce(wrong)
+                    checked += 1
+                    if wrong:
+                        failures.append(f"{name}{options or ''} {dtype} {op.value} count={count} "
+                                        f"{'in' if in_place else 'out'}-place: {wrong} wrong")
+if rank == 0:
+    print(json.dumps({"nranks": p, "checked": checked, "failures": failures}), flush=True)
+sys.exit(1 if failures else 0)
