@@ -7,6 +7,7 @@ harness stored, so the caption cannot drift from the data.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pandas as pd
@@ -15,7 +16,9 @@ from reports.data import ReportData
 
 VERSION_ORDER = ("python", "numpy", "mpi4py", "mpi_library", "cupy", "nccl", "rdma_core", "collbench")
 VERSION_NAMES = {"python": "Python", "numpy": "numpy", "mpi4py": "mpi4py", "mpi_library": "MPI",
-                 "cupy": "CuPy", "nccl": "NCCL", "rdma_core": "rdma-core", "collbench": "collbench"}
+                 "cupy": "CuPy", "nccl": "NCCL", "rdma_core": "rdma-core", "collbench": "collbench",
+                 "mpi_standard": "MPI standard"}
+_BANNER = re.compile(r"^(.*?\d+(?:\.\d+)+)")
 
 
 def _listing(values, limit: int = 4) -> str:
@@ -38,9 +41,16 @@ def _versions(versions) -> str:
         return ""
     keys = [k for k in VERSION_ORDER if versions.get(k)] + sorted(
         k for k in versions if k not in VERSION_ORDER and versions.get(k))
-    # Library banners run over several lines; the first says which library and version.
-    return ", ".join(f"{VERSION_NAMES.get(k, k)} {str(versions[k]).splitlines()[0].strip()[:60]}"
-                     for k in keys)
+    return ", ".join(f"{VERSION_NAMES.get(k, k)} {_short(versions[k])}" for k in keys)
+
+
+def _short(version) -> str:
+    """A library banner cut after its version number: "MPICH Version: 4.2 Release date: …"
+    becomes "MPICH 4.2", "Open MPI v4.1.5, package: …" becomes "Open MPI v4.1.5"."""
+    text = " ".join(str(version).split())
+    match = _BANNER.match(text)
+    text = match.group(1) if match else text[:40]
+    return re.sub(r"\s*\bVersion:?\s*", " ", text).strip()
 
 
 def _ints(values) -> str:
@@ -66,9 +76,13 @@ def describe_run(name: str, provenance: dict, rows: pd.DataFrame) -> str:
     hosts = provenance.get("hosts") or []
     where = (f"{ranks} on {len(hosts)} host{'s' if len(hosts) != 1 else ''} ({_listing(hosts)}), "
              f"{_ranks_per_node(provenance.get('ranks_per_node'))}; transport {transport}; {what}")
-    iters = config.get("iters") or (_ints(rows["iters"].dropna()) if "iters" in rows else "?")
-    warm = config.get("warmup_iters", "?")
-    how = f"{iters} timed iterations after {warm} warm-ups, time = max over ranks"
+    # A resumed run may have changed -n/-w: report what the points hold and every setting used.
+    iters = _ints(rows["iters"].dropna()) if rows["iters"].notna().any() else config.get("iters", "?")
+    configs = [config, (provenance.get("latest") or {}).get("config") or {}]
+    warm = _listing(sorted({c["warmup_iters"] for c in configs if "warmup_iters" in c})) or "?"
+    how = f"{iters} timed iterations after {warm} warm-up{'' if warm == '1' else 's'}, time = max over ranks"
+    if provenance.get("resumed"):
+        how += f" (resumed {len(provenance['resumed'])}×)"
     versions = _versions(provenance.get("versions"))
     slurm = provenance.get("slurm")
     job = f"; Slurm job {slurm['job_id']}" if isinstance(slurm, dict) and slurm.get("job_id") else ""

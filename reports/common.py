@@ -95,18 +95,16 @@ def speedups(rows: pd.DataFrame, baseline: str) -> pd.Series:
     The baseline is taken from the same run and source when that run has it; otherwise from
     the measured baseline rows at that point (a simulated ring compares with measured native).
     NaN where no baseline exists."""
-    out = pd.Series(np.nan, index=rows.index)
+    point = ["nranks", "size_bytes"]
     base = rows[rows["algorithm"] == baseline]
-    for idx, row in rows.iterrows():
-        same = base
-        for col in GROUP:
-            same = same[same[col] == row[col]]
-        if same.empty:
-            same = base[(base["nranks"] == row["nranks"]) & (base["size_bytes"] == row["size_bytes"])]
-            same = measured_first(same)
-        if not same.empty and row["median_us"] > 0:
-            out[idx] = float(same["median_us"].iloc[0]) / float(row["median_us"])
-    return out
+    same = base[list(GROUP) + ["median_us"]].drop_duplicates(list(GROUP)) \
+        .rename(columns={"median_us": "same"})
+    preferred = base.assign(rank=base["source"] != "measured").sort_values("rank")
+    other = preferred[point + ["median_us"]].drop_duplicates(point).rename(columns={"median_us": "other"})
+    merged = rows[list(GROUP) + ["median_us"]].reset_index().merge(same, on=list(GROUP), how="left") \
+        .merge(other, on=point, how="left").set_index("index")
+    t = merged["median_us"].where(merged["median_us"] > 0)
+    return (merged["same"].fillna(merged["other"]) / t).reindex(rows.index)
 
 
 def speedup_text(ratio: float, baseline: str | None = None) -> str:
@@ -129,10 +127,9 @@ def line_style(data: ReportData, rows: pd.DataFrame) -> dict:
     predicted = first["source"] in PREDICTED
     return {
         "color": style.colour,
-        "marker": style.marker,
         "linestyle": SOURCE_LINESTYLES.get(first["source"], "-."),
         "fillstyle": FILLSTYLES[int(first["variant"]) % len(FILLSTYLES)],
-        "markersize": 2.8 if predicted else 3.5,
+        "marker": None if predicted else style.marker,
         "markerfacecoloralt": "white",
         "label": first["series"],
         "gid": first["series"],

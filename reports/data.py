@@ -10,12 +10,12 @@ figure and table names and draws a series the same way.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from collbench import sizes
 from collbench.errors import CollbenchError, ResultsError
 from collbench.schema import SOURCES
 from collbench.store import RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, read_results
@@ -25,6 +25,8 @@ SERIES_PARTS = ("transport", "source", "dtype", "op")
 """Columns that name a series besides its algorithm, when their value varies."""
 NUMERIC_SUMMARY = ("nranks", "size_bytes", "median_us", "ci_low_us", "ci_high_us", "first_us",
                    "busbw_GBps", "algbw_GBps", "n_wrong")
+REQUIRED = ("nranks", "size_bytes", "median_us")
+REQUIRED_SAMPLE = ("nranks", "size_bytes", "time_us")
 PREDICTED = ("simulated", "model")
 
 
@@ -55,13 +57,7 @@ class ReportData:
 
     def series_rows(self, frame: pd.DataFrame):
         """Yield ``(series, rows)`` of *frame* in the fixed order (algorithm, source, variant)."""
-        order = {a: i for i, a in enumerate(self.algorithms)}
-        src = {s: i for i, s in enumerate(self.sources)}
-        keys = frame.groupby("series", sort=False).first()
-        ranked = sorted(keys.index, key=lambda s: (order[keys.loc[s, "algorithm"]],
-                                                   src[keys.loc[s, "source"]], keys.loc[s, "variant"]))
-        for name in ranked:
-            yield name, frame[frame["series"] == name]
+        yield from frame.sort_values("series_order", kind="stable").groupby("series", sort=False)
 
 
 def _resolve(path: Path) -> Path:
@@ -71,15 +67,19 @@ def _resolve(path: Path) -> Path:
     return path
 
 
-def _check_numeric(frame: pd.DataFrame, columns, path: Path) -> pd.DataFrame:
-    """Coerce *columns* to numbers; raises ResultsError naming *path*, the column and the row."""
+def _check_numeric(frame: pd.DataFrame, columns, path: Path, required=()) -> pd.DataFrame:
+    """Coerce *columns* to numbers; raises ResultsError naming *path*, the column and the line
+    of a value that is not a number, or of an empty cell in a *required* column."""
     for col in columns:
         values = pd.to_numeric(frame[col], errors="coerce")
         bad = values.isna() & frame[col].notna()
         if bad.any():
-            row = int(bad.idxmax()) + 2  # header is line 1
+            line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
             raise ResultsError(f"{path} is corrupt: column {col} holds {frame[col][bad].iloc[0]!r} "
-                               f"on line {row}, not a number")
+                               f"on line {line}, not a number")
+        if col in required and values.isna().any():
+            line = int(values.isna().to_numpy().argmax()) + 2
+            raise ResultsError(f"{path} is corrupt: line {line} has no value in column {col}")
         frame[col] = values
     return frame
 
@@ -104,8 +104,8 @@ def load(folders, in_place: bool | None = None) -> ReportData:
         name = str(provenance.get("name") or folder.name)
         name = name if name not in runs else f"{name}#{len(runs) + 1}"
         runs[name], paths[name] = provenance, folder
-        summary = _check_numeric(summary.copy(), NUMERIC_SUMMARY, folder / SUMMARY_FILE)
-        sample = _check_numeric(sample.copy(), ("nranks", "size_bytes", "time_us"), folder / SAMPLES_FILE)
+        summary = _check_numeric(summary.copy(), NUMERIC_SUMMARY, folder / SUMMARY_FILE, REQUIRED)
+        sample = _check_numeric(sample.copy(), REQUIRED_SAMPLE, folder / SAMPLES_FILE, REQUIRED_SAMPLE)
         for frame in (summary, sample):
             frame["run"] = name
             frame["in_place"] = _bool(frame["in_place"])
@@ -160,6 +160,14 @@ def _name_series(data: ReportData) -> None:
             label_parts.append(frame["source"])
         frame["series"] = label_parts[0].str.cat(label_parts[1:], sep=" · ") if len(label_parts) > 1 \
             else label_parts[0]
+    order = {a: i for i, a in enumerate(data.algorithms)}
+    src = {v: i for i, v in enumerate(data.sources)}
+    keys = data.summary.drop_duplicates("series")
+    ranked = sorted(zip(keys["algorithm"].map(order), keys["source"].map(src), keys["variant_name"],
+                        keys["series"], strict=True))
+    series_order = {name: i for i, (*_, name) in enumerate(ranked)}
+    for frame in (data.summary, data.samples):
+        frame["series_order"] = frame["series"].map(series_order).fillna(len(series_order)).astype(int)
     names = sorted(data.summary["variant_name"].unique())
     index = {n: i % len(FILLSTYLES) for i, n in enumerate(names)}
     data.summary["variant"] = data.summary["variant_name"].map(index).astype(int)
@@ -167,14 +175,10 @@ def _name_series(data: ReportData) -> None:
         data.samples["variant"] = data.samples["variant_name"].map(index).fillna(0).astype(int)
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
-
-
 def parse_size(text: str) -> int:
-    """Parse ``256M``, ``256MiB``, ``1K`` or ``1048576`` into bytes (binary units, as
-    nccl-tests' -b/-e). Raises CollbenchError on anything else."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise CollbenchError(f"cannot read the size {text!r}; write e.g. 1048576, 1M or 256MiB")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * 1024 ** " kmgt".index(unit or " "))
+    """Bytes in ``256M``, ``256MiB``, ``1K`` or ``1048576`` (binary units, as the harness's -b/-e).
+    Raises CollbenchError on anything else."""
+    try:
+        return sizes.parse_size(text)
+    except ValueError as e:
+        raise CollbenchError(f"cannot read the size: {e}") from None

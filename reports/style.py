@@ -122,12 +122,13 @@ def format_time_us(us: float) -> str:
     return f"{us:.3g} µs"
 
 
-def size_axis(axis, lo: float, hi: float, max_ticks: int) -> None:
-    """Put a base-2 log scale with binary-unit labels (1 KiB, 32 KiB, 1 MiB) on *axis*.
+def size_axis(ax, lo: float, hi: float, max_ticks: int) -> None:
+    """Put a base-2 log scale with binary-unit labels (1 KiB, 32 KiB, 1 MiB) on the x axis of *ax*.
 
     Labelled ticks sit on every 1, 2, 5 or 10 octaves, aligned to 1 so that 1 KiB, 1 MiB
     appear whenever the step allows; every other power of two gets a minor tick."""
-    axis.set_scale("log", base=2)
+    ax.set_xscale("log", base=2)
+    axis = ax.xaxis
     lo_e, hi_e = math.floor(math.log2(max(lo, 1))), math.ceil(math.log2(max(hi, 1)))
     step = next((s for s in (1, 2, 5, 10) if (hi_e - lo_e) // s + 1 <= max_ticks), 10)
     first = math.ceil(lo_e / step) * step
@@ -137,34 +138,71 @@ def size_axis(axis, lo: float, hi: float, max_ticks: int) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def time_axis(axis) -> None:
+def time_axis(ax, which: str = "y") -> None:
     """A log10 axis of microseconds whose labels carry their unit (10 µs, 1 ms)."""
-    axis.set_scale("log")
-    axis.set_major_formatter(FuncFormatter(lambda v, _: format_time_us(v)))
+    getattr(ax, f"set_{which}scale")("log")
+    getattr(ax, f"{which}axis").set_major_formatter(FuncFormatter(lambda v, _: format_time_us(v)))
 
 
-def legend_handles(algorithms, sources, variants) -> list[Line2D]:
-    """The factored legend: one entry per algorithm (colour and marker), per source (line
-    style) when sources are mixed, per run variant (marker fill) when variants exist."""
-    handles = [
-        Line2D([], [], color=algorithm_style(a, algorithms).colour,
-               marker=algorithm_style(a, algorithms).marker, label=a)
-        for a in algorithms
-    ]
-    if len(sources) > 1:
-        handles += [Line2D([], [], color="0.35", linestyle=SOURCE_LINESTYLES.get(s, "-."), label=s)
-                    for s in sources]
-    if len(variants) > 1:
-        handles += [Line2D([], [], color="0.35", marker="o", linestyle="", fillstyle=FILLSTYLES[i % 4],
-                           label=name) for i, name in enumerate(variants)]
-    return handles
-
-
-def legend_below(fig, handles, width: str) -> None:
-    """A legend under the axes, never over the data, in as many columns as fit the width."""
-    if not handles:
+def category_ticks(ax, positions, labels, width: str) -> None:
+    """Label categories with multi-line names when they fit side by side at *width*, else
+    with one-line names set upright, the figure growing by their length so that the axes keep
+    their height and neighbouring labels never overlap."""
+    size = rc(width)["xtick.labelsize"]
+    longest = max(len(line) for label in labels for line in label.split("\n"))
+    span = (WIDTHS_IN[width] - 0.7) / max(len(labels), 1)
+    if longest * size * 0.5 / 72 <= 0.95 * span:
+        ax.set_xticks(positions, labels)
         return
-    longest = max(len(h.get_label()) for h in handles)
-    per_row = max(1, int((WIDTHS_IN[width] * 13) // (longest + 4)))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(per_row, len(handles)),
-               handlelength=2.2, columnspacing=1.0, borderaxespad=0.2)
+    upright = [label.replace("\n", " · ") for label in labels]
+    ax.set_xticks(positions, upright, rotation=90)
+    fig = ax.get_figure()
+    lines = max(label.count("\n") + 1 for label in labels)
+    grow = max(len(u) for u in upright) * size * 0.55 / 72 - lines * size * 1.2 / 72
+    fig.set_figheight(fig.get_figheight() + max(grow, 0))
+
+
+def legend_handles(algorithms, sources, variants) -> list[list[Line2D]]:
+    """The factored legend, one group per row: the algorithms (colour and marker); the sources
+    (line style) when sources are mixed; the run variants (marker fill) when there are several."""
+    groups = [[Line2D([], [], color=algorithm_style(a, algorithms).colour,
+                      marker=algorithm_style(a, algorithms).marker, label=a) for a in algorithms]]
+    if len(sources) > 1:
+        groups.append([Line2D([], [], color="0.35", linestyle=SOURCE_LINESTYLES.get(s, "-."), label=s)
+                       for s in sources])
+    if len(variants) > 1:
+        groups.append([Line2D([], [], color="0.35", marker="o", linestyle="", fillstyle=FILLSTYLES[i % 4],
+                              label=name) for i, name in enumerate(variants)])
+    return groups
+
+
+def _fits(rows, ncol: int, width: str) -> bool:
+    """True if *rows* of legend labels laid out in *ncol* columns fit the figure width; each
+    column is as wide as its widest label, as matplotlib draws it."""
+    size = rc(width)["legend.fontsize"]
+    text = sum(max(len(r[c]) if c < len(r) else 0 for r in rows) * size * 0.52 for c in range(ncol))
+    return text + ncol * 4.2 * size <= WIDTHS_IN[width] * 72 - 6
+
+
+def _wrap(groups, ncol: int):
+    return [[h.get_label() for h in g[i:i + ncol]] for g in groups for i in range(0, len(g), ncol)]
+
+
+def legend_below(fig, groups, width: str) -> None:
+    """A legend under the axes, never over the data: each group of handles (a flat list is
+    one group) starts its own row and wraps when the width is full."""
+    if groups and not isinstance(groups[0], list):
+        groups = [groups]
+    groups = [g for g in groups if g]
+    if not groups:
+        return
+    ncol = next((n for n in range(max(map(len, groups)), 0, -1) if _fits(_wrap(groups, n), n, width)), 1)
+    rows = []
+    for group in groups:
+        for i in range(0, len(group), ncol):
+            chunk = group[i:i + ncol]
+            rows.append(chunk + [Line2D([], [], linestyle="", label=" ")] * (ncol - len(chunk)))
+    # Matplotlib fills a legend column by column; transpose so that each group reads as a row.
+    ordered = [row[c] for c in range(ncol) for row in rows]
+    fig.legend(handles=ordered, loc="outside lower center", ncol=ncol, handlelength=2.0,
+               handletextpad=0.6, columnspacing=1.0, borderaxespad=0.2)
