@@ -1,5 +1,8 @@
-"""MPI point-to-point transport over mpi4py, on host (numpy) or, when the library is
-CUDA-aware, device (CuPy) buffers."""
+"""MPI point-to-point transport over mpi4py, on host (numpy) or device (CuPy) buffers.
+
+Device buffers go to MPI directly when the library says it is CUDA-aware; otherwise each
+message gets a pinned host copy, made once when the executor binds its buffers, and a step
+copies device -> host before its sends and host -> device as each receive lands."""
 
 from __future__ import annotations
 
@@ -24,10 +27,20 @@ class MpiTransport(Transport):
     def __init__(self, comm, config) -> None:
         self.comm = comm.Dup()
         self.rank, self.size = self.comm.rank, self.comm.size
+        self._device: dict | None = None
+        self._staged = False
         if config.buffers == "cupy":
-            from collbench.gpu import cupy_module
+            from collbench import gpu
 
-            self.xp = cupy_module()
+            self.xp = gpu.cupy_module(self.comm)
+            state, how = gpu.mpi_cuda_support()
+            self._staged = state != "yes"
+            self._device = {"buffers": "cupy", "gpu": gpu.device_name(self.xp),
+                            "ranks_per_gpu": gpu.shares_gpu(self.comm, self.xp),
+                            "device_path": ("staged through pinned host memory" if self._staged
+                                            else "CUDA-aware") + f" ({how})"}
+            self._pinned: dict = {}
+            self.exchange = self._exchange_device  # the host path stays free of device checks
         else:
             import numpy
 
@@ -44,25 +57,76 @@ class MpiTransport(Transport):
             return
         requests = [self.comm.Irecv(*t.message) for t in recvs]
         requests += [self.comm.Isend(*t.message) for t in sends]
-        peers = [t.peer for t in recvs] + [t.peer for t in sends]
-        remaining = len(requests)
+        remaining, nrecv = len(requests), len(recvs)
         while remaining:
-            progress.tick(tuple(p for p, r in zip(peers, requests) if r))
             index = MPI.Request.Waitany(requests)
             remaining -= 1
-            if index < len(recvs):
+            progress.tick(tuple(t.peer for t, r in zip(recvs, requests) if r),
+                          tuple(t.peer for t, r in zip(sends, requests[nrecv:]) if r))
+            if index < nrecv:
                 yield index
-        progress.tick(())
+
+    def _exchange_device(self, sends: list[Transfer], recvs: list[Transfer],
+                         progress: Progress) -> Iterator[int]:
+        """The step on device buffers: MPI works outside CUDA's stream order, so the kernels
+        that wrote the sends (or read the receive area) must finish first; when staged, the
+        sends are copied to their pinned host buffers and each receive back as it lands."""
+        self.synchronize()
+        if self._staged:
+            for t in sends:
+                t.buf.get(out=t.message[0][0])
+        for i in self._exchange_host(sends, recvs, progress):
+            if self._staged:
+                recvs[i].buf.set(recvs[i].message[0][0])
+            yield i
+
+    _exchange_host = exchange
 
     def message(self, buf, peer: int, tag: int) -> tuple:
-        """Arguments of Isend/Irecv: the buffer as bytes (so float16 travels too), peer, tag."""
+        """Arguments of Isend/Irecv: the buffer as bytes (so float16 travels too), peer, tag;
+        a staged device buffer is replaced by its pinned host copy."""
+        if self._staged:
+            buf = self._pinned_copy(buf, key=None)
         return ([buf, buf.nbytes, MPI.BYTE], peer, tag % self._tag_ub)
 
+    def _pinned_copy(self, buf, key):
+        """A pinned host array shaped like *buf*; cached under *key* unless it is None."""
+        if key is not None and key in self._pinned:
+            return self._pinned[key]
+        import cupyx
+
+        host = cupyx.empty_pinned(buf.shape, dtype=buf.dtype)
+        if key is not None:
+            self._pinned[key] = host
+        return host
+
     def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
-        self.comm.Allreduce(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, op=_OPS[op])
+        if self._device is None:
+            self.comm.Allreduce(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, op=_OPS[op])
+            return
+        self.synchronize()
+        if not self._staged:
+            self.comm.Allreduce(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, op=_OPS[op])
+            return
+        # Staged: one pinned host buffer per size and role, made on the first call of a point
+        # (the untimed first iteration) and reused afterwards.
+        host_recv = self._pinned_copy(recvbuf, ("recv", recvbuf.nbytes, recvbuf.dtype.str))
+        if sendbuf is None:
+            recvbuf.get(out=host_recv)
+            self.comm.Allreduce(MPI.IN_PLACE, host_recv, op=_OPS[op])
+        else:
+            host_send = self._pinned_copy(sendbuf, ("send", sendbuf.nbytes, sendbuf.dtype.str))
+            sendbuf.get(out=host_send)
+            self.comm.Allreduce(host_send, host_recv, op=_OPS[op])
+        recvbuf.set(host_recv)
+
+    def synchronize(self) -> None:
+        if self._device is not None:
+            self.xp.cuda.get_current_stream().synchronize()
 
     def describe(self) -> dict:
-        return {"transport": self.name, "library": MPI.Get_library_version().strip().splitlines()[0]}
+        library = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]  # Open MPI ends in NUL
+        return {"transport": self.name, "library": library, **(self._device or {})}
 
     def close(self) -> None:
         self.comm.Free()
