@@ -49,8 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CollbenchError as e:
-        print(f"collbench: error: {e}", file=sys.stderr)
+        if not (e.shared and _mpi_rank() != 0):
+            print(f"collbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("collbench: interrupted", file=sys.stderr)
         return 130
+
+
+def _mpi_rank() -> int:
+    """This process's MPI rank if MPI is running, else 0 (never starts MPI itself)."""
+    if "mpi4py.MPI" not in sys.modules:
+        return 0
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.rank if MPI.Is_initialized() and not MPI.Is_finalized() else 0

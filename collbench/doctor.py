@@ -21,7 +21,7 @@ def probe_mpi() -> list[Line]:
         return [(False, "mpi", f"mpi4py is not importable ({e}); pip install 'collbench[mpi]'")]
     except RuntimeError as e:  # the MPI library failed to load
         return [(False, "mpi", f"mpi4py found no working MPI library: {e}")]
-    library = " ".join(MPI.Get_library_version().split())
+    library = " ".join(MPI.Get_library_version().replace("\0", "").split())  # Open MPI ends in NUL
     here = str(Path(sys.executable).parent)  # the mpich wheel puts mpiexec beside python
     launcher = shutil.which("mpiexec", path=f"{here}:{os.environ.get('PATH', '')}") or "none found"
     return [(True, "mpi", f"{library[:120]} (MPI {MPI.Get_version()[0]}.{MPI.Get_version()[1]}, "

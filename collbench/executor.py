@@ -58,7 +58,7 @@ class Executor:
         self.schedule, self.transport, self.op = schedule, transport, op
         self.progress = progress or Progress()
         self.xp = transport.xp
-        self._reduce = getattr(self.xp, op.ufunc)
+        self._reduce = transport.reducer(op.ufunc, dtype)
         self._steps: list[_PlannedStep] = []
         scratch_len = 0
         for index, step in enumerate(schedule.steps[transport.rank]):

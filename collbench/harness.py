@@ -108,6 +108,7 @@ def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress)
     local = np.empty(total)
     for i in range(total):
         runner.prepare()
+        runner.transport.synchronize()  # a device-side restore must not leak into the timing
         progress.waiting("barrier before an iteration")
         comm.Barrier()
         progress.waiting(runner.point.algorithm)
@@ -147,7 +148,7 @@ class Sweep:
                 answer = ("", str(e))
         folder, error = self.comm.bcast(answer, root=0)
         if error:
-            raise CollbenchError(error)
+            raise CollbenchError(error, shared=True)
         return Path(folder)
 
     def _provenance_stub(self) -> dict:
@@ -159,10 +160,12 @@ class Sweep:
         if self.rank != 0:
             return
         hosts, per_node = provenance.hosts_and_placement(names)
+        slurm = provenance.slurm()
+        history = self.writer.provenance.get("slurm_history", []) + ([slurm] if slurm else [])
         self.writer.write_provenance(
             hosts=hosts, ranks_per_node=per_node, transport=self.transport.describe(),
             versions=provenance.versions(), environment=provenance.environment(),
-            slurm=provenance.slurm(), git_commit=provenance.git_commit(),
+            slurm=slurm, slurm_history=history, git_commit=provenance.git_commit(),
             machine=provenance.machine())
 
     def _key(self, point: Point) -> dict:

@@ -56,6 +56,7 @@ PROVENANCE_KEYS = (
     "versions",  # {python, numpy, mpi4py, mpi_library, collbench, cupy, nccl, rdma_core, ...}
     "environment",  # variables that change MPI/NCCL/UCX behaviour, SLURM_*
     "slurm",  # {job_id, nodelist, partition, ntasks_per_node, ...} or null
+    "slurm_history",  # every Slurm job that wrote into this folder (requeues, resubmissions)
     "git_commit",
     "machine",  # {platform, processor, cpus}
     "start_time",  # ISO 8601, UTC

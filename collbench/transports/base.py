@@ -78,6 +78,11 @@ class Transport(ABC):
         """Prepare whatever the transport needs to move *buf* (called once per buffer)."""
         return buf
 
+    def reducer(self, ufunc: str, dtype):
+        """The elementwise function ``f(a, b, out=a)`` the executor reduces with; device
+        transports may return a faster kernel than the array module's ufunc."""
+        return getattr(self.xp, ufunc)
+
     @abstractmethod
     def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
         """The library's own all-reduce; ``sendbuf is None`` means in place on *recvbuf*."""

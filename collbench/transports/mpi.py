@@ -120,6 +120,13 @@ class MpiTransport(Transport):
             self.comm.Allreduce(host_send, host_recv, op=_OPS[op])
         recvbuf.set(host_recv)
 
+    def reducer(self, ufunc: str, dtype):
+        if self._device is None:
+            return getattr(self.xp, ufunc)
+        from collbench.gpu import reducer
+
+        return reducer(self.xp, ufunc, dtype)
+
     def synchronize(self) -> None:
         if self._device is not None:
             self.xp.cuda.get_current_stream().synchronize()

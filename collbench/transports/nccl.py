@@ -77,6 +77,11 @@ class NcclTransport(Transport):
         self.comm.allReduce(source.data.ptr, recvbuf.data.ptr, recvbuf.size,
                             self._dtypes[recvbuf.dtype.name], self._ops[op], self._ptr)
 
+    def reducer(self, ufunc: str, dtype):
+        from collbench.gpu import reducer
+
+        return reducer(self.xp, ufunc, dtype)
+
     def synchronize(self) -> None:
         self.stream.synchronize()
 

@@ -1,0 +1,376 @@
+"""Protocol of the verbs transport: receiver-driven RDMA write with immediate.
+
+For every message of a step, the *receiver* decides where the bytes land (its registered
+buffer: the user's buffer for a copy, the executor's scratch area for a reduce), posts one
+receive work request per segment and sends the sender a small clear-to-send (CTS) control
+message ``(tag, seq, rkey, addr, nbytes)``. The CTS is the credit: a sender writes only into a
+range it holds a CTS for, and the receiver sends the next CTS for that range only after the
+executor has consumed the previous contents (the next step starts after the reduce). The
+sender then issues one ``RDMA_WRITE_WITH_IMM`` per segment; the immediate packs ``(seq,
+segment)`` so the receiver knows which message and which segment landed, and the receive is
+reported to the executor once all of its segments are in.
+
+Everything here is plain Python, unit-tested without pyverbs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import time
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+SEQ_BITS = 16
+SEG_BITS = 16
+SEQ_MOD = 1 << SEQ_BITS
+MAX_SEGMENTS = 1 << SEG_BITS
+
+
+class ProtocolError(RuntimeError):
+    """A message broke the protocol (unknown sequence, duplicate segment...)."""
+
+
+# ---------------------------------------------------------------- immediate values
+
+def pack_imm(seq: int, segment: int) -> int:
+    """The 32-bit immediate of a write (host order; the pyverbs layer converts to big-endian)."""
+    if not 0 <= segment < MAX_SEGMENTS:
+        raise ProtocolError(f"segment {segment} does not fit the immediate")
+    return ((seq % SEQ_MOD) << SEG_BITS) | segment
+
+
+def unpack_imm(imm: int) -> tuple[int, int]:
+    return (imm >> SEG_BITS) & (SEQ_MOD - 1), imm & (MAX_SEGMENTS - 1)
+
+
+# ---------------------------------------------------------------- control message
+
+_CTS = struct.Struct("!4sIIIQQ")
+CTS_MAGIC = b"CBv1"
+CONTROL_BYTES = 64
+"""Size of one control slot (receive buffer of a CTS); a CTS takes ``_CTS.size`` bytes."""
+
+
+@dataclass(frozen=True)
+class ClearToSend:
+    """Receiver -> sender: write message *tag* (``nbytes``) at ``addr`` with ``rkey``,
+    immediates carrying *seq*."""
+
+    tag: int
+    seq: int
+    rkey: int
+    addr: int
+    nbytes: int
+
+    def pack(self) -> bytes:
+        return _CTS.pack(CTS_MAGIC, self.tag, self.seq, self.rkey, self.addr, self.nbytes)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> ClearToSend:
+        if len(data) < _CTS.size:
+            raise ProtocolError(f"control message of {len(data)} bytes, expected {_CTS.size}")
+        magic, tag, seq, rkey, addr, nbytes = _CTS.unpack_from(data)
+        if magic != CTS_MAGIC:
+            raise ProtocolError(f"control message with bad magic {magic!r}")
+        return cls(tag, seq, rkey, addr, nbytes)
+
+
+# ---------------------------------------------------------------- segments
+
+def plan_segments(nbytes: int, segment_bytes: int) -> list[tuple[int, int]]:
+    """``(offset, length)`` of each segment of a message; ``segment_bytes <= 0`` means one
+    segment. Segments grow when needed so that there are at most MAX_SEGMENTS of them."""
+    if nbytes <= 0:
+        return []
+    if segment_bytes <= 0 or segment_bytes >= nbytes:
+        return [(0, nbytes)]
+    size = max(segment_bytes, math.ceil(nbytes / MAX_SEGMENTS))
+    return [(off, min(size, nbytes - off)) for off in range(0, nbytes, size)]
+
+
+# ---------------------------------------------------------------- receiver's book
+
+@dataclass
+class _Pending:
+    peer: int
+    index: int
+    nsegments: int
+    landed: set = field(default_factory=set)
+
+
+class ReceiveBook:
+    """The receiver's slots: which announced messages are still being written, per peer.
+
+    :meth:`announce` gives a message a sequence number unique among the peer's pending ones;
+    :meth:`landed` records one segment and returns the receive's index when the last one is in.
+    """
+
+    def __init__(self) -> None:
+        self._next: defaultdict[int, int] = defaultdict(int)
+        self._pending: dict[tuple[int, int], _Pending] = {}
+
+    def announce(self, peer: int, index: int, nsegments: int) -> int:
+        if nsegments < 1:
+            raise ProtocolError("a message needs at least one segment")
+        for _ in range(SEQ_MOD):
+            seq = self._next[peer]
+            self._next[peer] = (seq + 1) % SEQ_MOD
+            if (peer, seq) not in self._pending:
+                self._pending[(peer, seq)] = _Pending(peer, index, nsegments)
+                return seq
+        raise ProtocolError(f"more than {SEQ_MOD} messages pending from rank {peer}")
+
+    def landed(self, peer: int, seq: int, segment: int) -> int | None:
+        pending = self._pending.get((peer, seq))
+        if pending is None:
+            raise ProtocolError(f"rank {peer} wrote message {seq}, which was not announced")
+        if not 0 <= segment < pending.nsegments or segment in pending.landed:
+            raise ProtocolError(f"rank {peer} wrote segment {segment} of message {seq} "
+                                f"(of {pending.nsegments}) twice or out of range")
+        pending.landed.add(segment)
+        if len(pending.landed) == pending.nsegments:
+            del self._pending[(peer, seq)]
+            return pending.index
+        return None
+
+    def peers(self) -> tuple[int, ...]:
+        return tuple(sorted({p.peer for p in self._pending.values()}))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+# ---------------------------------------------------------------- sender's credits
+
+class CreditBook:
+    """CTS messages received and not yet used, first in first out per ``(peer, tag)``.
+
+    A CTS for a later step (or the next call) may arrive while the sender is still busy; it
+    waits here until the sender reaches the matching send.
+    """
+
+    def __init__(self) -> None:
+        self._credits: defaultdict[tuple[int, int], deque[ClearToSend]] = defaultdict(deque)
+
+    def add(self, peer: int, cts: ClearToSend) -> None:
+        self._credits[(peer, cts.tag)].append(cts)
+
+    def take(self, peer: int, tag: int) -> ClearToSend | None:
+        queue = self._credits.get((peer, tag))
+        if not queue:
+            return None
+        cts = queue.popleft()
+        if not queue:
+            del self._credits[(peer, tag)]
+        return cts
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._credits.values())
+
+
+class Window:
+    """Work requests in flight per queue pair, at most *limit* (the send queue depth, or 1 for
+    stop-and-wait, which turns segment overlap off)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a window needs at least one slot")
+        self.limit = limit
+        self._used: defaultdict[int, int] = defaultdict(int)
+
+    def free(self, peer: int) -> int:
+        return self.limit - self._used[peer]
+
+    def acquire(self, peer: int) -> None:
+        if self._used[peer] >= self.limit:
+            raise ProtocolError(f"window to rank {peer} is full")
+        self._used[peer] += 1
+
+    def release(self, peer: int) -> None:
+        if self._used[peer] <= 0:
+            raise ProtocolError(f"completion for rank {peer} with nothing in flight")
+        self._used[peer] -= 1
+
+    def busy(self) -> tuple[int, ...]:
+        return tuple(p for p, n in sorted(self._used.items()) if n)
+
+    def in_flight(self) -> int:
+        return sum(self._used.values())
+
+
+# ---------------------------------------------------------------- registration cache
+
+@dataclass
+class Registration:
+    addr: int
+    nbytes: int
+    handle: object
+    """What the register callable returned (a pyverbs MR)."""
+    owner: object
+    """Kept alive while registered, so the memory cannot be freed and reused."""
+    valid: bool = True
+
+
+class RegistrationCache:
+    """Memory registrations keyed by ``(address, length)`` of the owning buffer.
+
+    The executor binds views of one buffer once, so with the cache every buffer is registered
+    the first time it is seen (the first, untimed call of a point) and never inside the timed
+    loop. Least recently used registrations are dropped once more than *limit_bytes* are held.
+    With *enabled* false, :meth:`acquire` registers every time and :meth:`release` deregisters:
+    the cost the cache saves, measurable.
+    """
+
+    def __init__(self, register: Callable[[int, int], object], deregister: Callable[[object], None],
+                 enabled: bool = True, limit_bytes: int = 4 << 30) -> None:
+        self._register, self._deregister = register, deregister
+        self.enabled, self.limit_bytes = enabled, limit_bytes
+        self._entries: OrderedDict[tuple[int, int], Registration] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = self.registrations = self.deregistrations = 0
+
+    def acquire(self, addr: int, nbytes: int, owner: object) -> Registration:
+        key = (addr, nbytes)
+        if self.enabled:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self.hits += 1
+                self._entries.move_to_end(key)
+                return entry
+            self.misses += 1
+        entry = Registration(addr, nbytes, self._register(addr, nbytes), owner)
+        self.registrations += 1
+        if self.enabled:
+            self._entries[key] = entry
+            self.bytes += nbytes
+            self._evict(keep=key)
+        return entry
+
+    def release(self, entry: Registration) -> None:
+        """End of use: deregisters when the cache is off, nothing when on."""
+        if not self.enabled and entry.valid:
+            self._drop(entry)
+
+    def _evict(self, keep: tuple[int, int]) -> None:
+        while self.bytes > self.limit_bytes and len(self._entries) > 1:
+            key = next(iter(self._entries))
+            if key == keep:
+                break
+            self._drop(self._entries.pop(key))
+            self.bytes -= key[1]
+
+    def _drop(self, entry: Registration) -> None:
+        entry.valid = False
+        entry.owner = None
+        self.deregistrations += 1
+        self._deregister(entry.handle)
+
+    def clear(self) -> None:
+        for entry in self._entries.values():
+            self._drop(entry)
+        self._entries.clear()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> dict:
+        return {"enabled": self.enabled, "entries": len(self), "bytes": self.bytes, "hits": self.hits,
+                "misses": self.misses, "registrations": self.registrations,
+                "deregistrations": self.deregistrations}
+
+
+# ---------------------------------------------------------------- polling
+
+class Backoff:
+    """Completion polling without spinning a core forever: *spins* empty polls back to back,
+    then sleeps that double from *first_sleep* up to *max_sleep* seconds; any completion resets
+    it. :meth:`expired` says when nothing has happened for *timeout* seconds."""
+
+    def __init__(self, timeout: float, spins: int = 200, first_sleep: float = 1e-6,
+                 max_sleep: float = 1e-3, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.timeout, self.spins = timeout, spins
+        self.first_sleep, self.max_sleep = first_sleep, max_sleep
+        self._clock, self._sleep = clock, sleep
+        self.reset()
+
+    def reset(self) -> None:
+        self.empty = 0
+        self.delay = self.first_sleep
+        self.last_progress = self._clock()
+
+    def idle(self) -> float:
+        """Call after an empty poll; returns the seconds slept (0 while spinning)."""
+        self.empty += 1
+        if self.empty <= self.spins:
+            return 0.0
+        delay = self.delay
+        self._sleep(delay)
+        self.delay = min(self.delay * 2, self.max_sleep)
+        return delay
+
+    def expired(self) -> bool:
+        return self._clock() - self.last_progress > self.timeout
+
+
+# ---------------------------------------------------------------- switches
+
+@dataclass(frozen=True)
+class Settings:
+    """The techniques of the seed study, each switchable (``COLLBENCH_VERBS_*``)."""
+
+    regcache: bool = True
+    """REGCACHE: cache registrations (1) or register/deregister inside every call (0)."""
+    regcache_limit: int = 4 << 30
+    """REGCACHE_LIMIT: bytes kept registered before least recently used ones are dropped."""
+    segment_bytes: int = 0
+    """SEGMENT: bytes per write-with-immediate (0 = one write per message)."""
+    window: int = 64
+    """WINDOW: writes in flight per peer (1 = stop-and-wait: no overlap across segments)."""
+    recv_depth: int = 512
+    """RECV_DEPTH: receive work requests kept posted per queue pair."""
+    port: int = 1
+    """PORT: the device port."""
+    gid_index: int | None = None
+    """GID_INDEX: the GID for RoCE (default: the first non-zero one)."""
+
+    @classmethod
+    def from_env(cls, env=None) -> Settings:
+        env = os.environ if env is None else env
+        from collbench.sizes import parse_size
+
+        def get(name, convert, default):
+            raw = env.get(f"COLLBENCH_VERBS_{name}")
+            if raw is None or raw.strip() == "":
+                return default
+            try:
+                return convert(raw.strip())
+            except ValueError:
+                raise ValueError(f"COLLBENCH_VERBS_{name}={raw!r} is not valid") from None
+
+        def flag(raw: str) -> bool:
+            if raw.lower() in ("1", "on", "yes", "true"):
+                return True
+            if raw.lower() in ("0", "off", "no", "false"):
+                return False
+            raise ValueError(raw)
+
+        settings = cls(regcache=get("REGCACHE", flag, cls.regcache),
+                       regcache_limit=get("REGCACHE_LIMIT", parse_size, cls.regcache_limit),
+                       segment_bytes=get("SEGMENT", parse_size, cls.segment_bytes),
+                       window=get("WINDOW", int, cls.window),
+                       recv_depth=get("RECV_DEPTH", int, cls.recv_depth),
+                       port=get("PORT", int, cls.port),
+                       gid_index=get("GID_INDEX", int, cls.gid_index))
+        if settings.window < 1 or settings.recv_depth < 4 or settings.port < 1:
+            raise ValueError("COLLBENCH_VERBS_WINDOW must be >= 1, RECV_DEPTH >= 4, PORT >= 1")
+        return settings
+
+    def as_dict(self) -> dict:
+        return {"regcache": self.regcache, "regcache_limit": self.regcache_limit,
+                "segment_bytes": self.segment_bytes, "window": self.window,
+                "recv_depth": self.recv_depth, "port": self.port, "gid_index": self.gid_index}

@@ -1,0 +1,157 @@
+"""``collbench run`` end to end under real mpiexec: table, CSV/JSON, results folder, resume,
+verification, and one clear sentence for every kind of bad input."""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from collbench.schema import PROVENANCE_KEYS, SAMPLE_COLUMNS, SUMMARY_COLUMNS
+from tests.conftest import PROGRAMS, ROOT, mpi_env, mpiexec_path
+
+pytestmark = pytest.mark.mpi
+SMALL = ["-b", "8", "-e", "4K", "-f", "8", "-n", "3", "-w", "1"]  # sizes 8, 64, 512, 4096
+
+
+def collbench(mpiexec, nranks, *args, **kwargs):
+    return mpiexec(nranks, sys.executable, "-m", "collbench", *args, **kwargs)
+
+
+def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_path):
+    out = tmp_path / "r"
+    done = collbench(mpiexec, 3, "run", *SMALL, "--out", out)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("#") and "busbw" in line and "#wrong" in line for line in lines)
+    rows = [line.split() for line in lines if not line.startswith("#")]
+    assert len(rows) == 4 * 4 * 2  # algorithms x sizes x (out, in)
+    assert {r[4] for r in rows} == {"naive", "ring", "rabenseifner", "native"}
+    assert all(r[-1] == "0" for r in rows)
+
+    run = json.loads((out / "run.json").read_text())
+    assert set(PROVENANCE_KEYS) - {"slurm"} <= set(run)
+    assert run["nranks"] == 3 and sum(run["ranks_per_node"].values()) == 3
+    assert run["versions"]["mpi_library"].startswith("MPICH") and run["versions"]["numpy"]
+    summary, samples = pd.read_csv(out / "summary.csv"), pd.read_csv(out / "samples.csv")
+    assert list(summary.columns) == list(SUMMARY_COLUMNS)
+    assert list(samples.columns) == list(SAMPLE_COLUMNS)
+    assert len(summary) == 32 and (summary.n_wrong == 0).all()
+    assert len(samples) == 32 * (1 + 1 + 3)  # first + warm-up + timed, every one kept
+    assert samples.groupby("phase").size().to_dict() == {"first": 32, "timed": 96, "warmup": 32}
+    assert summary.busbw_GBps.to_numpy() == pytest.approx(summary.algbw_GBps.to_numpy() * 4 / 3)
+    assert (summary.ci_low_us <= summary.median_us).all() and (summary.median_us <= summary.ci_high_us).all()
+
+
+def test_csv_and_json_outputs_are_machine_readable(mpiexec, tmp_path):
+    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "-m", "in", "--format", "csv",
+                     "--out", tmp_path / "c")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [int(r["size_bytes"]) for r in rows] == [8, 64, 512, 4096]
+    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "native", "-m", "out", "--format", "json",
+                     "--out", tmp_path / "j")
+    assert done.returncode == 0, done.stderr
+    points = json.loads(done.stdout)["points"]
+    assert [p["algorithm"] for p in points] == ["native"] * 4 and points[0]["n_wrong"] == 0
+
+
+def test_an_experiment_file_describes_the_same_sweep(mpiexec, tmp_path):
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text('name = "exp"\n[run]\nalgorithms = ["rabenseifner"]\nminbytes = "1K"\n'
+                          'maxbytes = "4K"\nstepfactor = 2\niters = 2\nwarmup_iters = 0\n'
+                          'datatype = "int32"\nop = "max"\nmodes = ["in"]\n')
+    done = collbench(mpiexec, 3, "run", "-x", experiment, "--out", tmp_path / "x")
+    assert done.returncode == 0, done.stderr
+    summary = pd.read_csv(tmp_path / "x" / "summary.csv")
+    assert list(summary.size_bytes) == [1024, 2048, 4096]
+    assert set(summary.dtype) == {"int32"} and set(summary.op) == {"max"}
+    assert json.loads((tmp_path / "x" / "run.json").read_text())["config"]["name"] == "exp"
+
+
+def test_a_run_killed_midway_keeps_its_points_and_resumes(tmp_path):
+    out = tmp_path / "k"
+    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
+            "-b", "1K", "-e", "4M", "-f", "4", "-n", "30", "-w", "2", "-m", "out", "--out", str(out)]
+    job = subprocess.Popen(args, env=mpi_env(2), cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    summary = out / "summary.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (summary.exists() and len(pd.read_csv(summary)) >= 3):
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    kept = pd.read_csv(summary)
+    assert 3 <= len(kept) < 14, "the run should have been killed midway"
+
+    done = subprocess.run(args, env=mpi_env(2), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming: {len(kept)} point(s) already stored" in done.stdout
+    final = pd.read_csv(summary)
+    assert len(final) == 14 and not final.duplicated(["algorithm", "size_bytes"]).any()
+    pd.testing.assert_frame_equal(final.iloc[: len(kept)], kept)  # earlier points untouched
+    assert len(json.loads((out / "run.json").read_text())["resumed"]) == 1
+
+
+def test_a_wrong_element_is_counted_and_fails_the_command(mpiexec, tmp_path):
+    done = mpiexec(2, sys.executable, PROGRAMS / "plant_error.py", tmp_path / "p")
+    assert done.returncode == 1
+    assert "point(s) had wrong results" in done.stderr
+    summary = pd.read_csv(tmp_path / "p" / "summary.csv")
+    assert (summary[summary.algorithm == "ring"].n_wrong == 1).all()  # one element, one check
+    assert (summary[summary.algorithm == "native"].n_wrong == 0).all()
+
+
+BAD_INPUTS = {
+    "unknown algorithm": (["-a", "ring,tree"], "unknown algorithm 'tree'"),
+    "unknown dtype": (["-d", "float8"], "unknown data type 'float8'"),
+    "unknown op": (["-o", "avg"], "unknown op 'avg'"),
+    "unknown transport": (["-t", "tcp"], "unknown transport 'tcp'"),
+    "negative size": (["-b=-8"], "is not a size"),
+    "non-numeric size": (["-e", "lots"], "'lots' is not a size"),
+    "reversed bounds": (["-b", "1M", "-e", "1K"], "is larger than the largest"),
+    "size not a multiple": (["-b", "6", "-e", "6"], "not a multiple of the element size (4 B)"),
+    "bad iterations": (["-n", "0"], "iterations must be at least 1"),
+    "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_gets_one_sentence_and_exit_2(collbench_cmd, tmp_path, case):
+    flags, message = BAD_INPUTS[case]
+    done = subprocess.run([*collbench_cmd, "run", *flags, "--out", str(tmp_path / "never")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "never").exists()
+
+
+def test_a_malformed_experiment_file_is_named(collbench_cmd, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\niters = \n")
+    done = subprocess.run([*collbench_cmd, "run", "-x", str(bad)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and f"experiment file {bad} is not valid TOML" in done.stderr
+    bad.write_text("[run]\nitres = 3\n")
+    done = subprocess.run([*collbench_cmd, "run", "-x", str(bad)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown setting(s) itres" in done.stderr
+
+
+def test_an_unwritable_results_folder_is_refused_on_every_rank(mpiexec, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    done = collbench(mpiexec, 2, "run", *SMALL, "--out", blocker / "sub")
+    assert done.returncode != 0
+    assert done.stderr.count(f"cannot write to results folder {blocker / 'sub'}") == 1
+    assert "Traceback" not in done.stderr and blocker.read_text() == "not a folder"
+
+
+def test_doctor_reports_mpi_and_the_optional_stacks(collbench_cmd):
+    done = subprocess.run([*collbench_cmd, "doctor"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "mpi" in done.stdout and "MPICH" in done.stdout
