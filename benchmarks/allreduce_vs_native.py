@@ -1,0 +1,76 @@
+"""Ring and Rabenseifner against the MPI library's own all-reduce on this machine.
+
+Runs ``collbench run`` under the mpich wheel's mpiexec at each rank count, 1 KiB to 256 MiB
+(x4) plus 8 B, out of place, float32 sum, and prints per size the busbw ratio to native and,
+at 8 B, the time ratio. Targets (issue 2): ratio >= 0.95 at sizes >= 16 MiB; time at 8 B at
+most 3x native's. All three run in the same job, so the ratios share the machine's state.
+
+Usage: python benchmarks/allreduce_vs_native.py [--ranks 2,4] [--iters 20] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+BIN = Path(sys.executable).parent
+ALGORITHMS = ("ring", "rabenseifner")
+
+
+def measure(nranks: int, iters: int, out: Path) -> pd.DataFrame:
+    for name, sizes in (("small", ["-b", "8", "-e", "8"]), ("sweep", ["-b", "1K", "-e", "256M", "-f", "4"])):
+        folder = out / f"p{nranks}-{name}"
+        command = [str(BIN / "mpiexec"), "-n", str(nranks), str(BIN / "collbench"), "run",
+                   "-a", "ring,rabenseifner,native", *sizes, "-n", str(iters), "-w", "3", "-m", "out",
+                   "--no-progress", "--out", str(folder)]
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    frames = [pd.read_csv(out / f"p{nranks}-{n}" / "summary.csv") for n in ("small", "sweep")]
+    return pd.concat(frames, ignore_index=True)
+
+
+def ratios(summary: pd.DataFrame) -> pd.DataFrame:
+    table = summary.pivot_table(index="size_bytes", columns="algorithm",
+                                values=["busbw_GBps", "median_us"])
+    rows = pd.DataFrame(index=table.index)
+    rows["native busbw GB/s"] = table["busbw_GBps"]["native"]
+    for name in ALGORITHMS:
+        rows[f"{name} busbw/native"] = table["busbw_GBps"][name] / table["busbw_GBps"]["native"]
+        rows[f"{name} time/native"] = table["median_us"][name] / table["median_us"]["native"]
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", default="2,4")
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("results") / f"bench-vs-native-{dt.date.today()}")
+    args = parser.parse_args()
+    print(f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+          f"{os.cpu_count()} cores, {platform.platform()}")
+    failed = False
+    for nranks in map(int, args.ranks.split(",")):
+        table = ratios(measure(nranks, args.iters, args.out))
+        oversubscribed = " (oversubscribed: more ranks than cores)" if nranks > (os.cpu_count() or 1) else ""
+        print(f"\n## P={nranks}{oversubscribed}")
+        print(table.to_string(float_format=lambda x: f"{x:.3f}"))
+        big = table[table.index >= 16 << 20]
+        for name in ALGORITHMS:
+            bw_ok = (big[f"{name} busbw/native"] >= 0.95).all()
+            small_ok = table.loc[8, f"{name} time/native"] <= 3
+            failed |= not (bw_ok and small_ok)
+            print(f"{name}: busbw >= 0.95x native at >= 16 MiB: {'yes' if bw_ok else 'NO'}; "
+                  f"8 B time <= 3x native: {'yes' if small_ok else 'NO'} "
+                  f"({table.loc[8, f'{name} time/native']:.2f}x)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
