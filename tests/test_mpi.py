@@ -26,7 +26,8 @@ def test_algorithms_on_real_mpi_match_the_exact_result(mpiexec, nranks):
 
 @pytest.mark.parametrize("algorithm", ["ring", "naive"])
 def test_a_rank_leaving_early_aborts_the_job_naming_step_and_peer(mpiexec, tmp_path, algorithm):
-    done = mpiexec(3, sys.executable, PROGRAMS / "early_exit.py", algorithm, "3", tmp_path / "out", timeout=120)
+    done = mpiexec(3, sys.executable, PROGRAMS / "early_exit.py", algorithm, "3", tmp_path / "out",
+                   timeout=120)
     assert done.returncode != 0
     assert f"made no progress for 3 s in {algorithm}, step" in done.stderr
     assert "receiving from" in done.stderr or "sending to" in done.stderr
