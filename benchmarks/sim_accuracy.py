@@ -1,0 +1,52 @@
+"""Accuracy on this machine: calibrate on measured runs at P = 2 and 3, predict P = 4, and
+print the error per algorithm and size (target: within 15% for sizes of 64 KiB and more).
+
+    mpiexec -n 2 collbench run -b 1K -e 64M -f 4 --algorithms naive,ring,rabenseifner \\
+        -n 10 -w 3 -m out --out results/acc-p2      # and likewise -n 3, -n 4
+    .venv/bin/python benchmarks/sim_accuracy.py results/acc-p2 results/acc-p3 results/acc-p4
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sim.calibrate import error_table, fit, measured_points
+
+TARGET_PCT, FROM_BYTES = 15.0, 64 * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="measured results folders (P = 2, 3 and 4)")
+    parser.add_argument("--fit-ranks", default="2,3")
+    parser.add_argument("--predict-ranks", default="4")
+    parser.add_argument("--topology", default="half-duplex", choices=("half-duplex", "switch", "ideal"),
+                        help="half-duplex (default) models ranks copying through one host's memory")
+    parser.add_argument("--min-size", type=int, default=0, help="fit only points of this many bytes or more")
+    args = parser.parse_args()
+    fit_ranks = {int(x) for x in args.fit_ranks.split(",")}
+    predict_ranks = {int(x) for x in args.predict_ranks.split(",")}
+    data = measured_points(args.results)
+    out_of_place = data["in_place"].astype(str) == "False"
+    data = data[out_of_place] if out_of_place.any() else data
+    train = data[data["nranks"].isin(fit_ranks) & (data["size_bytes"] >= args.min_size)]
+    calibration = fit(train, args.topology)
+    print(f"# fitted on P in {sorted(fit_ranks)}: {calibration.describe()}")
+    if calibration.note:
+        print(f"# {calibration.note}")
+    rows = error_table(calibration, data[data["nranks"].isin(predict_ranks)])
+    print("| algorithm | P | size (B) | measured (us) | predicted (us) | error |")
+    print("|---|---|---|---|---|---|")
+    within = total = 0
+    for r in sorted(rows, key=lambda r: (r["algorithm"], r["nranks"], r["size_bytes"])):
+        print(f"| {r['algorithm']} | {r['nranks']} | {r['size_bytes']} | {r['measured_us']:.1f} | "
+              f"{r['predicted_us']:.1f} | {r['error_pct']:+.1f}% |")
+        if r["size_bytes"] >= FROM_BYTES:
+            total += 1
+            within += abs(r["error_pct"]) <= TARGET_PCT
+    print(f"# {within} of {total} held-out points of {FROM_BYTES // 1024} KiB or more are within "
+          f"{TARGET_PCT:g}%")
+
+
+if __name__ == "__main__":
+    main()

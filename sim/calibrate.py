@@ -1,0 +1,148 @@
+"""Calibration: fit the model's four figures to measured all-reduce times.
+
+The closed forms of :mod:`sim.analytic` are linear in (α, β, γ, o), so the fit is a
+bounded linear least-squares problem (no figure may be negative), solved on *relative*
+residuals so that 1 KiB points weigh as much as 1 GiB ones. Naive on a switch is linear on
+each side of a ``max``; the fit picks the side from the current estimate and refits until
+the choice settles.
+
+Only the schedule-based algorithms (naive, ring, rabenseifner) are fitted: ``native`` is
+the library's own all-reduce, a black box whose schedule the model does not know, so its
+rows are skipped. α and o multiply the same count of messages in every model except naive
+on the ``ideal`` network; when the data cannot tell them apart, o is fixed at 0 and the
+latency absorbs it (the saved calibration says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from collbench.errors import CollbenchError, ResultsError
+from sim import analytic
+from sim.analytic import Params
+
+FIT_ALGORITHMS = ("naive", "ring", "rabenseifner")
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8,
+             "int8": 1, "uint8": 1}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted figures and how well they fit."""
+
+    params: Params
+    topology: str
+    points: int
+    rms_relative_error: float
+    note: str = ""
+    sources: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """The fitted figures in one line, in the units people quote."""
+        q = self.params
+        reduction = f"{1e-9 / q.gamma:.2f} GB/s" if q.gamma > 1e-15 else "free (γ fitted as 0)"
+        return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.2f} GB/s, reduction "
+                f"{reduction}, overhead {q.overhead * 1e6:.2f} us ({self.topology} model, {self.points} "
+                f"points, rms relative error {100 * self.rms_relative_error:.1f}%)")
+
+    def save(self, path: Path | str) -> None:
+        """Write this calibration as JSON to *path*."""
+        data = {"params": asdict(self.params), **{k: v for k, v in asdict(self).items() if k != "params"}}
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | str) -> Calibration:
+        """Read a calibration file; raises CollbenchError naming it if it is not one."""
+        try:
+            data = json.loads(Path(path).read_text())
+            params = Params(**data.pop("params"))
+            return cls(params=params, **data)
+        except OSError as e:
+            raise CollbenchError(f"cannot read calibration file {path}: {e.strerror or e}") from None
+        except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+            raise CollbenchError(f"{path} is not a calibration file written by "
+                                 "'collbench sim calibrate'") from None
+
+
+def measured_points(folders: list[str]):
+    """The fit-able rows of the results *folders*, as one DataFrame with ``bytes`` and
+    ``time_s``. Raises ResultsError naming a folder that is unreadable or has none."""
+    import pandas as pd
+
+    from collbench.store import read_results
+
+    frames = []
+    for folder in folders:
+        _, summary, _ = read_results(folder)
+        rows = summary[summary["algorithm"].isin(FIT_ALGORITHMS) & (summary["nranks"] >= 2)
+                       & (summary["size_bytes"] > 0)]
+        rows = rows[np.isfinite(rows["median_us"].astype(float)) & (rows["median_us"] > 0)]
+        if rows.empty:
+            raise ResultsError(f"{folder} holds no naive, ring or rabenseifner point with 2 or more "
+                               "ranks and a positive time to calibrate on")
+        frames.append(rows.assign(folder=str(folder)))
+    data = pd.concat(frames, ignore_index=True)
+    data["bytes"] = data["size_bytes"].astype(float)
+    data["time_s"] = data["median_us"].astype(float) * 1e-6
+    return data
+
+
+def fit(data, topology: str = "switch", note_sources: list[str] | None = None) -> Calibration:
+    """Fit (α, β, γ, o) to *data* (from :func:`measured_points`) on *topology*."""
+    from scipy.optimize import lsq_linear
+
+    if topology not in analytic.MODEL_TOPOLOGIES:
+        raise CollbenchError(f"calibration fits the {' or '.join(analytic.MODEL_TOPOLOGIES)} model, "
+                             f"not {topology!r}")
+    rows = list(zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], data["time_s"]))
+    if len(rows) < 3:
+        raise CollbenchError(f"calibration needs at least 3 measured points, got {len(rows)}")
+    times = np.array([r[3] for r in rows])
+    q: Params | None = None
+    separable = True
+    for _ in range(10):
+        a = np.array([analytic.coefficients(alg, p, n, q, topology) for alg, p, n, _ in rows])
+        a = a / times[:, None]
+        scale = np.linalg.norm(a, axis=0)
+        scale[scale == 0] = 1.0
+        scaled = a / scale
+        separable = _separable(scaled)
+        if not separable:  # o is indistinguishable from α: fit without it
+            scaled[:, 3] = 0.0
+        x = lsq_linear(scaled, np.ones(len(rows)), bounds=(0, np.inf)).x / scale
+        new = Params(alpha=float(x[0]), beta=float(x[1]), gamma=float(x[2]),
+                     overhead=float(x[3]) if separable else 0.0)
+        if new == q:
+            break
+        q = new
+    predicted = np.array([analytic.predict(alg, p, n, q, topology) for alg, p, n, _ in rows])
+    rms = float(np.sqrt(np.mean(((predicted - times) / times) ** 2)))
+    if q.beta <= 0:
+        raise CollbenchError("the measurements do not grow with size, so no bandwidth can be fitted; "
+                             "measure a wider range of sizes")
+    note = "" if separable else "overhead not separable from latency in these data: fitted as latency"
+    return Calibration(q, topology, len(rows), rms, note, list(note_sources or []))
+
+
+def _separable(scaled: np.ndarray) -> bool:
+    """False when the α and o columns are (numerically) parallel."""
+    a, o = scaled[:, 0], scaled[:, 3]
+    if not np.any(o):
+        return False
+    cos = abs(float(a @ o)) / (np.linalg.norm(a) * np.linalg.norm(o))
+    return cos < 1 - 1e-9
+
+
+def error_table(calibration: Calibration, data) -> list[dict]:
+    """Measured vs predicted for every row of *data*, with the relative error in percent."""
+    out = []
+    for alg, p, n, t in zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], data["time_s"]):
+        pred = analytic.predict(alg, p, n, calibration.params, calibration.topology)
+        out.append({"algorithm": alg, "nranks": p, "size_bytes": int(n), "measured_us": t * 1e6,
+                    "predicted_us": pred * 1e6, "error_pct": 100.0 * (pred - t) / t if t else math.nan})
+    return out

@@ -1,0 +1,215 @@
+"""``collbench sim``: predict all-reduce times on a described network.
+
+Three forms share one parser::
+
+    collbench sim [--network NAME|FILE.toml] [overrides] [--model sim|analytic] ...
+    collbench sim calibrate RESULTS... [--topology switch|ideal] [--holdout-ranks 4] [-o FILE]
+    collbench sim predict --calibration FILE [--network NAME] ...
+
+Predictions print a table and are stored in the results schema (``source`` ``simulated`` or
+``model``) in ``results/<UTC time>-sim-<network>/`` unless ``--out`` says otherwise. This
+module never imports mpi4py, CuPy or pyverbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from collbench.errors import CollbenchError
+
+DTYPES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
+
+
+def register(subparsers) -> None:
+    """Add the ``sim`` parser (and its ``calibrate`` and ``predict`` forms) to *subparsers*."""
+    parser = subparsers.add_parser(
+        "sim", help="predict all-reduce times on a described network (SimPy model or closed form)",
+        description="Predict naive, ring and Rabenseifner all-reduce times on a network preset or "
+        "a TOML description, with the SimPy model or the closed forms.")
+    _prediction_options(parser)
+    parser.set_defaults(func=_run_sim, calibration=None)
+    forms = parser.add_subparsers(dest="sim_command", metavar="{calibrate,predict}")
+    cal = forms.add_parser("calibrate", help="fit latency, bandwidth, reduction and overhead to "
+                           "measured results",
+                           description="Fit the model to measured results by least squares.")
+    cal.add_argument("results", nargs="+", help="results folders written by 'collbench run'")
+    cal.add_argument("--topology", default="switch", choices=("switch", "half-duplex", "ideal"),
+                     help="the model the figures are fitted on (default: switch; half-duplex suits "
+                     "ranks of one shared-memory host)")
+    cal.add_argument("--holdout-ranks", default="", metavar="LIST",
+                     help="rank counts to leave out of the fit and report the error on, e.g. 4")
+    cal.add_argument("--min-size", default="0", metavar="SIZE",
+                     help="fit only points of at least this many bytes, e.g. 64KiB (default: all)")
+    cal.add_argument("-o", "--output", default="calibration.json", help="where to save the fit")
+    cal.set_defaults(func=_run_calibrate)
+    pred = forms.add_parser("predict", help="predict with a saved calibration",
+                            description="Predict with fitted figures; a --network keeps its own "
+                            "bandwidth, latency and topology and takes gamma and overhead from the fit.")
+    _prediction_options(pred)
+    pred.add_argument("--calibration", required=True, help="file written by 'collbench sim calibrate'")
+    pred.set_defaults(func=_run_sim)
+
+
+def _prediction_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network", default=None, help="preset name or TOML file (default: ib-edr)")
+    p.add_argument("--algorithms", default="naive,ring,rabenseifner")
+    p.add_argument("--ranks", default="2,4,8,16", help="e.g. 2,4,...,1024 or 2..16")
+    p.add_argument("--sizes", default="1KiB..64MiB", help="e.g. 1KiB..1GiB or 1K,1M")
+    p.add_argument("--model", default="sim", choices=("sim", "analytic"),
+                   help="SimPy executor (default) or closed forms (ideal, switch and half-duplex "
+                   "networks, one rank per node)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
+    p.add_argument("--no-save", action="store_true", help="print only")
+    g = p.add_argument_group("network overrides")
+    g.add_argument("--topology", dest="o_topology", metavar="NAME",
+                   help="ideal, switch, half-duplex, fat-tree or torus")
+    g.add_argument("--bandwidth", dest="o_bandwidth", metavar="RATE", help="per NIC, e.g. 400Gbps")
+    g.add_argument("--latency", dest="o_latency", metavar="TIME", help="e.g. 1us")
+    g.add_argument("--oversubscription", dest="o_oversubscription", type=float, metavar="RATIO",
+                   help="fat tree: leaf host capacity over core capacity, e.g. 2")
+    g.add_argument("--hosts-per-leaf", dest="o_hosts_per_leaf", type=int, metavar="N")
+    g.add_argument("--nics-per-node", dest="o_nics_per_node", type=int, metavar="N")
+    g.add_argument("--ranks-per-node", dest="o_ranks_per_node", type=int, metavar="N")
+    g.add_argument("--placement", dest="o_placement", metavar="HOW", help="block, cyclic or 0,0,1,1,...")
+    g.add_argument("--gamma", dest="o_gamma", metavar="S_PER_BYTE", help="seconds per byte reduced")
+    g.add_argument("--overhead", dest="o_overhead", metavar="TIME", help="per message, e.g. 0.5us")
+
+
+def _network(args):
+    """The spec from --network, a calibration and the overrides."""
+    from sim.calibrate import Calibration
+    from sim.network import NetworkSpec, SpecError
+    from sim.presets import load_network
+    from sim.units import parse_bandwidth, parse_time
+
+    try:
+        calibration = Calibration.load(args.calibration) if args.calibration else None
+        if calibration and not args.network:
+            q = calibration.params
+            spec = NetworkSpec(name="calibrated", topology=calibration.topology, bandwidth=1.0 / q.beta,
+                               latency=q.alpha, gamma=q.gamma, overhead=q.overhead)
+        else:
+            spec = load_network(args.network or "ib-edr")
+            if calibration:
+                spec = spec.with_overrides(gamma=calibration.params.gamma,
+                                           overhead=calibration.params.overhead)
+        placement = args.o_placement
+        if placement and placement not in ("block", "cyclic"):
+            placement = tuple(int(x) for x in placement.split(","))
+        spec = spec.with_overrides(
+            topology=args.o_topology,
+            bandwidth=parse_bandwidth(args.o_bandwidth) if args.o_bandwidth else None,
+            latency=parse_time(args.o_latency) if args.o_latency else None,
+            oversubscription=args.o_oversubscription, hosts_per_leaf=args.o_hosts_per_leaf,
+            nics_per_node=args.o_nics_per_node, ranks_per_node=args.o_ranks_per_node,
+            placement=placement,
+            gamma=float(args.o_gamma) if args.o_gamma else None,
+            overhead=parse_time(args.o_overhead) if args.o_overhead else None)
+    except (SpecError, ValueError) as e:
+        raise CollbenchError(str(e)) from None
+    return spec, calibration
+
+
+def _run_sim(args) -> int:
+    from algorithms import ALGORITHMS
+    from sim.predict import predict_point
+    from sim.units import parse_ranks, parse_sizes
+
+    spec, calibration = _network(args)
+    try:
+        ranks, sizes = parse_ranks(args.ranks), parse_sizes(args.sizes)
+    except ValueError as e:
+        raise CollbenchError(f"{e}") from None
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    unknown = [a for a in algorithms if a not in ALGORITHMS]
+    if unknown or not algorithms:
+        raise CollbenchError(f"unknown algorithm {', '.join(unknown) or '(none)'}; "
+                             f"choose from {', '.join(ALGORITHMS)}")
+    itemsize = DTYPES[args.dtype]
+    bad = [s for s in sizes if s % itemsize]
+    if bad:
+        raise CollbenchError(f"size {bad[0]} B is not a whole number of {args.dtype} elements")
+    writer = None if args.no_save else _writer(args, spec, calibration)
+    source = "simulated" if args.model == "sim" else "model"
+    print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
+          f"{spec.nics_per_node} per node, latency {spec.latency * 1e6:g} us, "
+          f"{spec.ranks_per_node} ranks/node; {source}")
+    print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
+          f"{'busbw(GB/s)':>12}")
+    for algorithm in algorithms:
+        for p in ranks:
+            for size in sizes:
+                row = predict_point(spec, algorithm, p, size, args.dtype, itemsize, args.model)
+                print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
+                      f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
+                if writer:
+                    writer.add_point(row)
+    if writer:
+        from collbench.provenance import now
+
+        writer.write_provenance(end_time=now())
+        print(f"# results in {writer.folder}")
+    return 0
+
+
+def _fmt(x: float) -> str:
+    return f"{x:>12.3f}" if math.isfinite(x) else f"{'-':>12}"
+
+
+def _writer(args, spec, calibration):
+    from dataclasses import asdict
+
+    from collbench import provenance
+    from collbench.store import ResultsWriter
+
+    name = f"sim-{spec.name}"
+    folder = Path(args.out) if args.out else Path("results") / f"{provenance.timestamp()}-{name}"
+    info = {
+        "name": name, "source": "simulated" if args.model == "sim" else "model",
+        "command": sys.argv, "config": {"algorithms": args.algorithms, "ranks": args.ranks,
+                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model},
+        "versions": provenance.versions(), "git_commit": provenance.git_commit(),
+        "machine": provenance.machine(), "start_time": provenance.now(), "network": spec.as_dict(),
+    }
+    if calibration:
+        info["calibration"] = {**asdict(calibration), "file": str(args.calibration)}
+    return ResultsWriter(folder, info)
+
+
+def _run_calibrate(args) -> int:
+    from sim.calibrate import error_table, fit, measured_points
+    from sim.units import parse_ranks, parse_sizes
+
+    data = measured_points(args.results)
+    try:
+        holdout = set(parse_ranks(args.holdout_ranks)) if args.holdout_ranks else set()
+        data = data[data["size_bytes"] >= parse_sizes(args.min_size)[0]]
+    except ValueError as e:
+        raise CollbenchError(f"{e}") from None
+    train = data[~data["nranks"].isin(holdout)]
+    test = data[data["nranks"].isin(holdout)]
+    if holdout and test.empty:
+        raise CollbenchError(f"no measured point has {sorted(holdout)} ranks to hold out")
+    calibration = fit(train, args.topology, note_sources=[str(r) for r in args.results])
+    print(f"# fitted: {calibration.describe()}")
+    if calibration.note:
+        print(f"# note: {calibration.note}")
+    for title, rows in (("fit", train), ("held out", test)):
+        if len(rows):
+            print(f"# {title}: measured vs predicted")
+            print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'measured(us)':>14} "
+                  f"{'predicted(us)':>14} {'error':>8}")
+            for r in error_table(calibration, rows):
+                print(f"{r['algorithm']:>13} {r['nranks']:>7} {r['size_bytes']:>12} "
+                      f"{r['measured_us']:>14.2f} "
+                      f"{r['predicted_us']:>14.2f} {r['error_pct']:>7.1f}%")
+    try:
+        calibration.save(args.output)
+    except OSError as e:
+        raise CollbenchError(f"cannot write calibration to {args.output}: {e.strerror or e}") from None
+    print(f"# calibration saved to {args.output}")
+    return 0

@@ -1,0 +1,169 @@
+"""Links and the flows that share them: a flow-level (fluid) model of a network.
+
+A *link* is one direction of a cable: it has a capacity in bytes per second and a
+propagation latency. A *flow* is one message in flight: it drains its bytes through every
+link of its route at a common rate, then arrives one route latency later. Links are full
+duplex simply because each direction is its own :class:`Link`.
+
+Concurrent flows share links by *max-min fairness* (progressive filling): the most
+contended link splits its capacity equally among its flows, those flows are frozen at that
+rate, and the rest of the network is filled the same way. Rates are recomputed whenever a
+flow starts or ends, once per instant of simulated time and only for the flows connected to
+what changed, so a flow alone on its links costs one completion event and nothing else.
+This is the classic flow-level model (as in SimGrid's LV08 without its corrections): it
+ignores packets, so it misses slow start, head-of-line blocking and the latency a queue
+adds, and it shares instantly and perfectly fairly, which real congestion control only
+approaches. See ``docs/simulator.md`` for what that error looks like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import simpy
+
+REFLOW_PRIORITY = 2
+"""Rates are recomputed after every other event of the same instant (SimPy's URGENT is 0 and
+NORMAL 1), so a burst of flows starting together costs one recomputation."""
+
+
+class Link:
+    """One direction of a cable with *capacity* bytes per second and *latency* seconds."""
+
+    __slots__ = ("name", "capacity", "latency", "flows", "sender", "receiver")
+
+    def __init__(self, name: str, capacity: float, latency: float) -> None:
+        if not capacity > 0:
+            raise ValueError(f"link {name}: capacity must be positive, got {capacity}")
+        if not latency >= 0:
+            raise ValueError(f"link {name}: latency must be non-negative, got {latency}")
+        self.name = name
+        self.capacity = capacity
+        self.latency = latency
+        self.flows: set[Flow] = set()
+        """The flows draining through this link now (those the :class:`Fabric` tracks)."""
+        self.sender = -1
+        """The only rank whose sends can use this link (a host's up link), or -1."""
+        self.receiver = -1
+        """The only rank whose receives can use this link (a host's down link), or -1."""
+
+    def __repr__(self) -> str:
+        return f"Link({self.name!r}, {self.capacity:g} B/s, {self.latency:g} s)"
+
+
+class Flow:
+    """A message of *size* bytes crossing *links*; *on_arrival* is called with its arrival
+    time as soon as that time is certain (when its last byte leaves the route's bottleneck)."""
+
+    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival")
+
+    def __init__(self, links: tuple[Link, ...], latency: float, size: float,
+                 on_arrival: Callable[[float], None]) -> None:
+        self.links = links
+        self.latency = latency
+        self.remaining = float(size)
+        self.rate = 0.0
+        self.updated = 0.0
+        self.version = 0
+        self.on_arrival = on_arrival
+
+
+class Fabric:
+    """The set of flows in flight over a network, in SimPy environment *env*."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.dirty: list[Link] = []
+        self.fresh: list[Flow] = []
+        self._reflow_pending = False
+        self.events = 0
+        """Events this fabric scheduled (completions and rate recomputations)."""
+
+    def start(self, flow: Flow) -> None:
+        """Put *flow* on its links now; its rate is set at the end of this instant."""
+        flow.updated = self.env.now
+        for link in flow.links:
+            link.flows.add(flow)
+        self.fresh.append(flow)
+        self._request_reflow()
+
+    def _request_reflow(self) -> None:
+        if not self._reflow_pending:
+            self._reflow_pending = True
+            event = simpy.Event(self.env)
+            event._ok, event._value = True, None
+            event.callbacks.append(self._reflow)
+            self.env.schedule(event, REFLOW_PRIORITY)
+            self.events += 1
+
+    def _reflow(self, _event: simpy.Event) -> None:
+        self._reflow_pending = False
+        seen: set[Flow] = set()
+        for flow in self.fresh:
+            if flow not in seen and flow.links and all(len(link.flows) == 1 for link in flow.links):
+                seen.add(flow)  # alone on its route: the common, cheap case
+                self._set_rate(flow, min(link.capacity for link in flow.links))
+        starts = [f for f in self.fresh if f not in seen]
+        starts.extend(f for link in self.dirty for f in link.flows if f not in seen)
+        self.fresh, self.dirty = [], []
+        for flow in starts:
+            if flow not in seen:
+                flows, links = _component(flow)
+                seen.update(flows)
+                for f, rate in _max_min(flows, links).items():
+                    self._set_rate(f, rate)
+
+    def _set_rate(self, flow: Flow, rate: float) -> None:
+        now = self.env.now
+        flow.remaining = max(0.0, flow.remaining - flow.rate * (now - flow.updated))
+        flow.updated = now
+        if rate == flow.rate and flow.version:
+            return
+        flow.rate = rate
+        flow.version += 1
+        version = flow.version
+        done = self.env.timeout(flow.remaining / rate)
+        done.callbacks.append(lambda _e: self._finish(flow, version))
+        self.events += 1
+
+    def _finish(self, flow: Flow, version: int) -> None:
+        if version != flow.version:
+            return  # the rate changed after this completion was scheduled
+        for link in flow.links:
+            link.flows.discard(flow)
+            if link.flows:
+                self.dirty.append(link)
+        if self.dirty:
+            self._request_reflow()
+        flow.on_arrival(self.env.now + flow.latency)
+
+
+def _component(seed: Flow) -> tuple[set[Flow], set[Link]]:
+    """The flows and links connected to *seed* through shared links."""
+    flows, links, todo = {seed}, set(), [seed]
+    while todo:
+        for link in todo.pop().links:
+            if link not in links:
+                links.add(link)
+                for other in link.flows:
+                    if other not in flows:
+                        flows.add(other)
+                        todo.append(other)
+    return flows, links
+
+
+def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
+    """Max-min fair rates by progressive filling: repeatedly saturate the link whose equal
+    share is smallest and freeze its flows at that share."""
+    capacity = {link: link.capacity for link in links}
+    unfrozen = {link: set(link.flows) for link in links}
+    rates: dict[Flow, float] = {}
+    while len(rates) < len(flows):
+        share, bottleneck = min(((capacity[link] / len(fs), link) for link, fs in unfrozen.items() if fs),
+                                key=lambda pair: pair[0])
+        for flow in list(unfrozen[bottleneck]):
+            rates[flow] = share
+            for link in flow.links:
+                unfrozen[link].discard(flow)
+                capacity[link] = max(0.0, capacity[link] - share)
+    return rates

@@ -1,0 +1,108 @@
+"""Network descriptions: what a user writes in a preset or on the command line.
+
+A :class:`NetworkSpec` is plain data (a TOML table maps onto it field for field); a
+:class:`~sim.topology.Topology` built from it for a given number of ranks holds the actual
+links. Figures are in SI base units: bytes per second, seconds, seconds per byte.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+TOPOLOGIES = ("ideal", "switch", "half-duplex", "fat-tree", "torus")
+PLACEMENTS = ("block", "cyclic")
+
+
+class SpecError(ValueError):
+    """A network description names an impossible figure; the message says which."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A network and the nodes on it, for any number of ranks."""
+
+    name: str = "custom"
+    topology: str = "switch"
+    """``ideal`` (every ordered pair of ranks has its own link: no contention at all),
+    ``switch`` (each node one up and one down link to a single non-blocking switch),
+    ``half-duplex`` (a switch whose nodes have one port carrying both directions: the
+    model of ranks on one shared-memory host, each copying through its own core),
+    ``fat-tree`` (two levels: leaf switches of *hosts_per_leaf* nodes, joined by a core
+    whose capacity is the leaves' host capacity divided by *oversubscription*) or ``torus``
+    (nodes on a ring or torus of *torus_dims*, dimension-order routing)."""
+    bandwidth: float = 12.5e9
+    """Bytes per second of one NIC, in each direction."""
+    latency: float = 1e-6
+    """Seconds from a send to its first byte's arrival between two nodes on one switch (the
+    α of the closed forms); on a torus, per hop."""
+    nics_per_node: int = 1
+    """NICs of a node; the node's ranks share them as one bonded link of this many NICs."""
+    ranks_per_node: int = 1
+    intra_bandwidth: float = 0.0
+    """Bytes per second per rank, each direction, of the intra-node fabric (NVLink-like); 0
+    means ranks of one node talk through the NIC like any others."""
+    intra_latency: float = 0.0
+    hosts_per_leaf: int = 16
+    oversubscription: float = 1.0
+    switch_latency: float = 0.0
+    """Extra seconds per additional switch crossed (leaf to core to leaf)."""
+    torus_dims: tuple[int, ...] = ()
+    """Torus shape; empty means a ring of all the nodes."""
+    placement: str | tuple[int, ...] = "block"
+    """``block`` (ranks 0..k-1 on node 0, ...), ``cyclic`` (consecutive ranks on different
+    nodes; on a fat tree, on different leaves) or an explicit node per rank."""
+    gamma: float = 0.0
+    """Seconds per byte to reduce an incoming message into the buffer."""
+    overhead: float = 0.0
+    """Seconds of a sender's CPU per message, before the message leaves (LogP's o)."""
+
+    def __post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise SpecError(f"unknown topology {self.topology!r}; choose one of {', '.join(TOPOLOGIES)}")
+        for name in ("bandwidth",):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise SpecError(f"{name} must be a positive number, got {getattr(self, name)}")
+        for name in ("latency", "intra_bandwidth", "intra_latency", "switch_latency", "gamma", "overhead"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise SpecError(f"{name} must be a non-negative number, got {value}")
+        for name in ("nics_per_node", "ranks_per_node", "hosts_per_leaf"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
+                raise SpecError(f"{name} must be a whole number of at least 1, got {getattr(self, name)}")
+        if not self.oversubscription >= 1:
+            raise SpecError(f"oversubscription must be at least 1, got {self.oversubscription}")
+        if any(int(d) != d or d < 1 for d in self.torus_dims):
+            raise SpecError(f"torus_dims must be positive whole numbers, got {self.torus_dims}")
+        if isinstance(self.placement, str) and self.placement not in PLACEMENTS:
+            raise SpecError(f"unknown placement {self.placement!r}; choose block, cyclic or a list of nodes")
+
+    def with_overrides(self, **changes) -> NetworkSpec:
+        """A copy with the non-None *changes* applied (command-line overrides)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        """The description as plain data, for ``run.json`` and calibration files."""
+        data = asdict(self)
+        data["torus_dims"] = list(self.torus_dims)
+        if not isinstance(self.placement, str):
+            data["placement"] = list(self.placement)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NetworkSpec:
+        """Build from a TOML/JSON table; raises SpecError naming an unknown key."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise SpecError(f"unknown network keys {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(sorted(known))}")
+        data = dict(data)
+        if "torus_dims" in data:
+            data["torus_dims"] = tuple(data["torus_dims"])
+        if isinstance(data.get("placement"), list):
+            data["placement"] = tuple(data["placement"])
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise SpecError(f"bad network description: {e}") from None

@@ -1,0 +1,39 @@
+"""One predicted point: build the schedule, run it (SimPy) or evaluate its closed form, and
+return the results row. The Python API behind ``collbench sim``."""
+
+from __future__ import annotations
+
+from algorithms import build
+from collbench.errors import CollbenchError
+from sim import analytic
+from sim.executor import simulate
+from sim.network import NetworkSpec, SpecError
+from sim.results import summary_row
+
+
+def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: int,
+                    itemsize: int = 4, model: str = "sim") -> float:
+    """Predicted seconds of *algorithm* on *nranks* ranks of *spec* for *size_bytes* per rank.
+
+    Raises CollbenchError if *model* is ``analytic`` and *spec* has no closed form."""
+    if nranks < 1:
+        raise CollbenchError(f"the number of ranks must be at least 1, got {nranks}")
+    if model == "analytic":
+        if spec.topology not in analytic.MODEL_TOPOLOGIES or spec.ranks_per_node != 1:
+            raise CollbenchError(f"network {spec.name} ({spec.topology}, {spec.ranks_per_node} ranks per "
+                                 "node) has no closed form; use --model sim")
+        return analytic.predict(algorithm, nranks, size_bytes, analytic.Params.of(spec), spec.topology)
+    schedule = build(algorithm, nranks, size_bytes // itemsize)
+    try:
+        return simulate(schedule, spec, itemsize).time
+    except SpecError as e:
+        raise CollbenchError(f"network {spec.name}: {e}") from None
+
+
+def predict_point(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: int, dtype: str,
+                  itemsize: int, model: str = "sim") -> dict:
+    """The results row of one predicted point (see :mod:`sim.results`)."""
+    seconds = predict_seconds(spec, algorithm, nranks, size_bytes, itemsize, model)
+    return summary_row(source="simulated" if model == "sim" else "model", network=spec.name,
+                       algorithm=algorithm, nranks=nranks, size_bytes=size_bytes, dtype=dtype,
+                       itemsize=itemsize, seconds=seconds, ranks_per_node=spec.ranks_per_node)

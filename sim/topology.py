@@ -1,0 +1,149 @@
+"""Topologies: the links of a :class:`~sim.network.NetworkSpec` for *nranks* ranks, and the
+route of every message.
+
+Every route is a tuple of :class:`~sim.fabric.Link` plus its latency. Ranks live on nodes
+(:meth:`Topology.node_of`); ranks of one node talk over the intra-node fabric when the spec
+has one, and otherwise through the node's NICs like ranks of different nodes. A node's NICs
+are one bonded link of ``nics_per_node`` times the NIC bandwidth, up and down: this assumes
+the node's traffic spreads evenly over its NICs (true for one rank per NIC, optimistic for
+one rank striping over two rails).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from sim.fabric import Link
+from sim.network import NetworkSpec, SpecError
+
+Route = tuple[tuple[Link, ...], float, float]
+"""The links of a route, its latency, and its bandwidth when alone (the smallest capacity)."""
+
+
+class Topology:
+    """The links of *spec* for *nranks* ranks; routes are built once per pair and cached."""
+
+    def __init__(self, spec: NetworkSpec, nranks: int) -> None:
+        if nranks < 1:
+            raise SpecError(f"the number of ranks must be at least 1, got {nranks}")
+        self.spec = spec
+        self.nranks = nranks
+        self.nodes = math.ceil(nranks / spec.ranks_per_node)
+        self.node_of = self._placement()
+        self._routes: dict[tuple[int, int], Route] = {}
+        node_bw = spec.bandwidth * spec.nics_per_node
+        half = spec.latency / 2
+        self.up = [Link(f"node{n}.up", node_bw, half) for n in range(self.nodes)]
+        self.down = [Link(f"node{n}.down", node_bw, half) for n in range(self.nodes)]
+        if spec.topology == "half-duplex":  # one port per node, both directions
+            self.down = self.up
+        self.intra_up = self.intra_down = None
+        if spec.intra_bandwidth > 0 and spec.ranks_per_node > 1:
+            ih = spec.intra_latency / 2
+            self.intra_up = [Link(f"rank{r}.intra_up", spec.intra_bandwidth, ih) for r in range(nranks)]
+            self.intra_down = [Link(f"rank{r}.intra_down", spec.intra_bandwidth, ih) for r in range(nranks)]
+        # A node with a single rank has private links: only that rank's messages use them,
+        # which lets the executor skip the sharing model (see Simulation._start).
+        population = Counter(self.node_of)
+        for rank, node in enumerate(self.node_of):
+            if population[node] == 1:
+                self.up[node].sender = self.down[node].receiver = rank
+        if self.intra_up is not None:
+            for rank in range(nranks):
+                self.intra_up[rank].sender = self.intra_down[rank].receiver = rank
+        if spec.topology == "fat-tree":
+            leaves = math.ceil(self.nodes / spec.hosts_per_leaf)
+            core_bw = spec.hosts_per_leaf * node_bw / spec.oversubscription
+            hop = spec.switch_latency
+            self.leaf_up = [Link(f"leaf{i}.up", core_bw, hop) for i in range(leaves)]
+            self.leaf_down = [Link(f"leaf{i}.down", core_bw, hop) for i in range(leaves)]
+        if spec.topology == "torus":
+            self.dims = spec.torus_dims or (self.nodes,)
+            if math.prod(self.dims) < self.nodes:
+                raise SpecError(f"a torus of {'x'.join(map(str, self.dims))} holds fewer than the "
+                                f"{self.nodes} nodes needed")
+            self._torus: dict[tuple[int, int], Link] = {}
+
+    def _placement(self) -> list[int]:
+        spec, p = self.spec, self.nranks
+        if not isinstance(spec.placement, str):
+            nodes = list(spec.placement)
+            if len(nodes) < p or any(not 0 <= n < self.nodes for n in nodes[:p]):
+                raise SpecError(f"placement must give a node in 0..{self.nodes - 1} for each of {p} ranks")
+            counts = [nodes[:p].count(n) for n in range(self.nodes)]
+            if max(counts) > spec.ranks_per_node:
+                raise SpecError(f"placement puts more than {spec.ranks_per_node} ranks on one node")
+            return nodes[:p]
+        if spec.placement == "block":
+            return [r // spec.ranks_per_node for r in range(p)]
+        order = list(range(self.nodes))
+        if spec.topology == "fat-tree":  # consecutive nodes on different leaves
+            order.sort(key=lambda n: (n % spec.hosts_per_leaf, n // spec.hosts_per_leaf))
+        return [order[r % self.nodes] for r in range(p)]
+
+    def route(self, src: int, dst: int) -> Route:
+        """The :data:`Route` from rank *src* to rank *dst*."""
+        key = (src, dst)
+        route = self._routes.get(key)
+        if route is None:
+            path = self._links(src, dst)
+            links = tuple(dict.fromkeys(path))  # out and back through one half-duplex port: one flow on it
+            route = self._routes[key] = (links, sum(link.latency for link in path),
+                                         min(link.capacity for link in links))
+        return route
+
+    def _links(self, src: int, dst: int) -> tuple[Link, ...]:
+        spec = self.spec
+        a, b = self.node_of[src], self.node_of[dst]
+        if a == b and self.intra_up is not None:
+            return (self.intra_up[src], self.intra_down[dst])
+        if spec.topology == "ideal":
+            link = Link(f"rank{src}->rank{dst}", spec.bandwidth * spec.nics_per_node, spec.latency)
+            link.sender = src
+            return (link,)
+        if spec.topology in ("switch", "half-duplex") or a == b:
+            return (self.up[a], self.down[b])
+        if spec.topology == "fat-tree":
+            la, lb = a // spec.hosts_per_leaf, b // spec.hosts_per_leaf
+            if la == lb:
+                return (self.up[a], self.down[b])
+            return (self.up[a], self.leaf_up[la], self.leaf_down[lb], self.down[b])
+        return tuple(self._torus_link(u, v) for u, v in self._torus_hops(a, b))
+
+    def _torus_hops(self, a: int, b: int) -> list[tuple[int, int]]:
+        """Dimension-order route from node *a* to node *b*, the short way round (ties: up)."""
+        coords = _coords(a, self.dims)
+        target = _coords(b, self.dims)
+        hops = []
+        for d, size in enumerate(self.dims):
+            forward = (target[d] - coords[d]) % size
+            step = 1 if forward <= size - forward else -1
+            while coords[d] != target[d]:
+                here = _index(coords, self.dims)
+                coords[d] = (coords[d] + step) % size
+                hops.append((here, _index(coords, self.dims)))
+        return hops
+
+    def _torus_link(self, u: int, v: int) -> Link:
+        link = self._torus.get((u, v))
+        if link is None:
+            capacity = self.spec.bandwidth * self.spec.nics_per_node
+            link = self._torus[(u, v)] = Link(f"node{u}->node{v}", capacity, self.spec.latency)
+        return link
+
+
+def _coords(index: int, dims: tuple[int, ...]) -> list[int]:
+    coords = []
+    for size in dims:
+        index, c = divmod(index, size)
+        coords.append(c)
+    return coords
+
+
+def _index(coords: list[int], dims: tuple[int, ...]) -> int:
+    index, scale = 0, 1
+    for c, size in zip(coords, dims):
+        index += c * scale
+        scale *= size
+    return index

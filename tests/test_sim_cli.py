@@ -1,0 +1,84 @@
+"""``collbench sim`` writes predictions in the measured results' schema."""
+
+import math
+
+import pytest
+
+from collbench.cli import main
+from collbench.schema import SUMMARY_COLUMNS
+from collbench.stats import busbw_factor
+from collbench.store import read_results
+from sim.presets import load_network, preset_names
+from sim.units import parse_bandwidth, parse_ranks, parse_sizes, parse_time
+
+
+def test_predictions_are_stored_as_results(tmp_path, capsys):
+    out = tmp_path / "pred"
+    argv = ["sim", "--network", "ib-fdr", "--ranks", "2,3,...,8", "--sizes", "1KiB,256MiB",
+            "--out", str(out)]
+    assert main(argv) == 0
+    assert "rabenseifner" in capsys.readouterr().out
+    provenance, summary, samples = read_results(out)
+    assert provenance["network"]["name"] == "ib-fdr" and provenance["source"] == "simulated"
+    assert list(summary.columns) == list(SUMMARY_COLUMNS) and samples.empty
+    assert len(summary) == 3 * 7 * 2
+    ring = summary[summary.algorithm == "ring"]
+    row = ring[(ring.nranks == 8) & (ring.size_bytes == 2**28)].iloc[0]
+    assert (row.source, row.transport, row.n_wrong, row.iters) == ("simulated", "ib-fdr", -1, 0)
+    assert row.min_us == row.median_us == row.max_us == row.ci_low_us == row.ci_high_us
+    assert math.isnan(row.first_us)
+    assert row.algbw_GBps == pytest.approx(2**28 / row.median_us / 1e3)
+    assert row.busbw_GBps == pytest.approx(row.algbw_GBps * busbw_factor(8))
+
+
+def test_the_analytic_model_agrees_with_the_simulation_on_a_preset(tmp_path):
+    for model in ("sim", "analytic"):
+        assert main(["sim", "--network", "ib-fdr", "--model", model, "--ranks", "8", "--sizes", "256MiB",
+                     "--out", str(tmp_path / model)]) == 0
+    simulated = read_results(tmp_path / "sim")[1].set_index("algorithm")["median_us"]
+    modelled = read_results(tmp_path / "analytic")[1]
+    assert set(modelled.source) == {"model"}
+    for algorithm, us in modelled.set_index("algorithm")["median_us"].items():
+        assert us == pytest.approx(simulated[algorithm], rel=1e-9)
+
+
+def test_command_line_overrides_change_the_network(capsys):
+    argv = ["sim", "--no-save", "--network", "ib-edr", "--algorithms", "ring", "--ranks", "8",
+            "--sizes", "64MiB"]
+    assert main(argv) == 0
+    base = float(capsys.readouterr().out.splitlines()[-1].split()[3])
+    assert main([*argv, "--bandwidth", "400Gbps", "--topology", "fat-tree", "--hosts-per-leaf", "4",
+                 "--oversubscription", "2", "--placement", "cyclic"]) == 0
+    faster_but_shared = float(capsys.readouterr().out.splitlines()[-1].split()[3])
+    assert faster_but_shared < base
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_and_runs(name):
+    spec = load_network(name)
+    assert spec.name == name and spec.bandwidth > 0
+    assert main(["sim", "--no-save", "--network", name, "--ranks", "2,16", "--sizes", "1MiB"]) == 0
+
+
+def test_presets_cover_the_issue():
+    assert {"ib-fdr", "ib-edr", "ib-hdr", "ib-ndr", "roce-100g", "tcp-25g", "dgx-h100"} <= set(preset_names())
+    assert load_network("ib-fdr").nics_per_node == 2
+
+
+def test_units():
+    assert parse_bandwidth("400Gbps") == 50e9 and parse_bandwidth("12.5GB/s") == 12.5e9
+    assert parse_time("1us") == 1e-6 and parse_time("500ns") == pytest.approx(5e-7)
+    assert parse_ranks("2,4,...,1024") == [2**k for k in range(1, 11)]
+    assert parse_ranks("2..5") == [2, 3, 4, 5] and parse_ranks("3,5,...,11") == [3, 5, 7, 9, 11]
+    assert parse_sizes("1KiB..1GiB") == [2**k for k in range(10, 31)]
+
+
+def test_sim_never_loads_mpi_cupy_or_pyverbs():
+    import subprocess
+    import sys
+
+    code = ("import sys, sim.cli, sim.predict, sim.calibrate, sim.executor, sim.presets; "
+            "from collbench.cli import main; main(['sim', '--no-save', '--ranks', '2', '--sizes', '1K']); "
+            "print(sorted(m for m in ('mpi4py', 'cupy', 'pyverbs') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,188 @@
+"""The SimPy executor against closed forms (no contention) and against hand-derived exact
+values where links are shared. Times are in seconds, sizes in bytes, float32 elements."""
+
+import itertools
+
+import pytest
+import simpy
+
+from algorithms import build
+from sim import analytic
+from sim.executor import simulate
+from sim.fabric import Fabric, Flow, Link
+from sim.network import NetworkSpec
+
+B = 12.5e9  # 100 Gb/s per NIC
+ALPHA, GAMMA, OVERHEAD = 1.3e-6, 2.0e-10, 3.0e-7
+IDEAL = NetworkSpec(topology="ideal", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
+Q = analytic.Params(ALPHA, 1 / B, GAMMA, OVERHEAD)
+RANKS = [2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 31, 32, 33, 48, 63, 64]
+
+
+def even_count(p: int, k: int) -> int:
+    """A count every schedule splits evenly at *p* ranks: a multiple of 2P and of 2p'."""
+    return k * 2 * p * (1 << p.bit_length())
+
+
+@pytest.mark.parametrize("p", RANKS)
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+def test_ideal_network_matches_closed_form(algorithm, p):
+    for k in (1, 7, 1000):
+        count = even_count(p, k)
+        simulated = simulate(build(algorithm, p, count), IDEAL, 4).time
+        closed = analytic.predict(algorithm, p, 4 * count, Q, "ideal")
+        assert simulated == pytest.approx(closed, rel=1e-9), (algorithm, p, count)
+
+
+@pytest.mark.parametrize("p", [2, 3, 5, 8, 13, 16])
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+@pytest.mark.parametrize("topology", ["switch", "half-duplex"])
+def test_switches_match_their_closed_forms(topology, algorithm, p):
+    """On a switch only naive differs from ideal: its root's links are shared (the
+    closed form includes the broadcast's staggered starts, one overhead apart). With
+    half-duplex ports, exchanges in both directions also share each rank's port."""
+    network, q = IDEAL.with_overrides(topology=topology), Q
+    if topology == "half-duplex" and algorithm == "rabenseifner" and p & (p - 1):
+        # A folded rank's first core partner posted long before, so its message starts one
+        # overhead before the reply and has the port alone meanwhile: exact only with o = 0.
+        network, q = network.with_overrides(overhead=0.0), analytic.Params(ALPHA, 1 / B, GAMMA, 0.0)
+    for k in (1, 1000):
+        count = even_count(p, k)
+        simulated = simulate(build(algorithm, p, count), network, 4).time
+        assert simulated == pytest.approx(analytic.predict(algorithm, p, 4 * count, q, topology), rel=1e-9)
+
+
+def test_half_duplex_ports_halve_the_speed_of_exchanges_only():
+    """Ring at P=2 exchanges both ways every step (β doubles); naive never does."""
+    n = 4 * 2**20
+    spec = NetworkSpec(topology="half-duplex", bandwidth=B, latency=0.0)
+    assert simulate(build("ring", 2, n // 4), spec, 4).time == pytest.approx(2 * n / B, rel=1e-12)
+    assert simulate(build("naive", 2, n // 4), spec, 4).time == pytest.approx(2 * n / B, rel=1e-12)
+
+
+def test_naive_on_a_switch_is_bound_by_the_roots_links():
+    """P-1 messages share the root's down link, then its up link: the β term is 2(P-1)nβ
+    instead of the 2nβ of a network where the root could receive them all at once."""
+    p, n = 8, 4 * 2**20
+    spec = NetworkSpec(topology="switch", bandwidth=B, latency=ALPHA, gamma=GAMMA)
+    time = simulate(build("naive", p, n // 4), spec, 4).time
+    assert time == pytest.approx(2 * ALPHA + 2 * (p - 1) * n / B + (p - 1) * n * GAMMA, rel=1e-12)
+    ideal = simulate(build("naive", p, n // 4), spec.with_overrides(topology="ideal"), 4).time
+    assert ideal == pytest.approx(2 * ALPHA + 2 * n / B + (p - 1) * n * GAMMA, rel=1e-12)
+
+
+def fat_tree(placement):
+    return NetworkSpec(topology="fat-tree", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD,
+                       hosts_per_leaf=4, oversubscription=2.0, placement=placement)
+
+
+def test_ring_within_the_core_capacity_runs_at_link_speed():
+    """8 nodes, 4 per leaf, 2:1: with block placement only 3->4 and 7->0 cross the core,
+    one flow per leaf uplink of 2 NICs' capacity, so nothing is shared."""
+    p, count = 8, 2**20
+    time = simulate(build("ring", p, count), fat_tree("block"), 4).time
+    assert time == pytest.approx(analytic.ring(p, 4 * count, Q), rel=1e-12)
+
+
+def test_ring_crossing_a_2_to_1_core_is_slower_by_the_expected_factor():
+    """Cyclic placement alternates leaves, so all 4 ring edges leaving a leaf share its
+    uplink of 4 NICs / 2 = 2 NICs: each flow gets half a NIC, β doubles."""
+    p, count = 8, 2**20
+    n = 4 * count
+    time = simulate(build("ring", p, count), fat_tree("cyclic"), 4).time
+    step = OVERHEAD + ALPHA + 2 * (n / p) / B  # half a NIC each
+    assert time == pytest.approx(2 * (p - 1) * step + (p - 1) * (n / p) * GAMMA, rel=1e-12)
+    no_latency = fat_tree("cyclic").with_overrides(latency=0.0, gamma=0.0, overhead=0.0)
+    ratio = (simulate(build("ring", p, count), no_latency, 4).time
+             / simulate(build("ring", p, count), no_latency.with_overrides(placement="block"), 4).time)
+    assert ratio == pytest.approx(2.0, rel=1e-12)
+
+
+def test_ranks_of_one_node_use_the_intra_node_fabric():
+    spec = NetworkSpec(topology="switch", bandwidth=B, latency=ALPHA, ranks_per_node=2,
+                       intra_bandwidth=20 * B, intra_latency=0.1 * ALPHA)
+    count = 2**20
+    time = simulate(build("ring", 2, count), spec, 4).time
+    assert time == pytest.approx(analytic.ring(2, 4 * count, analytic.Params(0.1 * ALPHA, 1 / (20 * B), 0)),
+                                 rel=1e-12)
+
+
+def test_two_ranks_share_their_nodes_nic():
+    """4 ranks, 2 per node, no intra-node fabric: in ring step 0 ranks 1 and 3 send across
+    nodes while 0 and 2 send within; all four messages leave through their node's one NIC,
+    so each node's up link carries two flows at half speed: β doubles."""
+    spec = NetworkSpec(topology="switch", bandwidth=B, latency=0.0, ranks_per_node=2)
+    count = 2**20
+    time = simulate(build("ring", 4, count), spec, 4).time
+    assert time == pytest.approx(2 * 3 * (4 * count / 4) * 2 / B, rel=1e-12)
+
+
+def test_ring_on_a_torus_ring_uses_one_hop_per_message():
+    spec = NetworkSpec(topology="torus", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
+    count = 8 * 2**16
+    assert simulate(build("ring", 8, count), spec, 4).time == pytest.approx(
+        analytic.ring(8, 4 * count, Q), rel=1e-12)
+
+
+def test_rabenseifner_on_a_torus_pays_for_hops_and_sharing():
+    spec = NetworkSpec(topology="torus", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
+    count = 8 * 2**16
+    assert simulate(build("rabenseifner", 8, count), spec, 4).time > analytic.rabenseifner(8, 4 * count, Q)
+
+
+def test_one_rank_and_empty_buffers_take_no_time():
+    assert simulate(build("ring", 1, 100), IDEAL).time == 0.0
+    assert simulate(build("rabenseifner", 5, 0), IDEAL).time == 0.0
+
+
+def test_uneven_chunks_stay_within_one_element_per_step_of_the_closed_form():
+    p, count = 7, 1000003
+    time = simulate(build("ring", p, count), IDEAL, 4).time
+    bound = 2 * (p - 1) * 4 * (1 / B + GAMMA)
+    assert abs(time - analytic.ring(p, 4 * count, Q)) <= bound
+
+
+def run_flows(capacity_a, flows):
+    """Start flows ``(start_time, size, links)`` on a fresh fabric; return arrival times."""
+    env = simpy.Environment()
+    fabric = Fabric(env)
+    arrivals = {}
+
+    def starter(i, at, size, links):
+        yield env.timeout(at)
+        fabric.start(Flow(links, 0.5, size, lambda t: arrivals.__setitem__(i, t)))
+
+    for i, (at, size, links) in enumerate(flows):
+        env.process(starter(i, at, size, links))
+    env.run()
+    return arrivals
+
+
+def test_flows_share_a_link_fairly_and_speed_up_when_one_leaves():
+    """1 B/s link: A (3 B) alone for 1 s, then A and B (1 B) at 0.5 B/s until B is done at
+    3 s, then A alone finishes its last byte at 4 s; arrivals add the 0.5 s latency."""
+    link = Link("l", 1.0, 0.0)
+    assert run_flows(1.0, [(0.0, 3.0, (link,)), (1.0, 1.0, (link,))]) == {0: 4.5, 1: 3.5}
+
+
+def test_max_min_gives_spare_capacity_to_the_unconstrained_flow():
+    """f1 on L1 (1 B/s); f2 on L1 and L2 (0.25 B/s): f2 gets 0.25, f1 the remaining 0.75."""
+    l1, l2 = Link("l1", 1.0, 0.0), Link("l2", 0.25, 0.0)
+    arrivals = run_flows(1.0, [(0.0, 0.75, (l1,)), (0.0, 0.25, (l1, l2))])
+    assert arrivals == {0: pytest.approx(1.5), 1: pytest.approx(1.5)}
+
+
+@pytest.mark.parametrize("topology", ["ideal", "switch", "half-duplex", "fat-tree", "torus"])
+def test_every_shape_runs_every_algorithm_to_the_end(topology):
+    """Several ranks per node, with and without an intra-node fabric, both placements: every
+    rank finishes, and no shape beats the closed form of its fastest link."""
+    for rpn, intra, placement, algorithm, p in itertools.product(
+            (1, 2, 4), (0.0, 10 * B), ("block", "cyclic"), ("naive", "ring", "rabenseifner"), (3, 8)):
+        spec = NetworkSpec(topology=topology, bandwidth=B, latency=ALPHA, ranks_per_node=rpn,
+                           intra_bandwidth=intra, intra_latency=ALPHA / 10, hosts_per_leaf=2,
+                           oversubscription=2, placement=placement, gamma=GAMMA, overhead=OVERHEAD)
+        result = simulate(build(algorithm, p, even_count(p, 3)), spec, 4)
+        assert all(t > 0 for t in result.rank_times)
+        fastest = analytic.Params(ALPHA / 10 if intra else ALPHA, 1 / max(B, intra), GAMMA, OVERHEAD)
+        lower = analytic.predict(algorithm, p, 4 * even_count(p, 3), fastest, "ideal")
+        assert result.time >= lower * (1 - 1e-12)
