@@ -37,7 +37,7 @@ class Kind(Enum):
         return self is not Kind.SEND
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Op:
     """One send or receive of the half-open element range ``[start, stop)``."""
 
@@ -132,13 +132,17 @@ def _overlaps(a: Op, b: Op) -> bool:
 
 
 def _check_step_ops(schedule: Schedule, rank: int, index: int, step: Step) -> None:
-    where = f"{schedule.name}: rank {rank}, step {index}"
+    nranks, count = schedule.nranks, schedule.count
     for op in step:
-        if not 0 <= op.peer < schedule.nranks or op.peer == rank:
-            raise ScheduleError(f"{where}: {op} has an invalid peer")
-        if not 0 <= op.start < op.stop <= schedule.count:
-            raise ScheduleError(f"{where}: {op} is empty or outside [0, {schedule.count})")
-    recvs = [op for op in step if op.kind.is_recv]
+        if not 0 <= op.peer < nranks or op.peer == rank:
+            raise ScheduleError(f"{schedule.name}: rank {rank}, step {index}: {op} has an invalid peer")
+        if not 0 <= op.start < op.stop <= count:
+            raise ScheduleError(f"{schedule.name}: rank {rank}, step {index}: {op} is empty or "
+                                f"outside [0, {count})")
+    if len(step) < 2:
+        return
+    where = f"{schedule.name}: rank {rank}, step {index}"
+    recvs = [op for op in step if op.kind is not Kind.SEND]
     sends = [op for op in step if op.kind is Kind.SEND]
     for recv in recvs:
         for send in sends:

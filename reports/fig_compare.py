@@ -26,10 +26,21 @@ MATCH = ["algorithm", "nranks", "size_bytes"]
 bytes on links, whatever dtype or transport label it gives its rows."""
 
 
+def models_the_measured_system(provenance: dict) -> bool:
+    """False for a prediction made for another system: fitted to measurements, then run on a
+    different network (``sim predict --calibration F --network ib-edr``). Comparing it with
+    the measurements it was fitted on would report the network change as model error."""
+    calibration, network = provenance.get("calibration"), provenance.get("network") or {}
+    return not calibration or network.get("name") == "calibrated"
+
+
 def matched(data: ReportData) -> pd.DataFrame:
-    """Every (measured, predicted) pair of rows at the same point, with the relative error."""
+    """Every (measured, predicted) pair of rows at the same point, with the relative error;
+    only predictions that model the measured system take part."""
     s = data.summary[data.summary["size_bytes"] > 0]
-    measured, predicted = s[s["source"] == "measured"], s[s["source"].isin(PREDICTED)]
+    comparable = {run for run, prov in data.runs.items() if models_the_measured_system(prov)}
+    measured = s[s["source"] == "measured"]
+    predicted = s[s["source"].isin(PREDICTED) & s["run"].isin(comparable)]
     pairs = measured.merge(predicted, on=MATCH, suffixes=("_meas", "_pred"))
     pairs["error_pct"] = (pairs["median_us_pred"] / pairs["median_us_meas"] - 1.0) * 100.0
     return pairs
@@ -40,10 +51,13 @@ def predicted_vs_measured(data: ReportData, opts: Options) -> Plot:
     relative error of each prediction against message size at the chosen P."""
     pairs = matched(data)
     if pairs.empty:
-        have = "no simulated or model results" if not data.summary["source"].isin(PREDICTED).any() \
-            else "no prediction at a measured (algorithm, ranks, size)"
-        raise NotApplicable(f"{have} were given; pass a folder written by `collbench sim` beside the "
-                            "measured ones")
+        if not data.summary["source"].isin(PREDICTED).any():
+            raise NotApplicable("no simulated or model results were given; pass a folder written by "
+                                "`collbench sim` beside the measured ones")
+        raise NotApplicable("no prediction models the measured system at a measured (algorithm, "
+                            "ranks, size); predictions calibrated here and moved to another network "
+                            "are not compared (use `collbench sim predict --calibration F` without "
+                            "--network)")
     nranks = chosen_ranks(data, opts)
     fig, (top, bottom) = figure(opts.width, 4.4 if opts.width == "single" else 4.0, nrows=2,
                                 height_ratios=[1.25, 1])

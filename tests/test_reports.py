@@ -3,6 +3,7 @@ independently with :func:`collbench.store.read_results`, not merely "a file was 
 
 from __future__ import annotations
 
+import json
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -164,6 +165,18 @@ def test_predicted_vs_measured_error_per_point(data, inputs):
     np.testing.assert_allclose(line.get_ydata(), (np.array(pred) / meas - 1) * 100)
     assert {"simulated", "model"} <= set(legend_texts(plot.figure))
     plt.close(plot.figure)
+
+
+def test_a_calibration_moved_to_another_network_is_not_compared_with_its_measurements(tmp_path, folders):
+    moved = write_run(tmp_path / "edr", name="edr", source="simulated", ranks=(8,), sizes=SIZES)
+    run = json.loads((moved / "run.json").read_text())
+    run["network"], run["calibration"] = {"name": "ib-edr"}, {"sources": [str(folders["measured"])]}
+    (moved / "run.json").write_text(json.dumps(run))
+    with pytest.raises(NotApplicable):
+        fig_compare.predicted_vs_measured(load([folders["measured"], moved]), Options(ranks=8))
+    run["network"] = {"name": "calibrated"}
+    (moved / "run.json").write_text(json.dumps(run))
+    assert not fig_compare.matched(load([folders["measured"], moved])).empty
 
 
 def test_predicted_vs_measured_skips_without_predictions(folders):
