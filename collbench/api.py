@@ -1,7 +1,7 @@
-"""The Python API for notebooks and scripts; it mirrors the CLI.
+"""The Python API for notebooks and scripts; it mirrors the CLI (run it under mpiexec).
 
 >>> from collbench import api
->>> status = api.run(algorithms="ring,native", minbytes="1K", maxbytes="1M", out="results/nb")  # under mpiexec
+>>> status = api.run(algorithms="ring,native", minbytes="1K", maxbytes="1M", out="results/nb")
 >>> provenance, summary, samples = api.read("results/nb")
 """
 

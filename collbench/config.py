@@ -7,7 +7,6 @@ checked here, before MPI starts, so bad input costs one sentence and no job.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -15,11 +14,7 @@ from algorithms import ALGORITHMS
 from algorithms.ops import DTYPES, ReduceOp
 from collbench.errors import CollbenchError
 from collbench.sizes import parse_size, sweep
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from collbench.tomlfile import read_toml
 
 NATIVE = "native"
 TRANSPORTS = ("mpi", "nccl", "verbs")
@@ -79,12 +74,7 @@ def _split(value) -> tuple[str, ...]:
 def load_experiment(path: str | Path) -> dict:
     """Read an experiment file; raises CollbenchError naming the file and the problem."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise CollbenchError(f"cannot read experiment file {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CollbenchError(f"experiment file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "experiment file")
     run = data.pop("run", {})
     if not isinstance(run, dict):
         raise CollbenchError(f"experiment file {path}: [run] must be a table")

@@ -9,16 +9,11 @@ is an assumption to be calibrated.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from collbench.tomlfile import read_toml
 from sim.network import NetworkSpec, SpecError
 from sim.units import parse_bandwidth, parse_time
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 PRESET_DIR = Path(__file__).parent / "networks"
 _BANDWIDTHS = ("bandwidth", "intra_bandwidth")
@@ -40,12 +35,7 @@ def load_network(name_or_path: str) -> NetworkSpec:
         if not path.exists():
             raise SpecError(f"unknown network {name_or_path!r}; presets: {', '.join(preset_names())}, "
                             "or give a .toml file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise SpecError(f"cannot read network file {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"network file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "network file", SpecError)
     data.setdefault("name", path.stem)
     try:
         return spec_from_table(data)

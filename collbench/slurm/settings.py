@@ -12,16 +12,11 @@ files and are trusted; nothing else is.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from collbench.errors import CollbenchError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from collbench.tomlfile import read_toml
 
 SHAPES = {"cpu": "mpi", "gpu": "nccl", "ib": "verbs"}
 """Cluster shapes (each a template in ``slurm/``) and the transport each one measures."""
@@ -102,12 +97,7 @@ _TUPLES = {"srun_args", "mpiexec_args", "setup", "sbatch", "collbench"}
 def load_profile(path: str | Path) -> dict:
     """The ``[slurm]`` table of a site profile; raises CollbenchError naming the file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise CollbenchError(f"cannot read site profile {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CollbenchError(f"site profile {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "site profile")
     table = data.get("slurm")
     if not isinstance(table, dict):
         raise CollbenchError(f"site profile {path} has no [slurm] table")
