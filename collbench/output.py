@@ -22,9 +22,9 @@ _COLUMNS = (  # (title, unit, width, row key or None, format)
     ("ci95-lo", "(us)", 11, "ci_low_us", ".2f"),
     ("ci95-hi", "(us)", 11, "ci_high_us", ".2f"),
     ("first", "(us)", 11, "first_us", ".2f"),
-    ("cv", "", 6, "cv", ".3f"),
-    ("algbw", "(GB/s)", 8, "algbw_GBps", ".3f"),
-    ("busbw", "(GB/s)", 8, "busbw_GBps", ".3f"),
+    ("cv", "", 7, "cv", ".3f"),
+    ("algbw", "(GB/s)", 11, "algbw_GBps", ".3f"),
+    ("busbw", "(GB/s)", 11, "busbw_GBps", ".3f"),
     ("#wrong", "", 7, "n_wrong", "d"),
 )
 
