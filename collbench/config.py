@@ -104,6 +104,8 @@ def make_config(settings: dict) -> RunConfig:
             values["timeout"] = float(values["timeout"])
     except ValueError as e:
         raise CollbenchError(str(e)) from None
+    if values.get("transport") == "verbs" and "algorithms" not in values:
+        values["algorithms"] = tuple(a for a in RunConfig.algorithms if a != NATIVE)
     config = RunConfig(**values)
     _check(config)
     return config
@@ -125,6 +127,9 @@ def _check(c: RunConfig) -> None:
         raise CollbenchError("no algorithm given; choose from " + ", ".join(known))
     if c.transport not in TRANSPORTS:
         raise CollbenchError(f"unknown transport {c.transport!r}; choose from {', '.join(TRANSPORTS)}")
+    if c.transport == "verbs" and NATIVE in c.algorithms:
+        raise CollbenchError("the verbs transport has no native all-reduce; leave 'native' out, or "
+                             "use --transport mpi for the MPI_Allreduce baseline")
     if c.datatype not in DTYPES:
         raise CollbenchError(f"unknown data type {c.datatype!r}; choose from {', '.join(DTYPES)}")
     try:

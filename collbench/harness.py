@@ -110,7 +110,7 @@ def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress)
         runner.prepare()
         runner.transport.synchronize()  # a device-side restore must not leak into the timing
         progress.waiting("barrier before an iteration")
-        comm.Barrier()
+        runner.transport.barrier(comm)
         progress.waiting(runner.point.algorithm)
         start = time.perf_counter()
         runner.call()
@@ -186,20 +186,22 @@ class Sweep:
         skipped = len(points) - sum(todo)
         printer.header(self.config, self.nranks, self.transport.describe(), skipped)
         wrong_points = 0
-        with printer.progress(sum(todo), show_progress) as bar:
-            for point, needed in zip(points, todo):
-                if not needed:
-                    continue
-                row = self._measure(point)
-                if self.rank == 0:
-                    wrong_points += row["n_wrong"] > 0
-                    printer.row(row)
-                bar()
+        try:
+            with printer.progress(sum(todo), show_progress) as bar:
+                for point, needed in zip(points, todo):
+                    if not needed:
+                        continue
+                    row = self._measure(point)
+                    if self.rank == 0:
+                        wrong_points += row["n_wrong"] > 0
+                        printer.row(row)
+                    bar()
+        finally:
+            self.progress.waiting("finishing")
+            self.transport.close()  # queue pairs and registrations, also when a point failed
         if self.rank == 0:
             self.writer.write_provenance(end_time=provenance.now())
             printer.footer(wrong_points)
-        self.progress.waiting("finishing")
-        self.transport.close()
         return 1 if self.comm.bcast(wrong_points, root=0) else 0
 
     where = ""

@@ -37,10 +37,11 @@ def mpiexec():
     if launcher is None:
         pytest.skip("no mpiexec found beside Python or on PATH: pip install mpi4py mpich")
 
-    def run(nranks: int, *args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    def run(nranks: int, *args: str, timeout: float = 300, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
         command = [launcher, "-n", str(nranks), *map(str, args)]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env=mpi_env(nranks), cwd=ROOT, **kwargs)
+                              env={**mpi_env(nranks), **(env or {})}, cwd=ROOT, **kwargs)
 
     return run
 

@@ -119,6 +119,7 @@ BAD_INPUTS = {
     "size not a multiple": (["-b", "6", "-e", "6"], "not a multiple of the element size (4 B)"),
     "bad iterations": (["-n", "0"], "iterations must be at least 1"),
     "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
+    "native over verbs": (["-t", "verbs", "-a", "ring,native"], "the verbs transport has no native"),
 }
 
 
@@ -149,6 +150,21 @@ def test_an_unwritable_results_folder_is_refused_on_every_rank(mpiexec, tmp_path
     assert done.returncode != 0
     assert done.stderr.count(f"cannot write to results folder {blocker / 'sub'}") == 1
     assert "Traceback" not in done.stderr and blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("policy", ["busy", "yield"])
+def test_both_wait_policies_give_exact_results_and_say_which(mpiexec, tmp_path, policy):
+    done = collbench(mpiexec, 3, "run", *SMALL, "-a", "naive,ring", "--out", tmp_path / policy,
+                     env={"COLLBENCH_MPI_WAIT": policy})
+    assert done.returncode == 0, done.stderr
+    assert f"wait={policy}" in done.stdout.splitlines()[0]
+    assert (pd.read_csv(tmp_path / policy / "summary.csv").n_wrong == 0).all()
+
+
+def test_an_unknown_wait_policy_is_one_sentence(mpiexec, tmp_path):
+    done = collbench(mpiexec, 2, "run", *SMALL, "--out", tmp_path / "w", env={"COLLBENCH_MPI_WAIT": "spin"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "COLLBENCH_MPI_WAIT must be auto, yield or busy, not 'spin'" in done.stderr
 
 
 def test_doctor_reports_mpi_and_the_optional_stacks(collbench_cmd):

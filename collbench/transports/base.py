@@ -87,6 +87,10 @@ class Transport(ABC):
     def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
         """The library's own all-reduce; ``sendbuf is None`` means in place on *recvbuf*."""
 
+    def barrier(self, comm) -> None:
+        """The harness's barrier before each timed call, on the control communicator *comm*."""
+        comm.Barrier()
+
     def synchronize(self) -> None:
         """Block until the device has finished queued work (no-op on the host)."""
         return None

@@ -6,10 +6,12 @@ copies device -> host before its sends and host -> device as each receive lands.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from mpi4py import MPI
 
+from collbench.errors import CollbenchError
 from collbench.transports.base import Progress, Transfer, Transport
 
 _OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX}
@@ -19,8 +21,39 @@ def open(comm, config) -> MpiTransport:  # noqa: A001 - the transport factory's 
     return MpiTransport(comm, config)
 
 
+def _yielding_waitany(requests) -> int:
+    """Waitany that gives the core away between polls (``sched_yield``), so that on a node
+    with more ranks than cores the rank being waited for gets to run at once instead of after
+    the spinning rank's time slice (MPI's own wait spins)."""
+    while True:
+        index, done = MPI.Request.Testany(requests)
+        if done:
+            return index
+        os.sched_yield()
+
+
+def _more_ranks_than_cores(comm) -> bool:
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return local.size > len(os.sched_getaffinity(0))
+    finally:
+        local.Free()
+
+
+def _wait_policy(comm) -> str:
+    """``yield`` or ``busy``: COLLBENCH_MPI_WAIT if set, else yield only when oversubscribed."""
+    policy = os.environ.get("COLLBENCH_MPI_WAIT", "auto")
+    if policy not in ("auto", "yield", "busy"):
+        raise CollbenchError(f"COLLBENCH_MPI_WAIT must be auto, yield or busy, not {policy!r}",
+                             shared=True)
+    if policy == "auto":
+        policy = "yield" if _more_ranks_than_cores(comm) else "busy"
+    return policy
+
+
 class MpiTransport(Transport):
-    """Isend/Irecv on a private duplicate of the job's communicator, completed by Waitany."""
+    """Isend/Irecv on a private duplicate of the job's communicator, completed by Waitany
+    (or, with more ranks than cores on a node, by Testany and sched_yield)."""
 
     name = "mpi"
 
@@ -46,10 +79,12 @@ class MpiTransport(Transport):
 
             self.xp = numpy
         self._tag_ub = int(self.comm.Get_attr(MPI.TAG_UB))
+        self.wait = _wait_policy(self.comm)
+        self._waitany = _yielding_waitany if self.wait == "yield" else MPI.Request.Waitany
 
     def exchange(self, sends: list[Transfer], recvs: list[Transfer],
                  progress: Progress) -> Iterator[int]:
-        if len(sends) == 1 and len(recvs) == 1:
+        if len(sends) == 1 and len(recvs) == 1 and self.wait == "busy":
             # The ring and Rabenseifner case: one blocking call instead of four.
             send, recv = sends[0].message, recvs[0].message
             self.comm.Sendrecv(send[0], send[1], send[2], recv[0], recv[1], recv[2])
@@ -59,7 +94,7 @@ class MpiTransport(Transport):
         requests += [self.comm.Isend(*t.message) for t in sends]
         remaining, nrecv = len(requests), len(recvs)
         while remaining:
-            index = MPI.Request.Waitany(requests)
+            index = self._waitany(requests)
             remaining -= 1
             progress.tick(tuple(t.peer for t, r in zip(recvs, requests) if r),
                           tuple(t.peer for t, r in zip(sends, requests[nrecv:]) if r))
@@ -100,6 +135,12 @@ class MpiTransport(Transport):
             self._pinned[key] = host
         return host
 
+    def barrier(self, comm) -> None:
+        if self.wait == "yield":
+            self._waitany([comm.Ibarrier()])
+        else:
+            comm.Barrier()
+
     def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
         if self._device is None:
             self.comm.Allreduce(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, op=_OPS[op])
@@ -133,7 +174,7 @@ class MpiTransport(Transport):
 
     def describe(self) -> dict:
         library = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]  # Open MPI ends in NUL
-        return {"transport": self.name, "library": library, **(self._device or {})}
+        return {"transport": self.name, "library": library, "wait": self.wait, **(self._device or {})}
 
     def close(self) -> None:
         self.comm.Free()
