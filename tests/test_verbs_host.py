@@ -1,0 +1,73 @@
+"""The verbs transport on a machine without RDMA: clean one-sentence errors, no traceback.
+
+These run on CI's host (no kernel verbs support); on a machine that has RDMA devices they are
+skipped, since the errors they check cannot happen there."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collbench import rdma
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+no_kernel = pytest.mark.skipif(rdma.SYSFS_VERBS.is_dir(),
+                               reason="this machine has kernel verbs support; the error cannot occur")
+
+
+def _pyverbs_importable() -> bool:
+    try:
+        rdma.pyverbs_modules()
+        return True
+    except rdma.VerbsUnavailable:
+        return False
+
+
+def _expected_sentence() -> str:
+    return "has no user-space verbs support" if _pyverbs_importable() else "needs pyverbs"
+
+
+@no_kernel
+def test_probe_says_why():
+    lines = rdma.probe()
+    assert lines[-1][0] is False and lines[-1][1] == "verbs"
+    assert _expected_sentence() in lines[-1][2]
+
+
+@no_kernel
+def test_doctor_says_why_in_one_line():
+    out = subprocess.run([str(BIN / "collbench"), "doctor"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0
+    verbs = [line for line in out.stdout.splitlines() if line.split()[1:2] == ["verbs"]]
+    assert len(verbs) == 1 and verbs[0].startswith("no ") and _expected_sentence() in verbs[0]
+
+
+@pytest.mark.mpi
+@no_kernel
+def test_run_fails_cleanly_on_every_rank(tmp_path):
+    mpiexec = BIN / "mpiexec"
+    if not mpiexec.exists():
+        pytest.skip("no mpiexec beside the venv's python (pip install mpich)")
+    out = subprocess.run([str(mpiexec), "-n", "2", str(BIN / "collbench"), "run", "--transport", "verbs",
+                          "-a", "ring", "-b", "8", "-e", "64", "--no-progress", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text
+    assert _expected_sentence() in text
+
+
+def test_pyverbs_shim_finds_an_enums_module_or_says_why():
+    try:
+        _, enums = rdma.pyverbs_modules()
+    except rdma.VerbsUnavailable as e:
+        assert "pyverbs" in str(e) and "docs/verbs.md" in str(e)
+        return
+    assert enums.__name__ in ("pyverbs.libibverbs_enums", "pyverbs.enums")
+    assert hasattr(enums, "IBV_WR_RDMA_WRITE_WITH_IMM")
