@@ -4,6 +4,7 @@ independently with :func:`collbench.store.read_results`, not merely "a file was 
 from __future__ import annotations
 
 import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
