@@ -90,9 +90,15 @@ def test_gpu_shape_follows_the_transport_and_runs_one_rank_per_gpu(tmp_path):
 
 
 def test_ib_shape_and_explicit_shape(tmp_path):
-    run = RUN + 'transport = "verbs"\ndevice = "mlx5_0"\n'
+    run = RUN.replace('["ring", "native"]', '["ring"]') + 'transport = "verbs"\ndevice = "mlx5_0"\n'
     assert "ibv_devices" in plan(experiment(tmp_path, run=run), {"run_id": "r"}).jobs[0].script
     assert "ibv_devices" in plan(experiment(tmp_path), {"shape": "ib", "run_id": "r"}).jobs[0].script
+
+
+def test_native_over_verbs_is_refused_when_rendering(tmp_path):
+    run = RUN + 'transport = "verbs"\n'
+    with pytest.raises(CollbenchError, match="verbs transport has no native all-reduce"):
+        plan(experiment(tmp_path, run=run), {"run_id": "r"})
 
 
 def test_precedence_cli_over_experiment_over_profile(tmp_path):
