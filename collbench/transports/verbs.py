@@ -118,7 +118,7 @@ class VerbsTransport(Transport):
             self._teardown()
             rank, message = failed[0]
             raise CollbenchError(message if self.size == 1 or all(e == message for _, e in failed)
-                                 else f"rank {rank}: {message}")
+                                 else f"rank {rank}: {message}", shared=True)  # all ranks know it
         self._connect()
 
     # ------------------------------------------------------------ setup
