@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from algorithms import build
-from algorithms.data import make_input
+from algorithms.data import expected_output, make_input
 from algorithms.ops import ReduceOp
 from collbench import provenance
 from collbench.config import NATIVE, RunConfig
@@ -88,8 +88,6 @@ class PointRunner:
     def count_wrong(self, seed: int) -> int:
         """Run once on fresh inputs and count wrong elements on this rank (an out-of-place
         call that changes its input counts those elements as wrong too)."""
-        from algorithms.data import expected_output
-
         self.send = self._input(seed)
         original = self.send.copy()
         self.prepare()
