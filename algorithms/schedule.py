@@ -32,10 +32,6 @@ class Kind(Enum):
     RECV_REDUCE = "recv_reduce"
     RECV_COPY = "recv_copy"
 
-    @property
-    def is_recv(self) -> bool:
-        return self is not Kind.SEND
-
 
 @dataclass(frozen=True, slots=True)
 class Op:
