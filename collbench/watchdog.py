@@ -19,6 +19,11 @@ from collbench.transports.base import Progress
 TIMEOUT_EXIT = 3
 """Exit status of a job aborted by the watchdog."""
 
+FORWARD_GRACE_S = 1.0
+"""Pause between printing the message and aborting: MPI_Abort makes the launcher kill every
+process at once, and Hydra drops output its proxies have not yet forwarded (seen under load:
+exit status 3 and an empty stderr), so the message would be lost without it."""
+
 
 class Watchdog:
     """Watch *progress*; after *timeout* seconds without a tick call *abort* with a message."""
@@ -53,5 +58,6 @@ class Watchdog:
                 last, since = self.progress.ticks, time.monotonic()
             elif time.monotonic() - since > self.timeout:
                 print(self.message(), file=sys.stderr, flush=True)
+                time.sleep(FORWARD_GRACE_S)
                 self._abort(TIMEOUT_EXIT)
                 return
