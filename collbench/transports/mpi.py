@@ -51,6 +51,9 @@ def _wait_policy(comm) -> str:
     return policy
 
 
+_yield = os.sched_yield
+
+
 class MpiTransport(Transport):
     """Isend/Irecv on a private duplicate of the job's communicator, completed by Waitany
     (or, with more ranks than cores on a node, by Testany and sched_yield)."""
@@ -84,10 +87,17 @@ class MpiTransport(Transport):
 
     def exchange(self, sends: list[Transfer], recvs: list[Transfer],
                  progress: Progress) -> Iterator[int]:
-        if len(sends) == 1 and len(recvs) == 1 and self.wait == "busy":
-            # The ring and Rabenseifner case: one blocking call instead of four.
+        if len(sends) == 1 and len(recvs) == 1:
+            # The ring and Rabenseifner case: one send and one receive, waited for together.
             send, recv = sends[0].message, recvs[0].message
-            self.comm.Sendrecv(send[0], send[1], send[2], recv[0], recv[1], recv[2])
+            if self.wait == "busy":
+                self.comm.Sendrecv(send[0], send[1], send[2], recv[0], recv[1], recv[2])
+            else:
+                requests = [self.comm.Irecv(*recv), self.comm.Isend(*send)]
+                testall = MPI.Request.Testall
+                while not testall(requests):
+                    _yield()
+            progress.ticks += 1
             yield 0
             return
         requests = [self.comm.Irecv(*t.message) for t in recvs]
