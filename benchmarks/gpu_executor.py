@@ -122,7 +122,8 @@ def _nccl_self_step(cp, steps: int, n: int) -> None:
         return
     src, dst = cp.ones(n, dtype=cp.float32), cp.empty(n, dtype=cp.float32)
     acc = cp.zeros(n, dtype=cp.float32)
-    sends, recvs = [Transfer(src, 0, 0, t.message(src, 0, 0))], [Transfer(dst, 0, 0, t.message(dst, 0, 0))]
+    sends = [Transfer(src, 0, 0, t.message(src, 0, 0, send=True))]
+    recvs = [Transfer(dst, 0, 0, t.message(dst, 0, 0, send=False))]
     progress = Progress()
 
     def loop():

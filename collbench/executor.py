@@ -84,19 +84,23 @@ class Executor:
             transfer = self._transfer
             steps = []
             for step in self._steps:
-                sends = [transfer(recvbuf[a:b], peer, tag) for a, b, peer, tag in step.sends]
+                sends = [transfer(recvbuf[a:b], peer, tag, True) for a, b, peer, tag in step.sends]
                 recvs = [transfer(recvbuf[p.start:p.stop] if p.scratch is None
-                                  else self._scratch[p.scratch[0]:p.scratch[1]], peer, tag)
+                                  else self._scratch[p.scratch[0]:p.scratch[1]], peer, tag, False)
                          for p, peer, tag in step.recvs]
                 peers = (tuple(t.peer for t in recvs), tuple(t.peer for t in sends))
                 targets = [None if p.scratch is None else recvbuf[p.start:p.stop]
                            for p, _, _ in step.recvs]
-                steps.append((step.index, sends, recvs, peers, targets))
+                pair = None
+                if len(sends) <= 1 and len(recvs) <= 1:
+                    pair = (sends[0] if sends else None, recvs[0] if recvs else None,
+                            targets[0] if targets else None)
+                steps.append((step.index, sends, recvs, peers, targets, pair))
             self._bound = (recvbuf, steps)
         return self._bound[1]
 
-    def _transfer(self, buf, peer: int, tag: int) -> Transfer:
-        return Transfer(buf, peer, tag, self.transport.message(buf, peer, tag))
+    def _transfer(self, buf, peer: int, tag: int, send: bool) -> Transfer:
+        return Transfer(buf, peer, tag, self.transport.message(buf, peer, tag, send=send))
 
     def run(self, recvbuf, sendbuf=None) -> None:
         """All-reduce in place on *recvbuf*, or out of place from *sendbuf* into *recvbuf*
@@ -104,9 +108,16 @@ class Executor:
         if sendbuf is not None:
             recvbuf[...] = sendbuf
         progress, name, reduce = self.progress, self.schedule.name, self._reduce
-        for index, sends, recvs, peers, targets in self._bind(recvbuf):
+        exchange, pair_exchange = self.transport.exchange, self.transport.pair
+        for index, sends, recvs, peers, targets, pair in self._bind(recvbuf):
             progress.waiting(name, index, *peers)
-            for i in self.transport.exchange(sends, recvs, progress):
+            if pair is not None:  # the ring's and Rabenseifner's every step: no generator
+                send, recv, target = pair
+                pair_exchange(send, recv, progress)
+                if target is not None:
+                    reduce(target, recv.buf, out=target)
+                continue
+            for i in exchange(sends, recvs, progress):
                 target = targets[i]
                 if target is not None:
                     reduce(target, recvs[i].buf, out=target)

@@ -185,8 +185,8 @@ def test_nccl_point_to_point_moves_bytes(nccl_transport):
     t = nccl_transport
     sources = [cupy.arange(n, dtype=cupy.float16) + k for k, n in enumerate((1, 1000, 33333))]
     targets = [cupy.zeros_like(s) for s in sources]
-    sends = [Transfer(s, 0, i, t.message(s, 0, i)) for i, s in enumerate(sources)]
-    recvs = [Transfer(r, 0, i, t.message(r, 0, i)) for i, r in enumerate(targets)]
+    sends = [Transfer(s, 0, i, t.message(s, 0, i, send=True)) for i, s in enumerate(sources)]
+    recvs = [Transfer(r, 0, i, t.message(r, 0, i, send=False)) for i, r in enumerate(targets)]
     assert list(t.exchange(sends, recvs, Progress())) == [0, 1, 2]
     for r in targets:  # a reduction enqueued after the exchange sees the received data
         cupy.add(r, r, out=r)

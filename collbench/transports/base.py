@@ -74,8 +74,16 @@ class Transport(ABC):
         return once every send has completed too. Update *progress* with the peers still
         outstanding."""
 
-    def message(self, buf, peer: int, tag: int) -> Any:
-        """Prepare whatever the transport needs to move *buf* (called once per buffer)."""
+    def pair(self, send: Transfer | None, recv: Transfer | None, progress: Progress) -> None:
+        """A step of at most one send and at most one receive, run to completion (every step
+        of the ring and of Rabenseifner). Transports override it where skipping
+        :meth:`exchange`'s generator matters: small messages are bound by per-step overhead."""
+        for _ in self.exchange([send] if send else [], [recv] if recv else [], progress):
+            pass
+
+    def message(self, buf, peer: int, tag: int, *, send: bool) -> Any:
+        """Prepare whatever the transport needs to move *buf* to or from *peer* (called once
+        per buffer, when the executor binds it; *send* says which way)."""
         return buf
 
     def reducer(self, ufunc: str, dtype):

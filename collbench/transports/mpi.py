@@ -6,6 +6,7 @@ copies device -> host before its sends and host -> device as each receive lands.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 
@@ -14,6 +15,8 @@ from mpi4py import MPI
 from collbench.errors import CollbenchError
 from collbench.transports.base import Progress, Transfer, Transport
 
+_yield = os.sched_yield
+_startall, _testall = MPI.Prequest.Startall, MPI.Request.Testall
 _OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX}
 
 
@@ -30,6 +33,12 @@ def _yielding_waitany(requests) -> int:
         if done:
             return index
         os.sched_yield()
+
+
+def _yielding_waitall(requests) -> None:
+    """Waitall that gives the core away between polls, like :func:`_yielding_waitany`."""
+    while not _testall(requests):
+        _yield()
 
 
 def _more_ranks_than_cores(comm) -> bool:
@@ -51,12 +60,10 @@ def _wait_policy(comm) -> str:
     return policy
 
 
-_yield = os.sched_yield
-
-
 class MpiTransport(Transport):
-    """Isend/Irecv on a private duplicate of the job's communicator, completed by Waitany
-    (or, with more ranks than cores on a node, by Testany and sched_yield)."""
+    """Persistent sends and receives on a private duplicate of the job's communicator,
+    started together per step and completed by Waitany (or, with more ranks than cores on a
+    node, by Testany and sched_yield)."""
 
     name = "mpi"
 
@@ -76,7 +83,10 @@ class MpiTransport(Transport):
                             "device_path": ("staged through pinned host memory" if self._staged
                                             else "CUDA-aware") + f" ({how})"}
             self._pinned: dict = {}
+            self._staging: dict[int, object] = {}
+            """Pinned host copy of each staged message, by the id of its persistent request."""
             self.exchange = self._exchange_device  # the host path stays free of device checks
+            self.pair = functools.partial(Transport.pair, self)
         else:
             import numpy
 
@@ -84,30 +94,27 @@ class MpiTransport(Transport):
         self._tag_ub = int(self.comm.Get_attr(MPI.TAG_UB))
         self.wait = _wait_policy(self.comm)
         self._waitany = _yielding_waitany if self.wait == "yield" else MPI.Request.Waitany
+        self._waitall = _yielding_waitall if self.wait == "yield" else MPI.Request.Waitall
+
+    def pair(self, send: Transfer | None, recv: Transfer | None, progress: Progress) -> None:
+        if send is None or recv is None:
+            requests = [(send or recv).message]
+        else:
+            requests = [recv.message, send.message]
+        _startall(requests)
+        self._waitall(requests)
+        progress.ticks += 1
 
     def exchange(self, sends: list[Transfer], recvs: list[Transfer],
                  progress: Progress) -> Iterator[int]:
-        if len(sends) == 1 and len(recvs) == 1:
-            # The ring and Rabenseifner case: one send and one receive, waited for together.
-            send, recv = sends[0].message, recvs[0].message
-            if self.wait == "busy":
-                self.comm.Sendrecv(send[0], send[1], send[2], recv[0], recv[1], recv[2])
-            else:
-                requests = [self.comm.Irecv(*recv), self.comm.Isend(*send)]
-                testall = MPI.Request.Testall
-                while not testall(requests):
-                    _yield()
-            progress.ticks += 1
-            yield 0
-            return
-        requests = [self.comm.Irecv(*t.message) for t in recvs]
-        requests += [self.comm.Isend(*t.message) for t in sends]
-        remaining, nrecv = len(requests), len(recvs)
-        while remaining:
-            index = self._waitany(requests)
-            remaining -= 1
-            progress.tick(tuple(t.peer for t, r in zip(recvs, requests) if r),
-                          tuple(t.peer for t, r in zip(sends, requests[nrecv:]) if r))
+        requests = [t.message for t in recvs] + [t.message for t in sends]
+        _startall(requests)
+        outstanding, nrecv = [True] * len(requests), len(recvs)
+        for _ in requests:
+            index = self._waitany(requests)  # completed persistent requests are skipped
+            outstanding[index] = False
+            progress.tick(tuple(t.peer for t, o in zip(recvs, outstanding) if o),
+                          tuple(t.peer for t, o in zip(sends, outstanding[nrecv:]) if o))
             if index < nrecv:
                 yield index
 
@@ -117,22 +124,29 @@ class MpiTransport(Transport):
         that wrote the sends (or read the receive area) must finish first; when staged, the
         sends are copied to their pinned host buffers and each receive back as it lands."""
         self.synchronize()
-        if self._staged:
-            for t in sends:
-                t.buf.get(out=t.message[0][0])
+        if not self._staged:
+            yield from self._exchange_host(sends, recvs, progress)
+            return
+        for t in sends:
+            t.buf.get(out=self._staging[id(t.message)])
         for i in self._exchange_host(sends, recvs, progress):
-            if self._staged:
-                recvs[i].buf.set(recvs[i].message[0][0])
+            recvs[i].buf.set(self._staging[id(recvs[i].message)])
             yield i
 
     _exchange_host = exchange
 
-    def message(self, buf, peer: int, tag: int) -> tuple:
-        """Arguments of Isend/Irecv: the buffer as bytes (so float16 travels too), peer, tag;
-        a staged device buffer is replaced by its pinned host copy."""
+    def message(self, buf, peer: int, tag: int, *, send: bool) -> MPI.Prequest:
+        """A persistent request (MPI_Send_init / MPI_Recv_init) for the buffer as bytes (so
+        float16 travels too); a staged device buffer is replaced by its pinned host copy.
+        Made once per buffer, a step then costs one MPI_Startall instead of parsing every
+        buffer again, which is most of a small message's time in Python. mpi4py frees the
+        request when the executor that holds it is dropped."""
+        host = self._pinned_copy(buf, key=None) if self._staged else buf
+        init = self.comm.Send_init if send else self.comm.Recv_init
+        request = init([host, host.nbytes, MPI.BYTE], peer, tag % self._tag_ub)
         if self._staged:
-            buf = self._pinned_copy(buf, key=None)
-        return ([buf, buf.nbytes, MPI.BYTE], peer, tag % self._tag_ub)
+            self._staging[id(request)] = host  # the request keeps it alive as its buffer too
+        return request
 
     def _pinned_copy(self, buf, key):
         """A pinned host array shaped like *buf*; cached under *key* unless it is None."""

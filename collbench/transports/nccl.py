@@ -52,7 +52,7 @@ class NcclTransport(Transport):
         self._gpu = gpu.device_name(cp)
         self._version = gpu.nccl_version(nccl)
 
-    def message(self, buf, peer: int, tag: int) -> tuple[int, int]:
+    def message(self, buf, peer: int, tag: int, *, send: bool) -> tuple[int, int]:
         """Device pointer and length in bytes (NCCL matches p2p messages by order, not tag)."""
         return buf.data.ptr, buf.nbytes
 

@@ -171,7 +171,7 @@ class VerbsTransport(Transport):
 
     # ------------------------------------------------------------ buffers
 
-    def message(self, buf, peer: int, tag: int) -> _Message:
+    def message(self, buf, peer: int, tag: int, *, send: bool) -> _Message:
         if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
             raise CollbenchError("the verbs transport needs contiguous numpy buffers")
         root = _root(buf)
