@@ -7,7 +7,8 @@ print the error per algorithm and size (target: within 15% for sizes of 64 KiB a
 
 The model is the one-host model of ``sim.analytic``: the host's cores come from each run's
 ``run.json`` (more ranks than cores stretch CPU costs), and its memory bandwidth is fitted
-too unless ``--no-memory``.
+too unless ``--no-memory``. Several folders of one P (repeated runs) are combined point by
+point into the median of their medians, which damps the run-to-run spread of a shared machine.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def main() -> None:
     data = measured_points(args.results)
     out_of_place = data["in_place"].astype(str) == "False"
     data = data[out_of_place] if out_of_place.any() else data
+    runs = data.groupby(["algorithm", "nranks", "size_bytes"])["folder"].nunique().max()
+    point = ["algorithm", "nranks", "size_bytes", "in_place"]
+    data = data.groupby(point, as_index=False).agg(
+        {"time_s": "median", "bytes": "first", "one_host": "all", "cores": "first"})
+    if runs > 1:
+        print(f"# up to {runs} runs per point, combined by the median of their medians")
     train = data[data["nranks"].isin(fit_ranks) & (data["size_bytes"] >= args.min_size)]
     cores = None if args.cores == "auto" else int(args.cores)
     calibration = fit(train, args.topology, memory=not args.no_memory and args.topology != "ideal",

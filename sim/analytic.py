@@ -22,11 +22,12 @@ moves its bytes at half speed (β doubles) while one-way steps keep β.
 all P ranks are taken to live on one host (a :class:`~sim.network.NetworkSpec` with
 ``ranks_per_node ≥ P``, the per-rank port its ``intra_bandwidth``, ``memory_bandwidth``
 1/μ): every message also crosses the host's memory link, and when P > C the ranks share the
-cores, so o, γ and β (a core's copying) grow by s = P/C. A step in which k messages move
-at once, each rank's port carrying j of them, then moves each byte in ``max(j·s·β, k·μ)``
-(the port or the memory is the bottleneck). These forms are exact for every P for ring and
-naive, and for Rabenseifner at P a power of two or P = 3; for other P its fold overlaps core
-steps of the unfolded ranks on the memory link, which the phases-add form ignores.
+cores, so o and γ grow by s = P/C. A step in which k messages move at once, each rank's
+port carrying j of them, then moves each byte in ``max(j·β, k·μ)`` (the port or the memory
+is the bottleneck; copies that compete for too few cores show up in a fitted μ). These
+forms are exact for every P for ring and naive, and for Rabenseifner at P a power of two or
+P = 3; for other P its fold overlaps core steps of the unfolded ranks on the memory link,
+which the phases-add form ignores.
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ class Params:
         return p / self.cores if 0 < self.cores < p else 1.0
 
 
-def _wire(q: Params, s: float, ports: int, flows: int, rho: float | None) -> float:
+def _wire(q: Params, ports: int, flows: int, rho: float | None) -> float:
     """Seconds per byte of each of *flows* concurrent messages on the host, each rank's
     port carrying *ports* of them: the slower of the port and the memory. *rho*, if given,
     picks the side as if μ/β were *rho* (the calibration's linearisation)."""
-    port, memory = ports * s * q.beta, flows * q.memory
+    port, memory = ports * q.beta, flows * q.memory
     if rho is None:
         return port if port >= memory else memory
-    return memory if rho > ports * s / flows else port
+    return memory if rho > ports / flows else port
 
 
 def naive(p: int, n: float, q: Params, topology: str = "ideal", rho: float | None = None) -> float:
@@ -93,8 +94,8 @@ def naive(p: int, n: float, q: Params, topology: str = "ideal", rho: float | Non
     if topology == "ideal":
         b = q.beta
         return o + a + n * b + (p - 1) * n * g + (p - 1) * o + a + n * b
-    gather = o + a + n * _wire(q, s, p - 1, p - 1, rho) + (p - 1) * n * g
-    b = _wire(q, s, 1, 1, rho)  # the root's port and the memory carry the same flows
+    gather = o + a + n * _wire(q, p - 1, p - 1, rho) + (p - 1) * n * g
+    b = _wire(q, 1, 1, rho)  # the root's port and the memory carry the same flows
     broadcast = a + max(o + (p - 1) * n * b, (p - 1) * o + n * b)
     return gather + broadcast
 
@@ -112,7 +113,7 @@ def ring(p: int, n: float, q: Params, topology: str = "ideal", rho: float | None
     m = n / p
     s = q.slowdown(p)
     both = 2 if topology == "half-duplex" else 1
-    step = q.overhead * s + q.alpha + m * _wire(q, s, both, p, rho)
+    step = q.overhead * s + q.alpha + m * _wire(q, both, p, rho)
     return 2 * (p - 1) * step + (p - 1) * m * q.gamma * s
 
 
@@ -139,7 +140,7 @@ def ring_segments(p: int, n: float, q: Params, topology: str = "ideal", segments
       upper bound by less than r_t·g per step (exact when γ = 0).
 
     Time is the sum over the S+2P-3 steps. On the one-host model the P messages of each
-    send index (one per rank) move together, so w = m·max(j·s·β, P·μ), and o and γ grow
+    send index (one per rank) move together, so w = m·max(j·β, P·μ), and o and γ grow
     by s."""
     _check(topology, q)
     if segments < 1:
@@ -150,7 +151,7 @@ def ring_segments(p: int, n: float, q: Params, topology: str = "ideal", segments
     both = 2 if topology == "half-duplex" else 1
     m = n / (p * segments)
     o, g = q.overhead * s, m * q.gamma * s
-    w = m * _wire(q, s, both, p, None)
+    w = m * _wire(q, both, p, None)
     total = 0.0
     steps = 2 * (p - 1)
     for t in range(segments + steps - 1):
@@ -183,13 +184,13 @@ def rabenseifner(p: int, n: float, q: Params, topology: str = "ideal", rho: floa
     pof2 = 1 << (p.bit_length() - 1)
     log = pof2.bit_length() - 1
     share = (pof2 - 1) / pof2 * n
-    core = 2 * log * (o + a) + 2 * share * _wire(q, s, both, pof2, rho) + share * g
+    core = 2 * log * (o + a) + 2 * share * _wire(q, both, pof2, rho) + share * g
     if pof2 == p:
         return core
     pairs = p - pof2
-    fold = (o + a + n / 2 * (_wire(q, s, both, 2 * pairs, rho) + g)
-            + o + a + n / 2 * _wire(q, s, 1, pairs, rho))
-    unfold = o + a + n * _wire(q, s, 1, pairs, rho)
+    fold = (o + a + n / 2 * (_wire(q, both, 2 * pairs, rho) + g)
+            + o + a + n / 2 * _wire(q, 1, pairs, rho))
+    unfold = o + a + n * _wire(q, 1, pairs, rho)
     return fold + core + unfold
 
 
@@ -227,12 +228,12 @@ def coefficients(algorithm: str, p: int, nbytes: float, q: Params | None = None,
     rho = 0.0 if rho is None else rho
     if algorithm == "naive" and topology != "ideal" and p >= 2 and nbytes:
         s = basis[0].slowdown(p)
-        memory = rho > s  # the side of max(s·β, μ), in both phases
-        wire = (0.0, 0.0, 0.0, 0.0, 1.0) if memory else (0.0, s, 0.0, 0.0, 0.0)
+        memory = rho > 1  # the side of max(β, μ), in both phases
+        wire = (0.0, 0.0, 0.0, 0.0, 1.0) if memory else (0.0, 1.0, 0.0, 0.0, 0.0)
         if q is None:
             wire_bound = True
         else:
-            b = _wire(q, s, 1, 1, rho)
+            b = _wire(q, 1, 1, rho)
             wire_bound = q.overhead * s + (p - 1) * nbytes * b >= (p - 1) * q.overhead * s + nbytes * b
         gather = tuple((p - 1) * nbytes * x for x in wire)
         gather = (1.0, gather[1], (p - 1) * nbytes * s, s, gather[4])
@@ -244,10 +245,9 @@ def coefficients(algorithm: str, p: int, nbytes: float, q: Params | None = None,
     return tuple(MODELS[algorithm](p, nbytes, e, topology, rho) for e in basis)
 
 
-def thresholds(p: int, q: Params) -> set[float]:
-    """Every μ/β at which some ``max(j·s·β, k·μ)`` of the *p*-rank models changes side."""
-    s = q.slowdown(p)
-    return {j * s / k for j in (1, 2, p - 1) for k in range(1, p + 1)}
+def thresholds(p: int) -> set[float]:
+    """Every μ/β at which some ``max(j·β, k·μ)`` of the *p*-rank models changes side."""
+    return {j / k for j in (1, 2, p - 1) for k in range(1, p + 1)}
 
 
 def _check(topology: str, q: Params) -> None:

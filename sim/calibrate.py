@@ -15,8 +15,8 @@ latency absorbs it (the saved calibration says so).
 Runs on one shared-memory host can also be fitted with that host's memory link (μ,
 ``memory=True``) and its cores. The cores are known, not fitted: each run's ``run.json``
 records its hosts, ranks and ``machine.cpus``, and a one-host run with more ranks than cpus
-has its CPU costs stretched by ranks/cpus (:mod:`sim.analytic`). With μ the models hold
-``max(j·s·β, k·μ)`` terms: linear once the ratio ρ = μ/β is placed between two of the
+has its overhead and reductions stretched by ranks/cpus (:mod:`sim.analytic`). With μ the
+models hold ``max(j·β, k·μ)`` terms: linear once the ratio ρ = μ/β is placed between two of the
 values where a term changes side (:func:`sim.analytic.thresholds`). The fit tries every
 such interval (μ free, the sides fixed) and every boundary (μ = ρβ), keeps the fits that
 are consistent with their interval, and returns the one of least error: the global
@@ -158,7 +158,7 @@ def fit(data, topology: str = "switch", note_sources: list[str] | None = None, m
             separable = _separable(scaled)
             if not separable:  # o is indistinguishable from α: fit without it
                 scaled[:, 3] = 0.0
-            x = lsq_linear(scaled, np.ones(len(rows)), bounds=(0, np.inf)).x / scale
+            x = lsq_linear(scaled, np.ones(len(rows)), bounds=(0, np.inf), method="bvls").x / scale
             mu = float(x[4]) if mode == "free" else rho * float(x[1]) if mode == "tied" else 0.0
             new = Params(alpha=float(x[0]), beta=float(x[1]), gamma=float(x[2]),
                          overhead=float(x[3]) if separable else 0.0, memory=mu)
@@ -174,11 +174,14 @@ def fit(data, topology: str = "switch", note_sources: list[str] | None = None, m
 
     candidates = [solve(0.0, "none")]
     if memory:
-        edges = sorted(set().union(*(analytic.thresholds(p, Params(0, 0, 0, cores=c))
-                                     for _, p, _, _, c in rows)))
+        edges = sorted(set().union(*(analytic.thresholds(p) for _, p, _, _, _ in rows)))
         candidates += [solve(rho, "tied") for rho in edges]
         for lo, hi in zip([0.0, *edges], [*edges, math.inf]):
             q, separable = solve(lo + 1 if hi == math.inf else (lo + hi) / 2, "free")
+            if hi == math.inf and q.beta == 0 and q.memory > 0 and lo > 0:
+                # Memory-bound throughout, so the data hold no β: take the largest one that
+                # leaves every step memory-bound (the predictions do not change).
+                q = replace(q, beta=q.memory / lo)
             ratio = q.memory / q.beta if q.beta > 0 else math.inf
             if lo * (1 - 1e-9) <= ratio <= hi * (1 + 1e-9):
                 candidates.append((q, separable))

@@ -65,7 +65,7 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1KiB..64MiB", help="e.g. 1KiB..1GiB or 1K,1M")
     p.add_argument("--model", default="sim", choices=("sim", "analytic"),
                    help="SimPy executor (default) or closed forms (ideal, switch and half-duplex "
-                   "networks, one rank per node)")
+                   "networks, one rank per node or all ranks on one node's intra-node fabric)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
     p.add_argument("--no-save", action="store_true", help="print only")

@@ -64,9 +64,9 @@ class NetworkSpec:
     not use it."""
     cores: int = 0
     """CPU cores of one node; 0 means at least one per rank. When a node's ranks outnumber
-    its cores they time-share them, so each rank's overhead and reductions, and its
-    intra-node fabric (on a shared-memory host, a core copying), take ranks/cores times
-    longer. Leave it 0 where the intra-node fabric is not CPU copies (NVLink)."""
+    its cores they time-share them, so each rank's overhead and reductions take ranks/cores
+    times longer. (Copies that compete for the cores share them only while they run: that
+    is left to *memory_bandwidth*, the node-wide link they all cross.)"""
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:

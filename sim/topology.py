@@ -11,9 +11,10 @@ one rank striping over two rails).
 Two node resources model a shared-memory host. ``memory_bandwidth`` adds one link per node
 that every message between two of its ranks crosses, whatever else it crosses, so all of a
 node's intra-node traffic shares it. ``cores`` fewer than a node's ranks slow that node's
-CPU work by ranks/cores (:attr:`Topology.cpu_slowdown`): the executor stretches overhead and
-reductions by it, and the intra-node fabric's links here lose capacity by it, since on such
-a host a rank's "fabric" is its core copying.
+CPU work by ranks/cores (:attr:`Topology.cpu_slowdown`), which the executor applies to
+overhead and reductions. Copies are not stretched statically: when they compete for the
+cores, only the ones running at the time do, which the shared memory link models (a
+fitted ``memory_bandwidth`` includes it).
 """
 
 from __future__ import annotations
@@ -51,11 +52,9 @@ class Topology:
         self.intra_up = self.intra_down = None
         if spec.intra_bandwidth > 0 and spec.ranks_per_node > 1:
             ih = spec.intra_latency / 2
-            self.intra_up = [Link(f"rank{r}.intra_up", spec.intra_bandwidth / self.cpu_slowdown[r], ih)
-                             for r in range(nranks)]
+            self.intra_up = [Link(f"rank{r}.intra_up", spec.intra_bandwidth, ih) for r in range(nranks)]
             self.intra_down = self.intra_up if spec.topology == "half-duplex" else [
-                Link(f"rank{r}.intra_down", spec.intra_bandwidth / self.cpu_slowdown[r], ih)
-                for r in range(nranks)]
+                Link(f"rank{r}.intra_down", spec.intra_bandwidth, ih) for r in range(nranks)]
         self.memory = None
         if spec.memory_bandwidth > 0 and spec.ranks_per_node > 1:
             self.memory = [Link(f"node{n}.memory", spec.memory_bandwidth, 0.0) for n in range(self.nodes)]

@@ -63,11 +63,11 @@ def test_ring_on_a_memory_bound_host_by_hand():
 
 
 def test_more_ranks_than_cores_stretch_cpu_costs_by_ranks_over_cores():
-    """P = 4 on 2 cores: overhead, γ and each core's copying take twice as long."""
+    """P = 4 on 2 cores: overhead and γ take twice as long, the copies do not."""
     n, p = 4 * 2**20, 4
     m = n / p
     spec = host("switch", cores=2)
-    expected = 2 * (p - 1) * (2 * OVERHEAD + ALPHA + m * 2 / B) + (p - 1) * m * 2 * GAMMA
+    expected = 2 * (p - 1) * (2 * OVERHEAD + ALPHA + m / B) + (p - 1) * m * 2 * GAMMA
     assert simulate(build("ring", p, n // 4), spec, 4).time == pytest.approx(expected, rel=1e-12)
     assert simulate(build("ring", 2, n // 4), spec, 4).time == simulate(
         build("ring", 2, n // 4), host("switch"), 4).time  # 2 ranks, 2 cores: no sharing
@@ -142,8 +142,8 @@ def host_run(folder, spec, ranks=(2, 3, 4), cpus=2, ks=(1, 16, 256, 4096, 65536)
 @pytest.mark.parametrize("topology", ["switch", "half-duplex"])
 def test_calibration_recovers_memory_and_takes_cores_from_provenance(tmp_path, topology):
     """Memory at 7 GB/s against 6 GB/s cores: exchanges are memory-bound from 3 ranks on
-    (half-duplex) or at every P (switch), naive never; 4 ranks share 3 cores. The fit finds
-    μ's interval and recovers every figure."""
+    (half-duplex) or at every P (switch), naive never; 4 ranks share 3 cores (γ stretched
+    by 4/3). The fit finds μ's interval and recovers every figure."""
     truth = host(topology, memory=7e9, cores=3, overhead=0.0)
     data = measured_points([host_run(tmp_path / "run", truth, cpus=3)])
     assert set(data["cores"]) == {3}
