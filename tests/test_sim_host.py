@@ -249,3 +249,14 @@ def test_one_segment_is_the_plain_ring_and_bad_segments_are_refused():
         analytic.ring_segments(4, 1e6, q, "switch", 0)
     with pytest.raises(ValueError, match="only ring is pipelined"):
         analytic.predict("naive", 4, 1e6, q, "switch", segments=2)
+
+
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+def test_ranks_of_one_node_have_the_intra_node_closed_form(algorithm):
+    """dgx-h100: up to 8 ranks on one node's NVLink, which the closed forms now cover."""
+    from sim.predict import predict_seconds
+
+    spec = load_network("dgx-h100")
+    for p in (2, 4, 8):
+        assert predict_seconds(spec, algorithm, p, 2**26, 4, "analytic") == pytest.approx(
+            predict_seconds(spec, algorithm, p, 2**26, 4, "sim"), rel=1e-9)
