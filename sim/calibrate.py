@@ -102,9 +102,7 @@ def measured_points(folders: list[str]):
                                "ranks and a positive time to calibrate on")
         hosts = provenance.get("hosts") or []
         cpus = (provenance.get("machine") or {}).get("cpus") or 0
-        one_host = rows["ranks_per_node"].astype(int) >= rows["nranks"].astype(int)
-        if len(hosts) > 1:
-            one_host = one_host & False
+        one_host = (rows["ranks_per_node"].astype(int) >= rows["nranks"].astype(int)) & (len(hosts) <= 1)
         frames.append(rows.assign(folder=str(folder), one_host=one_host,
                                   cores=one_host.astype(int) * int(cpus)))
     data = pd.concat(frames, ignore_index=True)
