@@ -4,6 +4,11 @@ print the error per algorithm and size (target: within 15% for sizes of 64 KiB a
     mpiexec -n 2 collbench run -b 1K -e 64M -f 4 --algorithms naive,ring,rabenseifner \\
         -n 10 -w 3 -m out --out results/acc-p2      # and likewise -n 3, -n 4
     .venv/bin/python benchmarks/sim_accuracy.py results/acc-p2 results/acc-p3 results/acc-p4
+
+The model is the one-host model of ``sim.analytic``: the host's cores come from each run's
+``run.json`` (more ranks than cores stretch CPU costs), and its memory bandwidth is fitted
+too unless ``--no-memory``. Several folders of one P (repeated runs) are combined point by
+point into the median of their medians, which damps the run-to-run spread of a shared machine.
 """
 
 from __future__ import annotations
@@ -23,14 +28,25 @@ def main() -> None:
     parser.add_argument("--topology", default="half-duplex", choices=("half-duplex", "switch", "ideal"),
                         help="half-duplex (default) models ranks copying through one host's memory")
     parser.add_argument("--min-size", type=int, default=0, help="fit only points of this many bytes or more")
+    parser.add_argument("--no-memory", action="store_true", help="do not fit the host's memory bandwidth")
+    parser.add_argument("--cores", default="auto",
+                        help="the host's cores: auto (from run.json, default) or a number; 0 ignores them")
     args = parser.parse_args()
     fit_ranks = {int(x) for x in args.fit_ranks.split(",")}
     predict_ranks = {int(x) for x in args.predict_ranks.split(",")}
     data = measured_points(args.results)
     out_of_place = data["in_place"].astype(str) == "False"
     data = data[out_of_place] if out_of_place.any() else data
+    runs = data.groupby(["algorithm", "nranks", "size_bytes"])["folder"].nunique().max()
+    point = ["algorithm", "nranks", "size_bytes", "in_place"]
+    data = data.groupby(point, as_index=False).agg(
+        {"time_s": "median", "bytes": "first", "one_host": "all", "cores": "first"})
+    if runs > 1:
+        print(f"# up to {runs} runs per point, combined by the median of their medians")
     train = data[data["nranks"].isin(fit_ranks) & (data["size_bytes"] >= args.min_size)]
-    calibration = fit(train, args.topology)
+    cores = None if args.cores == "auto" else int(args.cores)
+    calibration = fit(train, args.topology, memory=not args.no_memory and args.topology != "ideal",
+                      cores=cores)
     print(f"# fitted on P in {sorted(fit_ranks)}: {calibration.describe()}")
     if calibration.note:
         print(f"# {calibration.note}")

@@ -11,13 +11,23 @@ the library's own all-reduce, a black box whose schedule the model does not know
 rows are skipped. α and o multiply the same count of messages in every model except naive
 on the ``ideal`` network; when the data cannot tell them apart, o is fixed at 0 and the
 latency absorbs it (the saved calibration says so).
+
+Runs on one shared-memory host can also be fitted with that host's memory link (μ,
+``memory=True``) and its cores. The cores are known, not fitted: each run's ``run.json``
+records its hosts, ranks and ``machine.cpus``, and a one-host run with more ranks than cpus
+has its overhead and reductions stretched by ranks/cpus (:mod:`sim.analytic`). With μ the
+models hold ``max(j·β, k·μ)`` terms: linear once the ratio ρ = μ/β is placed between two of the
+values where a term changes side (:func:`sim.analytic.thresholds`). The fit tries every
+such interval (μ free, the sides fixed) and every boundary (μ = ρβ), keeps the fits that
+are consistent with their interval, and returns the one of least error: the global
+optimum of a piecewise-linear least-squares problem.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +56,14 @@ class Calibration:
         """The fitted figures in one line, in the units people quote."""
         q = self.params
         reduction = f"{1e-9 / q.gamma:.2f} GB/s" if q.gamma > 1e-15 else "free (γ fitted as 0)"
+        host = ""
+        if q.memory > 0:
+            host += f", host memory {1e-9 / q.memory:.2f} GB/s"
+        if q.cores:
+            host += f", {q.cores} cores"
         return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.2f} GB/s, reduction "
-                f"{reduction}, overhead {q.overhead * 1e6:.2f} us ({self.topology} model, {self.points} "
-                f"points, rms relative error {100 * self.rms_relative_error:.1f}%)")
+                f"{reduction}, overhead {q.overhead * 1e6:.2f} us{host} ({self.topology} model, "
+                f"{self.points} points, rms relative error {100 * self.rms_relative_error:.1f}%)")
 
     def save(self, path: Path | str) -> None:
         """Write this calibration as JSON to *path*."""
@@ -78,55 +93,107 @@ def measured_points(folders: list[str]):
 
     frames = []
     for folder in folders:
-        _, summary, _ = read_results(folder)
+        provenance, summary, _ = read_results(folder)
         rows = summary[summary["algorithm"].isin(FIT_ALGORITHMS) & (summary["nranks"] >= 2)
                        & (summary["size_bytes"] > 0)]
         rows = rows[np.isfinite(rows["median_us"].astype(float)) & (rows["median_us"] > 0)]
         if rows.empty:
             raise ResultsError(f"{folder} holds no naive, ring or rabenseifner point with 2 or more "
                                "ranks and a positive time to calibrate on")
-        frames.append(rows.assign(folder=str(folder)))
+        hosts = provenance.get("hosts") or []
+        cpus = (provenance.get("machine") or {}).get("cpus") or 0
+        one_host = (rows["ranks_per_node"].astype(int) >= rows["nranks"].astype(int)) & (len(hosts) <= 1)
+        frames.append(rows.assign(folder=str(folder), one_host=one_host,
+                                  cores=one_host.astype(int) * int(cpus)))
     data = pd.concat(frames, ignore_index=True)
     data["bytes"] = data["size_bytes"].astype(float)
     data["time_s"] = data["median_us"].astype(float) * 1e-6
     return data
 
 
-def fit(data, topology: str = "switch", note_sources: list[str] | None = None) -> Calibration:
-    """Fit (α, β, γ, o) to *data* (from :func:`measured_points`) on *topology*."""
+def fit(data, topology: str = "switch", note_sources: list[str] | None = None, memory: bool = False,
+        cores: int | None = None) -> Calibration:
+    """Fit (α, β, γ, o), and μ if *memory*, to *data* (from :func:`measured_points`) on
+    *topology*. *cores*: the host's cores (0: ignore oversubscription); None takes each
+    one-host run's from its provenance (never on ``ideal``, whose ranks have a node each).
+
+    Raises CollbenchError if *memory* is asked of runs that span several hosts."""
     from scipy.optimize import lsq_linear
 
     if topology not in analytic.MODEL_TOPOLOGIES:
         raise CollbenchError(f"calibration fits the {' or '.join(analytic.MODEL_TOPOLOGIES)} model, "
                              f"not {topology!r}")
-    rows = list(zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], data["time_s"]))
+    if topology == "ideal" and (memory or cores):
+        raise CollbenchError("the one-host model (memory bandwidth, cores) fits on the switch or "
+                             "half-duplex topology, not ideal")
+    if cores is not None and cores < 0:
+        raise CollbenchError(f"cores must be at least 0, got {cores}")
+    one_host = data["one_host"] if "one_host" in data else [False] * len(data)
+    if memory and not all(one_host):
+        raise CollbenchError("the host's memory bandwidth is fitted only on runs of one host; "
+                             "some of these runs span several")
+    use_cores = topology != "ideal" and cores != 0  # ideal: ranks on separate nodes
+    row_cores = [0 if not use_cores or not h else int(c if cores is None else cores)
+                 for h, c in zip(one_host, data["cores"] if "cores" in data else [0] * len(data))]
+    rows = list(zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], data["time_s"], row_cores))
     if len(rows) < 3:
         raise CollbenchError(f"calibration needs at least 3 measured points, got {len(rows)}")
     times = np.array([r[3] for r in rows])
-    q: Params | None = None
-    separable = True
-    for _ in range(10):
-        a = np.array([analytic.coefficients(alg, p, n, q, topology) for alg, p, n, _ in rows])
-        a = a / times[:, None]
-        scale = np.linalg.norm(a, axis=0)
-        scale[scale == 0] = 1.0
-        scaled = a / scale
-        separable = _separable(scaled)
-        if not separable:  # o is indistinguishable from α: fit without it
-            scaled[:, 3] = 0.0
-        x = lsq_linear(scaled, np.ones(len(rows)), bounds=(0, np.inf)).x / scale
-        new = Params(alpha=float(x[0]), beta=float(x[1]), gamma=float(x[2]),
-                     overhead=float(x[3]) if separable else 0.0)
-        if new == q:
-            break
-        q = new
-    predicted = np.array([analytic.predict(alg, p, n, q, topology) for alg, p, n, _ in rows])
-    rms = float(np.sqrt(np.mean(((predicted - times) / times) ** 2)))
+
+    def solve(rho: float, mode: str) -> tuple[Params, bool]:
+        """Least squares with the sides fixed by *rho*; *mode* ``none`` (no μ), ``free`` or
+        ``tied`` (μ = rho·β). Naive's broadcast side is iterated to a fixed point."""
+        q: Params | None = None
+        for _ in range(10):
+            a = np.array([analytic.coefficients(alg, p, n, q and replace(q, cores=c), topology, rho, c)
+                          for alg, p, n, _, c in rows])
+            if mode == "tied":
+                a[:, 1] += rho * a[:, 4]
+            a = (a if mode == "free" else a[:, :4]) / times[:, None]
+            scale = np.linalg.norm(a, axis=0)
+            scale[scale == 0] = 1.0
+            scaled = a / scale
+            separable = _separable(scaled)
+            if not separable:  # o is indistinguishable from α: fit without it
+                scaled[:, 3] = 0.0
+            x = lsq_linear(scaled, np.ones(len(rows)), bounds=(0, np.inf), method="bvls").x / scale
+            mu = float(x[4]) if mode == "free" else rho * float(x[1]) if mode == "tied" else 0.0
+            new = Params(alpha=float(x[0]), beta=float(x[1]), gamma=float(x[2]),
+                         overhead=float(x[3]) if separable else 0.0, memory=mu)
+            if new == q:
+                break
+            q = new
+        return q, separable
+
+    def rms_of(q: Params) -> float:
+        predicted = np.array([analytic.predict(alg, p, n, replace(q, cores=c), topology)
+                              for alg, p, n, _, c in rows])
+        return float(np.sqrt(np.mean(((predicted - times) / times) ** 2)))
+
+    candidates = [solve(0.0, "none")]
+    if memory:
+        edges = sorted(set().union(*(analytic.thresholds(p) for _, p, _, _, _ in rows)))
+        candidates += [solve(rho, "tied") for rho in edges]
+        for lo, hi in zip([0.0, *edges], [*edges, math.inf]):
+            q, separable = solve(lo + 1 if hi == math.inf else (lo + hi) / 2, "free")
+            if hi == math.inf and q.beta == 0 and q.memory > 0 and lo > 0:
+                # Memory-bound throughout, so the data hold no β: take the largest one that
+                # leaves every step memory-bound (the predictions do not change).
+                q = replace(q, beta=q.memory / lo)
+            ratio = q.memory / q.beta if q.beta > 0 else math.inf
+            if lo * (1 - 1e-9) <= ratio <= hi * (1 + 1e-9):
+                candidates.append((q, separable))
+    scored = [(rms_of(q), q, separable) for q, separable in candidates]
+    rms, q, separable = min(scored, key=lambda c: c[0])
     if q.beta <= 0:
         raise CollbenchError("the measurements do not grow with size, so no bandwidth can be fitted; "
                              "measure a wider range of sizes")
-    note = "" if separable else "overhead not separable from latency in these data: fitted as latency"
-    return Calibration(q, topology, len(rows), rms, note, list(note_sources or []))
+    used = {c for c in row_cores if c}
+    q = replace(q, cores=used.pop() if len(used) == 1 else 0)
+    notes = [] if separable else ["overhead not separable from latency in these data: fitted as latency"]
+    if len(used) > 1:
+        notes.append("runs on hosts of different core counts: cores not saved")
+    return Calibration(q, topology, len(rows), rms, "; ".join(notes), list(note_sources or []))
 
 
 def _separable(scaled: np.ndarray) -> bool:
@@ -139,10 +206,14 @@ def _separable(scaled: np.ndarray) -> bool:
 
 
 def error_table(calibration: Calibration, data) -> list[dict]:
-    """Measured vs predicted for every row of *data*, with the relative error in percent."""
+    """Measured vs predicted for every row of *data*, with the relative error in percent; a
+    calibration with cores predicts each one-host run with that run's own cores."""
     out = []
-    for alg, p, n, t in zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], data["time_s"]):
-        pred = analytic.predict(alg, p, n, calibration.params, calibration.topology)
+    q = calibration.params
+    cores = data["cores"] if q.cores and "cores" in data else [q.cores] * len(data)
+    for alg, p, n, t, c in zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], data["time_s"],
+                               cores):
+        pred = analytic.predict(alg, p, n, replace(q, cores=int(c) or q.cores), calibration.topology)
         out.append({"algorithm": alg, "nranks": p, "size_bytes": int(n), "measured_us": t * 1e6,
                     "predicted_us": pred * 1e6, "error_pct": 100.0 * (pred - t) / t if t else math.nan})
     return out

@@ -43,6 +43,11 @@ def register(subparsers) -> None:
                      help="rank counts to leave out of the fit and report the error on, e.g. 4")
     cal.add_argument("--min-size", default="0", metavar="SIZE",
                      help="fit only points of at least this many bytes, e.g. 64KiB (default: all)")
+    cal.add_argument("--memory", action="store_true",
+                     help="also fit the host's memory bandwidth, shared by all its ranks (runs on one host)")
+    cal.add_argument("--cores", default="auto", metavar="N|auto",
+                     help="the host's cores, so that more ranks than cores stretch CPU costs: auto (default) "
+                     "takes each one-host run's cpus from its run.json; 0 ignores oversubscription")
     cal.add_argument("-o", "--output", default="calibration.json", help="where to save the fit")
     cal.set_defaults(func=_run_calibrate)
     pred = forms.add_parser("predict", help="predict with a saved calibration",
@@ -60,7 +65,7 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1KiB..64MiB", help="e.g. 1KiB..1GiB or 1K,1M")
     p.add_argument("--model", default="sim", choices=("sim", "analytic"),
                    help="SimPy executor (default) or closed forms (ideal, switch and half-duplex "
-                   "networks, one rank per node)")
+                   "networks, one rank per node or all ranks on one node's intra-node fabric)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
     p.add_argument("--no-save", action="store_true", help="print only")
@@ -77,10 +82,15 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--placement", dest="o_placement", metavar="HOW", help="block, cyclic or 0,0,1,1,...")
     g.add_argument("--gamma", dest="o_gamma", metavar="S_PER_BYTE", help="seconds per byte reduced")
     g.add_argument("--overhead", dest="o_overhead", metavar="TIME", help="per message, e.g. 0.5us")
+    g.add_argument("--memory-bandwidth", dest="o_memory_bandwidth", metavar="RATE",
+                   help="per node, shared by its intra-node messages, e.g. 20GB/s (0: not modelled)")
+    g.add_argument("--cores", dest="o_cores", type=int, metavar="N",
+                   help="cores per node; more ranks than cores stretch their CPU costs (0: one per rank)")
 
 
-def _network(args):
-    """The spec from --network, a calibration and the overrides."""
+def _network(args, one_host_ranks: int = 1):
+    """The spec from --network, a calibration and the overrides; a one-host calibration
+    without --network puts up to *one_host_ranks* ranks on its host."""
     from sim.calibrate import Calibration
     from sim.network import NetworkSpec, SpecError
     from sim.presets import load_network
@@ -92,6 +102,10 @@ def _network(args):
             q = calibration.params
             spec = NetworkSpec(name="calibrated", topology=calibration.topology, bandwidth=1.0 / q.beta,
                                latency=q.alpha, gamma=q.gamma, overhead=q.overhead)
+            if q.memory or q.cores:  # one host: every rank on it, each copying through its core
+                spec = spec.with_overrides(
+                    intra_bandwidth=1.0 / q.beta, intra_latency=q.alpha, ranks_per_node=one_host_ranks,
+                    memory_bandwidth=1.0 / q.memory if q.memory else 0.0, cores=q.cores)
         else:
             spec = load_network(args.network or "ib-edr")
             if calibration:
@@ -108,7 +122,9 @@ def _network(args):
             nics_per_node=args.o_nics_per_node, ranks_per_node=args.o_ranks_per_node,
             placement=placement,
             gamma=float(args.o_gamma) if args.o_gamma else None,
-            overhead=parse_time(args.o_overhead) if args.o_overhead else None)
+            overhead=parse_time(args.o_overhead) if args.o_overhead else None,
+            memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
+            cores=args.o_cores)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
     return spec, calibration
@@ -119,11 +135,11 @@ def _run_sim(args) -> int:
     from sim.predict import predict_point
     from sim.units import parse_ranks, parse_sizes
 
-    spec, calibration = _network(args)
     try:
         ranks, sizes = parse_ranks(args.ranks), parse_sizes(args.sizes)
     except ValueError as e:
         raise CollbenchError(f"{e}") from None
+    spec, calibration = _network(args, max(ranks))
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown or not algorithms:
@@ -194,7 +210,11 @@ def _run_calibrate(args) -> int:
     test = data[data["nranks"].isin(holdout)]
     if holdout and test.empty:
         raise CollbenchError(f"no measured point has {sorted(holdout)} ranks to hold out")
-    calibration = fit(train, args.topology, note_sources=[str(r) for r in args.results])
+    if args.cores != "auto" and not (args.cores.isdigit()):
+        raise CollbenchError(f"--cores takes a whole number or auto, not {args.cores!r}")
+    cores = None if args.cores == "auto" else int(args.cores)
+    calibration = fit(train, args.topology, note_sources=[str(r) for r in args.results], memory=args.memory,
+                      cores=cores)
     print(f"# fitted: {calibration.describe()}")
     if calibration.note:
         print(f"# note: {calibration.note}")

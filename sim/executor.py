@@ -13,6 +13,8 @@ What a rank does in a step, and what it costs:
 - A ``RECV_REDUCE`` then costs ``gamma`` per byte of the rank's CPU; reductions of one step
   run one at a time, in order of arrival, and not before the step's sends are issued. A
   ``RECV_COPY`` costs nothing more. A send is complete when its message has arrived.
+- Overhead and reductions take :attr:`~sim.topology.Topology.cpu_slowdown` times longer on a
+  node whose ranks outnumber its cores.
 - The step ends when all its ops are complete; the rank then starts its next step at once.
   No rank waits for any other except through the messages it needs: there is no global
   synchronisation between steps.
@@ -61,9 +63,14 @@ class SimResult:
 class _Rank:
     """Book-keeping of one rank's current step."""
 
-    __slots__ = ("start", "pending", "end", "reduces", "nsends", "sends_left", "recvs_left", "wake")
+    __slots__ = ("start", "pending", "end", "reduces", "nsends", "sends_left", "recvs_left", "wake",
+                 "overhead", "gamma")
 
-    def __init__(self) -> None:
+    def __init__(self, overhead: float = 0.0, gamma: float = 0.0) -> None:
+        self.overhead = overhead
+        """This rank's per-message overhead, stretched by its node's CPU sharing."""
+        self.gamma = gamma
+        """This rank's seconds per byte reduced, stretched likewise."""
         self.start = self.end = 0.0
         self.pending = self.nsends = self.sends_left = self.recvs_left = 0
         self.reduces: list[tuple[float, float]] = []
@@ -82,7 +89,7 @@ class Simulation:
         self.topology = Topology(spec, schedule.nranks)
         self.env = simpy.Environment()
         self.fabric = Fabric(self.env)
-        self.ranks = [_Rank() for _ in range(schedule.nranks)]
+        self.ranks = [_Rank(spec.overhead * slow, spec.gamma * slow) for slow in self.topology.cpu_slowdown]
         self.finished = [0.0] * schedule.nranks
         self.waiting: dict[tuple[int, int, int, int], tuple] = {}
         """Ops posted whose partner is not yet posted: key (src, dst, step, k)."""
@@ -116,7 +123,8 @@ class Simulation:
 
     def _rank(self, rank: int):
         """The process of *rank*: post each step's ops, wait until they are complete."""
-        env, st, overhead, itemsize = self.env, self.ranks[rank], self.spec.overhead, self.itemsize
+        env, st, itemsize = self.env, self.ranks[rank], self.itemsize
+        overhead = st.overhead
         post, send, reduce = self._post, Kind.SEND, Kind.RECV_REDUCE
         for index, step in enumerate(self.schedule.steps[rank]):
             if not step:
@@ -207,7 +215,7 @@ class Simulation:
         another in order of arrival, and wake the rank when the last op is complete."""
         end = st.end
         if st.reduces:
-            cpu, gamma = st.start + st.nsends * self.spec.overhead, self.spec.gamma
+            cpu, gamma = st.start + st.nsends * st.overhead, st.gamma
             for arrival, size in sorted(st.reduces) if len(st.reduces) > 1 else st.reduces:
                 cpu = (cpu if cpu > arrival else arrival) + size * gamma
             if cpu > end:

@@ -27,7 +27,8 @@ class NetworkSpec:
     """``ideal`` (every ordered pair of ranks has its own link: no contention at all),
     ``switch`` (each node one up and one down link to a single non-blocking switch),
     ``half-duplex`` (a switch whose nodes have one port carrying both directions: the
-    model of ranks on one shared-memory host, each copying through its own core),
+    model of ranks on one shared-memory host, each copying through its own core; with an
+    intra-node fabric, each rank's port on it carries both directions too),
     ``fat-tree`` (two levels: leaf switches of *hosts_per_leaf* nodes, joined by a core
     whose capacity is the leaves' host capacity divided by *oversubscription*) or ``torus``
     (nodes on a ring or torus of *torus_dims*, dimension-order routing)."""
@@ -56,6 +57,16 @@ class NetworkSpec:
     """Seconds per byte to reduce an incoming message into the buffer."""
     overhead: float = 0.0
     """Seconds of a sender's CPU per message, before the message leaves (LogP's o)."""
+    memory_bandwidth: float = 0.0
+    """Bytes per second of one node's memory system, shared by every message between two
+    ranks of that node (one link all of them cross, counted in message bytes, so about half
+    a STREAM copy figure for single-copy transports); 0 means not modelled. Reductions do
+    not use it."""
+    cores: int = 0
+    """CPU cores of one node; 0 means at least one per rank. When a node's ranks outnumber
+    its cores they time-share them, so each rank's overhead and reductions take ranks/cores
+    times longer. (Copies that compete for the cores share them only while they run: that
+    is left to *memory_bandwidth*, the node-wide link they all cross.)"""
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -63,13 +74,16 @@ class NetworkSpec:
         for name in ("bandwidth",):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise SpecError(f"{name} must be a positive number, got {getattr(self, name)}")
-        for name in ("latency", "intra_bandwidth", "intra_latency", "switch_latency", "gamma", "overhead"):
+        for name in ("latency", "intra_bandwidth", "intra_latency", "switch_latency", "gamma", "overhead",
+                     "memory_bandwidth"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise SpecError(f"{name} must be a non-negative number, got {value}")
         for name in ("nics_per_node", "ranks_per_node", "hosts_per_leaf"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise SpecError(f"{name} must be a whole number of at least 1, got {getattr(self, name)}")
+        if int(self.cores) != self.cores or self.cores < 0:
+            raise SpecError(f"cores must be a whole number of at least 0 (0: one per rank), got {self.cores}")
         if not self.oversubscription >= 1:
             raise SpecError(f"oversubscription must be at least 1, got {self.oversubscription}")
         if any(int(d) != d or d < 1 for d in self.torus_dims):

@@ -16,7 +16,7 @@ from sim.network import NetworkSpec, SpecError
 from sim.units import parse_bandwidth, parse_time
 
 PRESET_DIR = Path(__file__).parent / "networks"
-_BANDWIDTHS = ("bandwidth", "intra_bandwidth")
+_BANDWIDTHS = ("bandwidth", "intra_bandwidth", "memory_bandwidth")
 _TIMES = ("latency", "intra_latency", "switch_latency", "overhead")
 
 

@@ -7,6 +7,14 @@ has one, and otherwise through the node's NICs like ranks of different nodes. A 
 are one bonded link of ``nics_per_node`` times the NIC bandwidth, up and down: this assumes
 the node's traffic spreads evenly over its NICs (true for one rank per NIC, optimistic for
 one rank striping over two rails).
+
+Two node resources model a shared-memory host. ``memory_bandwidth`` adds one link per node
+that every message between two of its ranks crosses, whatever else it crosses, so all of a
+node's intra-node traffic shares it. ``cores`` fewer than a node's ranks slow that node's
+CPU work by ranks/cores (:attr:`Topology.cpu_slowdown`), which the executor applies to
+overhead and reductions. Copies are not stretched statically: when they compete for the
+cores, only the ones running at the time do, which the shared memory link models (a
+fitted ``memory_bandwidth`` includes it).
 """
 
 from __future__ import annotations
@@ -38,14 +46,20 @@ class Topology:
         self.down = [Link(f"node{n}.down", node_bw, half) for n in range(self.nodes)]
         if spec.topology == "half-duplex":  # one port per node, both directions
             self.down = self.up
+        population = Counter(self.node_of)
+        self.cpu_slowdown = [_slowdown(population[n], spec.cores) for n in self.node_of]
+        """Per rank: how many times longer its CPU work takes (its node's ranks over cores, at least 1)."""
         self.intra_up = self.intra_down = None
         if spec.intra_bandwidth > 0 and spec.ranks_per_node > 1:
             ih = spec.intra_latency / 2
             self.intra_up = [Link(f"rank{r}.intra_up", spec.intra_bandwidth, ih) for r in range(nranks)]
-            self.intra_down = [Link(f"rank{r}.intra_down", spec.intra_bandwidth, ih) for r in range(nranks)]
+            self.intra_down = self.intra_up if spec.topology == "half-duplex" else [
+                Link(f"rank{r}.intra_down", spec.intra_bandwidth, ih) for r in range(nranks)]
+        self.memory = None
+        if spec.memory_bandwidth > 0 and spec.ranks_per_node > 1:
+            self.memory = [Link(f"node{n}.memory", spec.memory_bandwidth, 0.0) for n in range(self.nodes)]
         # A node with a single rank has private links: only that rank's messages use them,
         # which lets the executor skip the sharing model (see Simulation._start).
-        population = Counter(self.node_of)
         for rank, node in enumerate(self.node_of):
             if population[node] == 1:
                 self.up[node].sender = self.down[node].receiver = rank
@@ -94,10 +108,19 @@ class Topology:
         return route
 
     def _links(self, src: int, dst: int) -> tuple[Link, ...]:
-        spec = self.spec
         a, b = self.node_of[src], self.node_of[dst]
-        if a == b and self.intra_up is not None:
+        if a == b and self.memory is not None:
+            return (*self._node_links(src, dst, a), self.memory[a])
+        return self._node_links(src, dst, a) if a == b else self._fabric_links(src, dst, a, b)
+
+    def _node_links(self, src: int, dst: int, node: int) -> tuple[Link, ...]:
+        """Links between two ranks of *node*, not counting its memory."""
+        if self.intra_up is not None:
             return (self.intra_up[src], self.intra_down[dst])
+        return self._fabric_links(src, dst, node, node)
+
+    def _fabric_links(self, src: int, dst: int, a: int, b: int) -> tuple[Link, ...]:
+        spec = self.spec
         if spec.topology == "ideal":
             link = Link(f"rank{src}->rank{dst}", spec.bandwidth * spec.nics_per_node, spec.latency)
             link.sender = src
@@ -131,6 +154,11 @@ class Topology:
             capacity = self.spec.bandwidth * self.spec.nics_per_node
             link = self._torus[(u, v)] = Link(f"node{u}->node{v}", capacity, self.spec.latency)
         return link
+
+
+def _slowdown(ranks: int, cores: int) -> float:
+    """How many times longer CPU work takes when *ranks* share *cores* (0: one each)."""
+    return ranks / cores if 0 < cores < ranks else 1.0
 
 
 def _coords(index: int, dims: tuple[int, ...]) -> list[int]:
