@@ -168,10 +168,13 @@ class Simulation:
                          self.events, time.perf_counter() - began)
 
     def _channel(self, src: int, dst: int) -> _Channel:
+        """The channel from *src* to *dst*, made on first use. Raises RuntimeError if the
+        schedule names a rank that does not exist, or a rank as its own peer."""
         channel = self.channels.get((src, dst))
         if channel is None:
             if not (0 <= src < len(self.ranks) and 0 <= dst < len(self.ranks)) or src == dst:
-                raise RuntimeError(f"{self.schedule.name}: a message from rank {src} to rank {dst}")
+                raise RuntimeError(f"{self.schedule.name}: a message from rank {src} to rank {dst}, "
+                                   f"which is not a peer of {self.schedule.nranks} ranks")
             channel = self.channels[(src, dst)] = _Channel(
                 src, dst, self.ranks[src], self.ranks[dst], self.topology.route(src, dst))
         return channel
