@@ -16,7 +16,9 @@ Vocabulary (used the same way in every module of this package):
 - *peer*: the other rank of a send or receive.
 
 An algorithm is a pure function ``(nranks, count) -> Schedule`` with no numpy, transport or
-I/O. Three executors run the same :class:`~algorithms.schedule.Schedule`: the numpy oracle in
+I/O; the schedule it returns builds each rank's steps only when asked
+(:class:`~algorithms.schedule.RankSteps`), so a rank of a real job builds its own steps alone.
+Three executors run the same :class:`~algorithms.schedule.Schedule`: the numpy oracle in
 :mod:`algorithms.reference`, the real transports in ``collbench``, and the SimPy model in ``sim``.
 """
 
@@ -24,12 +26,22 @@ from algorithms.naive import naive
 from algorithms.rabenseifner import rabenseifner
 from algorithms.registry import ALGORITHMS, build
 from algorithms.ring import ring
-from algorithms.schedule import Kind, Op, Schedule, ScheduleError, chunk_bounds, validate
+from algorithms.schedule import (
+    Kind,
+    Op,
+    RankSteps,
+    Schedule,
+    ScheduleError,
+    chunk_bounds,
+    validate,
+    validate_rank,
+)
 
 __all__ = [
     "ALGORITHMS",
     "Kind",
     "Op",
+    "RankSteps",
     "Schedule",
     "ScheduleError",
     "build",
@@ -38,4 +50,5 @@ __all__ = [
     "rabenseifner",
     "ring",
     "validate",
+    "validate_rank",
 ]

@@ -1,6 +1,11 @@
 """Naive all-reduce: everyone sends to a root, the root reduces and sends the result back."""
 
-from algorithms.schedule import Schedule, ScheduleBuilder
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+from algorithms.schedule import Kind, Op, RankSteps, Schedule, Step, check_size
 
 ROOT = 0
 
@@ -20,8 +25,19 @@ def naive(nranks: int, count: int) -> Schedule:
 
     Cost (flat, root links serialised): 2(P-1)α + 2(P-1)·nβ + (P-1)·nγ.
     """
-    b = ScheduleBuilder("naive", nranks, count)
-    for rank in range(1, nranks):
-        b.transfer(0, rank, ROOT, 0, count, reduce=True)
-        b.transfer(1, ROOT, rank, 0, count, reduce=False)
-    return b.build()
+    check_size("naive", nranks, count)
+    return Schedule("naive", nranks, count,
+                    RankSteps(nranks, 2 if nranks > 1 else 0, partial(_naive_steps, nranks, count)))
+
+
+def _naive_steps(nranks: int, count: int, rank: int) -> Iterator[Step]:
+    """The two steps of *rank*; the root's hold P-1 ops each, the others' one."""
+    if nranks == 1:
+        return
+    if rank == ROOT:
+        others = range(1, nranks) if count else ()
+        yield tuple(Op(Kind.RECV_REDUCE, r, 0, count) for r in others)
+        yield tuple(Op(Kind.SEND, r, 0, count) for r in others)
+    else:
+        yield (Op(Kind.SEND, ROOT, 0, count),) if count else ()
+        yield (Op(Kind.RECV_COPY, ROOT, 0, count),) if count else ()

@@ -5,7 +5,12 @@ Any number of ranks is handled with the fold of Thakur, Rabenseifner & Gropp (20
 not above P and ``r = P - p'``, the first ``2r`` ranks pair up (even ``2i`` with odd ``2i+1``).
 """
 
-from algorithms.schedule import Schedule, ScheduleBuilder, chunk_bounds
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+from algorithms.schedule import Kind, Op, RankSteps, Schedule, Step, check_size, chunk_start
 
 
 def rabenseifner(nranks: int, count: int) -> Schedule:
@@ -32,61 +37,75 @@ def rabenseifner(nranks: int, count: int) -> Schedule:
     Cost, P a power of two: 2·log2(P)α + 2(P-1)/P·nβ + (P-1)/P·nγ; otherwise add the fold,
     2α + nβ + n/2·γ, and the unfold, α + nβ (see ``sim.analytic``).
     """
-    b = ScheduleBuilder("rabenseifner", nranks, count)
+    check_size("rabenseifner", nranks, count)
     pof2 = 1 << (nranks.bit_length() - 1)
     extra = nranks - pof2
-    fold = _fold(b, extra, count)
-    core = [2 * i for i in range(extra)] + list(range(2 * extra, nranks))  # new rank -> rank
-    _halving_doubling(b, core, count, first_step=fold)
     log = pof2.bit_length() - 1
-    for i in range(extra):
-        b.transfer(fold + 2 * log, 2 * i, 2 * i + 1, 0, count, reduce=False)
-    return b.build()
+    nsteps = 2 * log + (3 if extra else 0)
+    return Schedule("rabenseifner", nranks, count,
+                    RankSteps(nranks, nsteps, partial(_rank_steps, nranks, count)))
 
 
-def _fold(b: ScheduleBuilder, extra: int, count: int) -> int:
-    """Fold the first 2*extra ranks pairwise onto the even ones; return the steps used."""
+def _rank_steps(nranks: int, count: int, rank: int) -> Iterator[Step]:
+    """The steps of *rank*, in O(log P). In each step with a partner, the lower rank lists
+    its send first and the higher its receive first."""
+    pof2 = 1 << (nranks.bit_length() - 1)
+    extra = nranks - pof2
+    log = pof2.bit_length() - 1
+    fold = 2 if extra else 0
+    steps: list[list[Op]] = [[] for _ in range(fold + 2 * log + (1 if extra else 0))]
+
+    def add(step: int, kind: Kind, peer: int, start: int, stop: int) -> None:
+        if start < stop:  # empty ranges are not sent
+            steps[step].append(Op(kind, peer, start, stop))
+
     half = count // 2
-    for i in range(extra):
-        even, odd = 2 * i, 2 * i + 1
-        b.transfer(0, even, odd, half, count, reduce=True)  # odd reduces the second half
-        b.transfer(0, odd, even, 0, half, reduce=True)  # even reduces the first half
-        b.transfer(1, odd, even, half, count, reduce=False)  # even gets the reduced second half
-    return 2 if extra else 0
+    if rank < 2 * extra and rank % 2:  # odd rank of a folded pair: fold, wait, unfold
+        even = rank - 1
+        add(0, Kind.RECV_REDUCE, even, half, count)  # odd reduces the second half
+        add(0, Kind.SEND, even, 0, half)  # even reduces the first half
+        add(1, Kind.SEND, even, half, count)  # even gets the reduced second half
+        add(fold + 2 * log, Kind.RECV_COPY, even, 0, count)
+        yield from map(tuple, steps)
+        return
+    if rank < 2 * extra:  # even rank of a folded pair: it stands for both in the core
+        odd = rank + 1
+        add(0, Kind.SEND, odd, half, count)
+        add(0, Kind.RECV_REDUCE, odd, 0, half)
+        add(1, Kind.RECV_COPY, odd, half, count)
+        add(fold + 2 * log, Kind.SEND, odd, 0, count)
+    me = rank // 2 if rank < 2 * extra else rank - extra  # new rank in the power-of-two core
 
+    def elements(lo: int, hi: int) -> tuple[int, int]:
+        """The element range of core chunks ``lo .. hi-1`` (contiguous)."""
+        return chunk_start(count, pof2, lo), chunk_start(count, pof2, hi)
 
-def _halving_doubling(b: ScheduleBuilder, core: list[int], count: int, first_step: int) -> None:
-    """Recursive halving then doubling among the ranks in *core* (a power-of-two list)."""
-    chunks = chunk_bounds(count, len(core))
-    held = [(0, len(core))] * len(core)  # chunk-index range each new rank is responsible for
-    history = []
-    step, distance = first_step, 1
-    while distance < len(core):
-        history.append(list(held))
-        for new in range(len(core)):
-            partner = new ^ distance
-            lo, hi = held[new]
-            mid = (lo + hi) // 2
-            give = (mid, hi) if new < partner else (lo, mid)
-            b.transfer(step, core[new], core[partner], *_elements(chunks, give), reduce=True)
-        held = [_keep(held[new], new, new ^ distance) for new in range(len(core))]
-        step, distance = step + 1, distance * 2
-    for before in reversed(history):
-        distance //= 2
-        for new in range(len(core)):
-            b.transfer(step, core[new], core[new ^ distance], *_elements(chunks, held[new]),
-                       reduce=False)
+    def pair(step: int, partner: int, mine: tuple[int, int], theirs: tuple[int, int], kind: Kind) -> None:
+        """Send chunks *mine* to the core rank *partner* and receive *theirs* from it."""
+        peer = 2 * partner if partner < extra else partner + extra
+        if me < partner:
+            add(step, Kind.SEND, peer, *elements(*mine))
+        add(step, kind, peer, *elements(*theirs))
+        if me > partner:
+            add(step, Kind.SEND, peer, *elements(*mine))
+
+    # Reduce-scatter by recursive halving: at distance d the pair (me, me^d) holds the same
+    # chunks; the lower keeps and reduces the lower half, the higher the upper half.
+    held, history = (0, pof2), []
+    for k in range(log):
+        partner = me ^ (1 << k)
+        lo, hi = held
+        mid = (lo + hi) // 2
+        keep, give = ((lo, mid), (mid, hi)) if me < partner else ((mid, hi), (lo, mid))
+        pair(fold + k, partner, give, keep, Kind.RECV_REDUCE)
+        history.append(held)
+        held = keep
+    # Allgather by recursive doubling, retracing the halving: the partner holds the sibling half.
+    for k in reversed(range(log)):
+        partner = me ^ (1 << k)
+        lo, hi = before = history[k]
+        mid = (lo + hi) // 2
+        theirs = (mid, hi) if me < partner else (lo, mid)
+        pair(fold + 2 * log - 1 - k, partner, held, theirs, Kind.RECV_COPY)
         held = before
-        step += 1
-
-
-def _keep(span: tuple[int, int], new: int, partner: int) -> tuple[int, int]:
-    lo, hi = span
-    mid = (lo + hi) // 2
-    return (lo, mid) if new < partner else (mid, hi)
-
-
-def _elements(chunks: list[tuple[int, int]], span: tuple[int, int]) -> tuple[int, int]:
-    """The element range covered by the chunk-index range *span* (contiguous)."""
-    lo, hi = span
-    return chunks[lo][0], chunks[hi - 1][1]
+    yield from map(tuple, steps)

@@ -2,7 +2,9 @@
 
 This is the reference that every real transport and the simulator are checked against. It
 follows the schedule's semantics literally: in each step every rank's sends read the buffers
-as they were when the step began, then every receive is applied in the order listed.
+as they were when the step began, then every receive is applied in the order listed. It
+validates the schedule first (all ranks, every send matched), so every schedule the property
+tests execute is also checked against the rules of :mod:`algorithms.schedule`.
 """
 
 from __future__ import annotations
@@ -10,19 +12,21 @@ from __future__ import annotations
 import numpy as np
 
 from algorithms.ops import ReduceOp
-from algorithms.schedule import Kind, Schedule
+from algorithms.schedule import Kind, Schedule, validate
 
 
 def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceOp.SUM) -> np.ndarray:
     """Return every rank's buffer after running *schedule* on *inputs*.
 
     *inputs* has shape ``(nranks, count, ...)``: trailing axes are carried along untouched,
-    which the symbolic check uses. The input is not modified.
+    which the symbolic check uses. The input is not modified. Raises ScheduleError if
+    *schedule* breaks a rule (see :func:`~algorithms.schedule.validate`).
     """
     op = ReduceOp.parse(op) if isinstance(op, str) else op
     if inputs.shape[:2] != (schedule.nranks, schedule.count):
         raise ValueError(f"inputs have shape {inputs.shape}, expected "
                          f"({schedule.nranks}, {schedule.count}, ...)")
+    validate(schedule)
     reduce = getattr(np, op.ufunc)
     bufs = inputs.copy()
     for index in range(schedule.nsteps):

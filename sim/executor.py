@@ -20,7 +20,14 @@ What a rank does in a step, and what it costs:
   synchronisation between steps.
 
 Matching follows the schedule's rule: the k-th send from a to b in step s meets the k-th
-receive at b from a in step s.
+receive at b from a in step s. Both ranks post in order of (step, k), so this is first come,
+first matched on each ordered pair of ranks (a :class:`_Channel`); each post carries its step,
+and a send met by a receive of another step (a schedule breaking the rule) stops the run.
+
+Each rank's steps are streamed from the schedule
+(:meth:`~algorithms.schedule.Schedule.stream_fields`) inside its process and dropped once
+posted, so the run holds, per rank, its state, one step and its channels: for the ring 22 MB
+at P = 1024 where the schedule alone, built whole, took 1 GB (67 million ops at P = 4096).
 
 Cost: per rank and non-empty step, one wake-up event. A message whose links nothing else
 can use while it is in flight (see :meth:`Simulation._start`) costs no event of its own;
@@ -35,12 +42,13 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
+from heapq import heappush
 
 import simpy
 from simpy.events import NORMAL
 
 from algorithms.schedule import Kind, Schedule
-from sim.fabric import Fabric, Flow
+from sim.fabric import Fabric, Flow, Link
 from sim.network import NetworkSpec
 from sim.topology import Topology
 
@@ -63,7 +71,7 @@ class SimResult:
 class _Rank:
     """Book-keeping of one rank's current step."""
 
-    __slots__ = ("start", "pending", "end", "reduces", "nsends", "sends_left", "recvs_left", "wake",
+    __slots__ = ("cpu", "pending", "end", "reduces", "sends_left", "recvs_left", "wake",
                  "overhead", "gamma")
 
     def __init__(self, overhead: float = 0.0, gamma: float = 0.0) -> None:
@@ -71,10 +79,55 @@ class _Rank:
         """This rank's per-message overhead, stretched by its node's CPU sharing."""
         self.gamma = gamma
         """This rank's seconds per byte reduced, stretched likewise."""
-        self.start = self.end = 0.0
-        self.pending = self.nsends = self.sends_left = self.recvs_left = 0
-        self.reduces: list[tuple[float, float]] = []
+        self.cpu = self.end = 0.0
+        """When the CPU is free to reduce (the step's sends issued); when the ops so far end."""
+        self.pending = self.sends_left = self.recvs_left = 0
+        self.reduces: list[tuple[float, int]] = []
+        """(arrival, bytes) of the step's reducing receives whose message has arrived."""
         self.wake: simpy.Event | None = None
+
+
+class _Channel:
+    """The messages from rank *src* to rank *dst*: their route, and the posts of either side
+    not yet matched, oldest first (at most one side has any)."""
+
+    __slots__ = ("src", "dst", "sender", "receiver", "links", "latency", "bandwidth", "private",
+                 "simple", "sends", "recvs")
+
+    def __init__(self, src: int, dst: int, sender: _Rank, receiver: _Rank,
+                 route: tuple[tuple[Link, ...], float, float]) -> None:
+        self.src, self.dst, self.sender, self.receiver = src, dst, sender, receiver
+        self.links, self.latency, self.bandwidth = route
+        self.private = _privacy(src, dst, self.links)
+        """Which of the sender's or receiver's counts of ops still to start must be zero for
+        a message to have its links to itself; None if some link is shared anyway."""
+        self.simple = self.private == (True, False, True, False)
+        """The sender's up link and the receiver's down link (a switch, one rank per node)."""
+        self.sends: list[tuple[int, float]] = []
+        """Sends posted and not matched: (step, ready)."""
+        self.recvs: list[tuple[int, float, bool, int]] = []
+        """Receives posted and not matched: (step, ready, reduce, bytes)."""
+
+
+def _privacy(src: int, dst: int, links: tuple[Link, ...]) -> tuple[bool, bool, bool, bool] | None:
+    """The rule of :meth:`Simulation._start` for the route *links* from *src* to *dst*,
+    worked out once: ``(sender's sends, sender's receives, receiver's receives, receiver's
+    sends)``, each True if that count must be zero. A sender's up link takes only its sends,
+    a receiver's down link only its receives, a half-duplex port both. None if some link is
+    private to neither rank (then the message always joins the fabric); a link private to
+    both, which no topology builds, is refused too."""
+    needs = [False, False, False, False]
+    for link in links:
+        by_sender, by_receiver = link.sender == src, link.receiver == dst
+        if by_sender == by_receiver:
+            return None
+        if by_sender:
+            needs[0] = True
+            needs[1] |= link.receiver == src
+        else:
+            needs[2] = True
+            needs[3] |= link.sender == dst
+    return needs[0], needs[1], needs[2], needs[3]
 
 
 class Simulation:
@@ -91,22 +144,22 @@ class Simulation:
         self.fabric = Fabric(self.env)
         self.ranks = [_Rank(spec.overhead * slow, spec.gamma * slow) for slow in self.topology.cpu_slowdown]
         self.finished = [0.0] * schedule.nranks
-        self.waiting: dict[tuple[int, int, int, int], tuple] = {}
-        """Ops posted whose partner is not yet posted: key (src, dst, step, k)."""
+        self.channels: dict[tuple[int, int], _Channel] = {}
+        """The channels used so far, by (src, dst)."""
         self.events = 0
         self.messages = 0
 
     def run(self) -> SimResult:
         """Simulate the whole all-reduce and return its :class:`SimResult`.
 
-        Raises RuntimeError if some rank waits forever (a schedule whose sends and receives
-        do not match; :func:`algorithms.schedule.validate` rejects those beforehand)."""
+        Raises RuntimeError if some rank waits forever, or if a send meets a receive of
+        another step (a schedule whose sends and receives do not match;
+        :func:`algorithms.schedule.validate` rejects those beforehand)."""
         began = time.perf_counter()
         for rank in range(self.schedule.nranks):
             self.env.process(self._rank(rank))
         # The run allocates millions of short-lived objects and frees them by reference
-        # counting; the cyclic collector would only rescan the schedule's millions of Ops,
-        # making a large run quadratic.
+        # counting; the cyclic collector would only rescan the live objects again and again.
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -121,82 +174,135 @@ class Simulation:
         return SimResult(max(self.finished, default=0.0), tuple(self.finished), self.messages,
                          self.events, time.perf_counter() - began)
 
+    def _channel(self, src: int, dst: int) -> _Channel:
+        """The channel from *src* to *dst*, made on first use. Raises RuntimeError if the
+        schedule names a rank that does not exist, or a rank as its own peer."""
+        channel = self.channels.get((src, dst))
+        if channel is None:
+            if not (0 <= src < len(self.ranks) and 0 <= dst < len(self.ranks)) or src == dst:
+                raise RuntimeError(f"{self.schedule.name}: a message from rank {src} to rank {dst}, "
+                                   f"which is not a peer of {self.schedule.nranks} ranks")
+            channel = self.channels[(src, dst)] = _Channel(
+                src, dst, self.ranks[src], self.ranks[dst], self.topology.route(src, dst))
+        return channel
+
     def _rank(self, rank: int):
-        """The process of *rank*: post each step's ops, wait until they are complete."""
+        """The process of *rank*: post each step's ops, wait until they are complete.
+
+        This loop runs once per rank and step of the whole all-reduce, millions of times in a
+        large run, so it does by hand what would read better as calls: a message is matched
+        where its second side is posted, and a message alone on private links (the common
+        case, see :meth:`_start`) gets its arrival at once."""
         env, st, itemsize = self.env, self.ranks[rank], self.itemsize
         overhead = st.overhead
-        post, send, reduce = self._post, Kind.SEND, Kind.RECV_REDUCE
-        for index, step in enumerate(self.schedule.steps[rank]):
+        send, reduce, event = Kind.SEND, Kind.RECV_REDUCE, simpy.Event
+        fabric, step_done, start_message = self.fabric, self._step_done, self._start
+        outgoing: dict[int, _Channel] = {}  # this rank's channels, by peer
+        incoming: dict[int, _Channel] = {}
+        index, messages, woken = -1, 0, 0
+        for step in self.schedule.stream_fields(rank):
+            index += 1
             if not step:
                 continue
-            now = env.now
-            if len(step) == 2 and step[0].kind is not step[1].kind:  # one send, one receive
-                sends, ks = 1, (0, 0)
+            woken += 1
+            now = env._now
+            n = len(step)
+            if n == 2:
+                sends = (step[0][0] is send) + (step[1][0] is send)
             else:
-                sends, ks = _plan(step)
-            st.start = st.end = now
-            st.pending, st.nsends, st.sends_left, st.recvs_left = len(step), sends, sends, len(step) - sends
-            st.reduces = []
-            st.wake = env.event()
+                sends = sum(op[0] is send for op in step)
+            st.end = now
+            st.cpu = now + sends * overhead
+            st.pending, st.sends_left, st.recvs_left = n, sends, n - sends
+            st.wake = wake = event(env)
             issued = 0
-            for op, k in zip(step, ks):
-                if op.kind is send:
+            for kind, peer, first, stop, _lane in step:
+                if kind is send:
+                    channel = outgoing.get(peer) or outgoing.setdefault(peer, self._channel(rank, peer))
                     issued += 1
-                    post(rank, op.peer, index, k, now + issued * overhead, None)
+                    ready = now + issued * overhead
+                    if not channel.recvs:
+                        channel.sends.append((index, ready))
+                        continue
+                    other, posted, is_reduce, size = channel.recvs.pop(0)
+                    if other != index:
+                        self._mismatch(channel, index, other)
+                    start = ready if ready > posted else posted
                 else:
-                    post(op.peer, rank, index, k, now, (op.kind is reduce, (op.stop - op.start) * itemsize))
-            yield st.wake
-        self.finished[rank] = env.now
+                    channel = incoming.get(peer) or incoming.setdefault(peer, self._channel(peer, rank))
+                    is_reduce, size = kind is reduce, (stop - first) * itemsize
+                    if not channel.sends:
+                        channel.recvs.append((index, now, is_reduce, size))
+                        continue
+                    other, ready = channel.sends.pop(0)
+                    if other != index:
+                        self._mismatch(channel, other, index)
+                    start = ready if ready > now else now
+                messages += 1
+                sender, receiver = channel.sender, channel.receiver
+                if not (channel.simple and sender.sends_left == 1 and receiver.recvs_left == 1
+                        and not fabric.flows):
+                    start_message(channel, is_reduce, size, start)
+                    continue
+                # _start's shortcut for an up and a down link, then _arrived, written out.
+                sender.sends_left = receiver.recvs_left = 0
+                arrival = start + size / channel.bandwidth + channel.latency
+                if arrival > sender.end:
+                    sender.end = arrival
+                sender.pending -= 1
+                if not sender.pending:
+                    step_done(sender)
+                if is_reduce:
+                    receiver.reduces.append((arrival, size))
+                elif arrival > receiver.end:
+                    receiver.end = arrival
+                receiver.pending -= 1
+                if not receiver.pending:
+                    step_done(receiver)
+            yield wake
+        self.finished[rank] = env._now
+        self.messages += messages
+        self.events += woken
 
-    def _post(self, src: int, dst: int, step: int, k: int, ready: float, recv: tuple | None) -> None:
-        """Post one side of a message; start it if the other side is already there."""
-        key = (src, dst, step, k)
-        other = self.waiting.pop(key, None)
-        if other is None:
-            self.waiting[key] = (ready, recv)
-            return
-        start = ready if ready > other[0] else other[0]
-        reduce, size = recv or other[1]
-        self.messages += 1
-        self._start(src, dst, reduce, size, start)
+    def _mismatch(self, channel: _Channel, sent: int, received: int) -> None:
+        raise RuntimeError(f"{self.schedule.name}: rank {channel.src}'s send of step {sent} meets "
+                           f"rank {channel.dst}'s receive of step {received}: the schedule's "
+                           "sends and receives do not match")
 
-    def _start(self, src: int, dst: int, reduce: bool, size: int, start: float) -> None:
+    def _start(self, channel: _Channel, reduce: bool, size: int, start: float) -> None:
         """Start a message at *start* (now or later). If every link of its route is free and
         private to its sender or its receiver, and that rank has no other message of this step
         still to start, nothing can join those links before it arrives, so its arrival is
         known at once and the sharing model is skipped: the common case, and the reason large
         runs are cheap. Otherwise it joins the :class:`~sim.fabric.Fabric` at *start*."""
-        sender, receiver = self.ranks[src], self.ranks[dst]
+        sender, receiver = channel.sender, channel.receiver
         sender.sends_left -= 1
         receiver.recvs_left -= 1
-        links, latency, bandwidth = self.topology.route(src, dst)
-        for link in links:
-            # Free, and no op still to start can use it: a sender's up link takes only its
-            # sends, a receiver's down link only its receives, a half-duplex port both.
-            if link.flows or not (
-                    (link.sender == src and not sender.sends_left
-                     and (link.receiver != src or not sender.recvs_left))
-                    or (link.receiver == dst and not receiver.recvs_left
-                        and (link.sender != dst or not receiver.sends_left))):
-                break
-        else:
-            self._arrived(src, dst, reduce, size, start + size / bandwidth + latency)
-            return
+        private = channel.private
+        if private is not None and not (
+                (private[0] and sender.sends_left) or (private[1] and sender.recvs_left)
+                or (private[2] and receiver.recvs_left) or (private[3] and receiver.sends_left)):
+            for link in channel.links:
+                if link.flows:
+                    break
+            else:
+                arrival = start + size / channel.bandwidth + channel.latency
+                self._arrived(sender, receiver, reduce, size, arrival)
+                return
         now = self.env._now
         if start > now:  # not started yet after all: decide again when it does
             sender.sends_left += 1
             receiver.recvs_left += 1
             self.events += 1
             self.env.timeout(start - now).callbacks.append(
-                lambda _e: self._start(src, dst, reduce, size, start))
+                lambda _e: self._start(channel, reduce, size, start))
             return
-        self.fabric.start(Flow(links, latency, size,
-                               lambda arrival: self._arrived(src, dst, reduce, size, arrival)))
+        self.fabric.start(Flow(channel.links, channel.latency, size,
+                               lambda arrival: self._arrived(sender, receiver, reduce, size, arrival)))
 
-    def _arrived(self, src: int, dst: int, reduce: bool, size: int, arrival: float) -> None:
-        """The message src -> dst arrives at *arrival* (now or later): it completes the
-        sender's op, and the receiver's once reduced."""
-        sender, receiver = self.ranks[src], self.ranks[dst]
+    def _arrived(self, sender: _Rank, receiver: _Rank, reduce: bool, size: int, arrival: float) -> None:
+        """The message from *sender* to *receiver* arrives at *arrival* (now or later): it
+        completes the sender's op, and the receiver's once reduced."""
         if arrival > sender.end:
             sender.end = arrival
         sender.pending -= 1
@@ -214,28 +320,20 @@ class Simulation:
         """Every op of *st*'s step has a known completion: run its reductions one after
         another in order of arrival, and wake the rank when the last op is complete."""
         end = st.end
-        if st.reduces:
-            cpu, gamma = st.start + st.nsends * st.overhead, st.gamma
-            for arrival, size in sorted(st.reduces) if len(st.reduces) > 1 else st.reduces:
+        reduces = st.reduces
+        if reduces:
+            cpu, gamma = st.cpu, st.gamma
+            for arrival, size in sorted(reduces) if len(reduces) > 1 else reduces:
                 cpu = (cpu if cpu > arrival else arrival) + size * gamma
             if cpu > end:
                 end = cpu
-        wake = st.wake  # triggered for a later time, the way simpy.Timeout schedules itself
+            reduces.clear()
+        # Trigger the wake-up for a later time, as simpy.Timeout schedules itself (inlining
+        # Environment.schedule, including its now + delay rounding).
+        wake, env = st.wake, self.env
         wake._ok, wake._value = True, None
-        self.env.schedule(wake, NORMAL, end - self.env._now)
-        self.events += 1
-
-
-def _plan(step) -> tuple[int, list[int]]:
-    """The number of sends in *step*, and for each op its k: how many earlier ops of the
-    step go the same way with the same peer (the matching rule's index)."""
-    counts: dict[tuple[bool, int], int] = {}
-    ks = []
-    for op in step:
-        key = (op.kind is Kind.SEND, op.peer)
-        ks.append(counts.get(key, 0))
-        counts[key] = ks[-1] + 1
-    return sum(n for (is_send, _), n in counts.items() if is_send), ks
+        now = env._now
+        heappush(env._queue, (now + (end - now), NORMAL, next(env._eid), wake))
 
 
 def simulate(schedule: Schedule, spec: NetworkSpec, itemsize: int = 4) -> SimResult:

@@ -76,12 +76,15 @@ class Fabric:
         self.dirty: list[Link] = []
         self.fresh: list[Flow] = []
         self._reflow_pending = False
+        self.flows = 0
+        """Flows in flight; while there are none, every link is free."""
         self.events = 0
         """Events this fabric scheduled (completions and rate recomputations)."""
 
     def start(self, flow: Flow) -> None:
         """Put *flow* on its links now; its rate is set at the end of this instant."""
         flow.updated = self.env.now
+        self.flows += 1
         for link in flow.links:
             link.flows.add(flow)
         self.fresh.append(flow)
@@ -129,6 +132,7 @@ class Fabric:
     def _finish(self, flow: Flow, version: int) -> None:
         if version != flow.version:
             return  # the rate changed after this completion was scheduled
+        self.flows -= 1
         for link in flow.links:
             link.flows.discard(flow)
             if link.flows:

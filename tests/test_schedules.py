@@ -5,7 +5,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms import ALGORITHMS, Kind, Op, Schedule, ScheduleError, build, chunk_bounds, validate
+from algorithms import (
+    ALGORITHMS,
+    Kind,
+    Op,
+    Schedule,
+    ScheduleError,
+    build,
+    chunk_bounds,
+    validate,
+    validate_rank,
+)
 from algorithms.data import expected_output, make_input
 from algorithms.ops import DTYPES, ReduceOp
 from algorithms.reference import contributions, execute
@@ -134,3 +144,48 @@ def test_unknown_algorithm_and_bad_sizes_are_refused():
         build("ring", 0, 10)
     with pytest.raises(ScheduleError, match="non-negative"):
         build("naive", 4, -1)
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS, ids=VARIANT_IDS)
+def test_steps_are_built_per_rank_and_streamed_alike(name, options):
+    """``steps[rank]``, ``stream(rank)`` and ``stream_fields(rank)`` give the same ops."""
+    schedule = build(name, 13, 100, **options)
+    assert len(schedule.steps) == 13
+    for rank in range(13):
+        steps = schedule.steps[rank]
+        assert len(steps) == schedule.nsteps
+        assert all(type(op) is Op for step in steps for op in step)
+        assert list(schedule.stream(rank)) == list(steps)
+        assert [tuple(map(tuple, step)) for step in schedule.stream_fields(rank)] == list(steps)
+        assert schedule.steps[rank - 13] is steps  # built once, kept
+    with pytest.raises(IndexError):
+        schedule.steps[13]
+    assert list(schedule.steps) == [schedule.steps[r] for r in range(13)]
+
+
+def test_one_rank_of_a_huge_schedule_is_built_alone():
+    """A rank builds its own steps in O(its steps), whatever P: a real job never pays P times."""
+    half = 500_000_000  # rank 5 is the odd rank of a folded pair: it exchanges halves with 4
+    assert build("rabenseifner", 2**20 + 3, 2 * half).steps[5][0] == (
+        Op(Kind.RECV_REDUCE, 4, half, 2 * half), Op(Kind.SEND, 4, 0, half))
+    assert build("naive", 10**6, 10).steps[7] == ((Op(Kind.SEND, 0, 0, 10),), (Op(Kind.RECV_COPY, 0, 0, 10),))
+    ring = build("ring", 20_000, 10**6)
+    assert ring.nsteps == len(ring.steps[3]) == 2 * 19_999
+    assert ring.steps[3][0] == (Op(Kind.RECV_REDUCE, 2, 100, 150), Op(Kind.SEND, 4, 150, 200))
+
+
+@pytest.mark.parametrize("p", [2, 3, 8, 13])
+def test_message_counts_match_the_closed_forms(p):
+    assert build("ring", p, 10 * p).message_count() == 2 * p * (p - 1)
+    assert build("naive", p, 10).message_count() == 2 * (p - 1)
+
+
+def test_validate_rank_checks_one_rank_alone():
+    """validate_rank sees a rank's own errors, not a partner that never answers."""
+    lonely = _schedule([[(Op(Kind.SEND, 1, 0, 5),)], [()]])
+    validate_rank(lonely, 0)
+    validate_rank(lonely, 1)
+    with pytest.raises(ScheduleError, match="outside"):
+        validate_rank(_schedule([[(Op(Kind.SEND, 1, 5, 11),)], [()]]), 0)
+    with pytest.raises(ScheduleError, match="different numbers of steps"):
+        validate_rank(_schedule([[(), ()], [()]]), 1)

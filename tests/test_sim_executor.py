@@ -186,3 +186,24 @@ def test_every_shape_runs_every_algorithm_to_the_end(topology):
         fastest = analytic.Params(ALPHA / 10 if intra else ALPHA, 1 / max(B, intra), GAMMA, OVERHEAD)
         lower = analytic.predict(algorithm, p, 4 * even_count(p, 3), fastest, "ideal")
         assert result.time >= lower * (1 - 1e-12)
+
+
+def test_unmatched_messages_stop_the_run_with_a_reason():
+    """A send met by a receive of another step, or never met, is an error, not a wrong time."""
+    from algorithms import Kind, Op, Schedule
+
+    send, recv = Op(Kind.SEND, 1, 0, 5), Op(Kind.RECV_COPY, 0, 0, 5)
+    skewed = Schedule("skewed", 2, 10, (((send,), ()), ((), (recv,))))
+    with pytest.raises(RuntimeError, match="send of step 0 meets rank 1's receive of step 1"):
+        simulate(skewed, IDEAL)
+    lonely = Schedule("lonely", 2, 10, (((send,),), ((),)))
+    with pytest.raises(RuntimeError, match="deadlocked: rank 0"):
+        simulate(lonely, IDEAL)
+
+
+def test_a_large_ring_streams_its_steps():
+    """The simulator reads each rank's steps as it goes and keeps none of them."""
+    schedule = build("ring", 64, 64 * 1000)
+    result = simulate(schedule, IDEAL.with_overrides(topology="switch"), 4)
+    assert result.messages == 2 * 64 * 63
+    assert not schedule.steps._built
