@@ -41,9 +41,13 @@ class Point:
 
 
 def plan_points(config: RunConfig) -> list[Point]:
-    """Every point of the sweep, in run order: algorithm, then size, then out- and in-place."""
-    return [Point(alg, size, mode == "in") for alg in config.algorithms
-            for size in config.sizes() for mode in config.modes]
+    """Every point of the sweep, in run order: size, then algorithm, then out- and in-place.
+
+    Size-major, as nccl-tests and OSU print: the algorithms compared at one size are measured
+    back to back, so a machine whose speed drifts during a sweep (shared hosts, clocks,
+    neighbours' memory traffic) moves them together instead of skewing their ratio."""
+    return [Point(alg, size, mode == "in") for size in config.sizes()
+            for alg in config.algorithms for mode in config.modes]
 
 
 def _schedule_options(config: RunConfig, algorithm: str) -> dict:

@@ -78,7 +78,7 @@ def test_an_experiment_file_describes_the_same_sweep(mpiexec, tmp_path):
 def test_a_run_killed_midway_keeps_its_points_and_resumes(tmp_path):
     out = tmp_path / "k"
     args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
-            "-b", "1K", "-e", "4M", "-f", "4", "-n", "30", "-w", "2", "-m", "out", "--out", str(out)]
+            "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-w", "2", "-m", "out", "--out", str(out)]
     job = subprocess.Popen(args, env=mpi_env(2), cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     summary = out / "summary.csv"
@@ -88,13 +88,13 @@ def test_a_run_killed_midway_keeps_its_points_and_resumes(tmp_path):
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     kept = pd.read_csv(summary)
-    assert 3 <= len(kept) < 14, "the run should have been killed midway"
+    assert 3 <= len(kept) < 18, "the run should have been killed midway"
 
     done = subprocess.run(args, env=mpi_env(2), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"resuming: {len(kept)} point(s) already stored" in done.stdout
     final = pd.read_csv(summary)
-    assert len(final) == 14 and not final.duplicated(["algorithm", "size_bytes"]).any()
+    assert len(final) == 18 and not final.duplicated(["algorithm", "size_bytes"]).any()
     pd.testing.assert_frame_equal(final.iloc[: len(kept)], kept)  # earlier points untouched
     assert len(json.loads((out / "run.json").read_text())["resumed"]) == 1
 
