@@ -3,10 +3,12 @@
 Runs ``collbench run`` under the mpich wheel's mpiexec at each rank count, 1 KiB to 256 MiB
 (x4) plus 8 B, out of place, float32 sum, and prints per size the busbw ratio to native and,
 at 8 B, the time ratio. Targets (issue 2): ratio >= 0.95 at sizes >= 16 MiB; time at 8 B at
-most 3x native's. All three run in the same job, so the ratios share the machine's state.
+most 3x native's. All three run in the same job, one size after another (so the ratios share
+the machine's state), and the whole job is repeated: on a shared VM one job's ratios can be
+off by 2x, so the targets are judged on the median over the jobs.
 
 Usage: python benchmarks/allreduce_vs_native.py [--ranks 2,4] [--iters 20] [--small-iters 500]
-    [--out DIR]
+    [--repeats 3] [--out DIR]
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ def ratios(summary: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def repeated_ratios(nranks: int, args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ratios of every repeat (each a separate job), and their per-size median."""
+    runs = [ratios(measure(nranks, args.iters, args.small_iters, args.out / f"repeat{k}"))
+            for k in range(args.repeats)]
+    stacked = pd.concat(runs, keys=range(len(runs)), names=["repeat"])
+    return stacked, stacked.groupby(level="size_bytes").median()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", default="2,4")
@@ -57,24 +67,28 @@ def main() -> int:
     parser.add_argument("--small-iters", type=int, default=500,
                         help="timed calls at 8 B, where one call takes microseconds and the "
                         "scheduler's noise needs many samples for a stable median")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="separate jobs per rank count; the targets are judged on the median "
+                        "ratio over them, and the range is printed beside it")
     parser.add_argument("--out", type=Path, default=Path("results") / f"bench-vs-native-{dt.date.today()}")
     args = parser.parse_args()
     print(f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-          f"{os.cpu_count()} cores, {platform.platform()}")
+          f"{os.cpu_count()} cores, {platform.platform()}; median over {args.repeats} job(s)")
     failed = False
     for nranks in map(int, args.ranks.split(",")):
-        table = ratios(measure(nranks, args.iters, args.small_iters, args.out))
+        stacked, table = repeated_ratios(nranks, args)
         oversubscribed = " (oversubscribed: more ranks than cores)" if nranks > (os.cpu_count() or 1) else ""
-        print(f"\n## P={nranks}{oversubscribed}")
+        print(f"\n## P={nranks}{oversubscribed}: median ratio over {args.repeats} job(s)")
         print(table.to_string(float_format=lambda x: f"{x:.3f}"))
         big = table[table.index >= 16 << 20]
         for name in ALGORITHMS:
             bw_ok = (big[f"{name} busbw/native"] >= 0.95).all()
+            small = stacked.xs(8, level="size_bytes")[f"{name} time/native"]
             small_ok = table.loc[8, f"{name} time/native"] <= 3
             failed |= not (bw_ok and small_ok)
             print(f"{name}: busbw >= 0.95x native at >= 16 MiB: {'yes' if bw_ok else 'NO'}; "
                   f"8 B time <= 3x native: {'yes' if small_ok else 'NO'} "
-                  f"({table.loc[8, f'{name} time/native']:.2f}x)")
+                  f"({table.loc[8, f'{name} time/native']:.2f}x; jobs {small.min():.2f}-{small.max():.2f}x)")
     return 1 if failed else 0
 
 
