@@ -266,13 +266,21 @@ def validate_rank(schedule: Schedule, rank: int) -> None:
     runs before using a schedule, instead of :func:`validate` over all P ranks.
 
     Raises ScheduleError naming the rank, step and op."""
+    for _ in _checked_steps(schedule, rank):
+        pass
+
+
+def _checked_steps(schedule: Schedule, rank: int) -> Iterator[tuple[int, Step]]:
+    """Yield ``(index, step)`` of *rank*, each checked by the rules one rank can check alone;
+    raise ScheduleError at the end if the rank's number of steps is not the schedule's."""
     nsteps = 0
     for index, step in enumerate(schedule.stream(rank)):
         _check_step_ops(schedule, rank, index, step)
+        yield index, step
         nsteps += 1
     if nsteps != schedule.nsteps:
-        raise ScheduleError(f"{schedule.name}: rank {rank} has {nsteps} steps, "
-                            f"rank 0 has {schedule.nsteps}: ranks have different numbers of steps")
+        raise ScheduleError(f"{schedule.name}: ranks have different numbers of steps "
+                            f"(rank {rank}: {nsteps}, rank 0: {schedule.nsteps})")
 
 
 def validate(schedule: Schedule) -> None:
@@ -296,18 +304,12 @@ def validate(schedule: Schedule) -> None:
     sent: defaultdict[tuple[int, int, int], list[int]] = defaultdict(list)
     received: defaultdict[tuple[int, int, int], list[int]] = defaultdict(list)
     for rank in range(schedule.nranks):
-        nsteps = 0
-        for index, step in enumerate(schedule.stream(rank)):
-            _check_step_ops(schedule, rank, index, step)
+        for index, step in _checked_steps(schedule, rank):
             for op in step:
                 if op.kind is send:
                     sent[(index, rank, op.peer)].append(op.stop - op.start)
                 else:
                     received[(index, op.peer, rank)].append(op.stop - op.start)
-            nsteps += 1
-        if nsteps != schedule.nsteps:
-            raise ScheduleError(f"{schedule.name}: ranks have different numbers of steps "
-                                f"(rank {rank}: {nsteps}, rank 0: {schedule.nsteps})")
     for index, src, dst in sorted(sent.keys() | received.keys()):
         sends, recvs = sent.get((index, src, dst), []), received.get((index, src, dst), [])
         if sends != recvs:

@@ -13,23 +13,12 @@ from sim.calibrate import Calibration, fit, measured_points
 from sim.executor import simulate
 from sim.network import NetworkSpec
 from sim.results import summary_row
-
-
-def even_count(p: int, k: int) -> int:
-    return k * 2 * p * (1 << p.bit_length())
+from tests.sim_data import model_run
 
 
 def synthetic_run(folder, spec, ranks=(2, 3, 4, 5), ks=(1, 16, 256, 4096, 65536)):
     """A 'measured' results folder whose times come from the SimPy model itself."""
-    writer = ResultsWriter(folder, {"name": "synthetic", "source": "measured"})
-    for algorithm in ("naive", "ring", "rabenseifner"):
-        for p in ranks:
-            for k in ks:
-                count = even_count(p, k)
-                seconds = simulate(build(algorithm, p, count), spec, 4).time
-                writer.add_point(summary_row(source="measured", network="mpi", algorithm=algorithm, nranks=p,
-                                             size_bytes=4 * count, dtype="float32", itemsize=4,
-                                             seconds=seconds, ranks_per_node=1))
+    writer = model_run(folder, spec, ranks, ks)
     native = summary_row(source="measured", network="mpi", algorithm="native", nranks=2, size_bytes=4096,
                          dtype="float32", itemsize=4, seconds=1.0, ranks_per_node=1)
     writer.add_point(native)  # a black box: calibration must ignore it

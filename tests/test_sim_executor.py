@@ -11,17 +11,13 @@ from sim import analytic
 from sim.executor import simulate
 from sim.fabric import Fabric, Flow, Link
 from sim.network import NetworkSpec
+from tests.sim_data import even_count
 
 B = 12.5e9  # 100 Gb/s per NIC
 ALPHA, GAMMA, OVERHEAD = 1.3e-6, 2.0e-10, 3.0e-7
 IDEAL = NetworkSpec(topology="ideal", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
 Q = analytic.Params(ALPHA, 1 / B, GAMMA, OVERHEAD)
 RANKS = [2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 31, 32, 33, 48, 63, 64]
-
-
-def even_count(p: int, k: int) -> int:
-    """A count every schedule splits evenly at *p* ranks: a multiple of 2P and of 2p'."""
-    return k * 2 * p * (1 << p.bit_length())
 
 
 @pytest.mark.parametrize("p", RANKS)

@@ -15,6 +15,7 @@ from sim.network import NetworkSpec, SpecError
 from sim.presets import load_network, preset_names, spec_from_table
 from sim.results import summary_row
 from sim.topology import Topology
+from tests.sim_data import even_count, model_run
 
 B = 6e9  # one core's copy speed
 ALPHA, GAMMA, OVERHEAD = 4e-6, 3e-10, 2e-6
@@ -25,10 +26,6 @@ def host(topology="half-duplex", memory=0.0, cores=0, overhead=OVERHEAD, gamma=G
     return NetworkSpec(topology=topology, bandwidth=B, latency=ALPHA, ranks_per_node=64, intra_bandwidth=B,
                        intra_latency=ALPHA, memory_bandwidth=memory, cores=cores, gamma=gamma,
                        overhead=overhead)
-
-
-def even_count(p: int, k: int) -> int:
-    return k * 2 * p * (1 << p.bit_length())
 
 
 @pytest.mark.parametrize("memory", [0.0, 20e9, 5e9])
@@ -126,16 +123,8 @@ def test_cli_takes_and_checks_host_figures(capsys):
 def host_run(folder, spec, ranks=(2, 3, 4), cpus=2, ks=(1, 16, 256, 4096, 65536)):
     """A 'measured' one-host results folder whose times come from the SimPy model, with the
     provenance a real run writes (hosts, ranks per node, cpus)."""
-    writer = ResultsWriter(folder, {"name": "synthetic", "source": "measured", "hosts": ["vm"],
-                                    "machine": {"cpus": cpus}})
-    for algorithm in ("naive", "ring", "rabenseifner"):
-        for p in ranks:
-            for k in ks:
-                count = even_count(p, k)
-                seconds = simulate(build(algorithm, p, count), spec, 4).time
-                writer.add_point(summary_row(source="measured", network="mpi", algorithm=algorithm, nranks=p,
-                                             size_bytes=4 * count, dtype="float32", itemsize=4,
-                                             seconds=seconds, ranks_per_node=p))
+    model_run(folder, spec, ranks, ks, one_host=True,
+              provenance={"hosts": ["vm"], "machine": {"cpus": cpus}})
     return folder
 
 

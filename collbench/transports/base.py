@@ -78,7 +78,8 @@ class Transport(ABC):
         """A step of at most one send and at most one receive, run to completion (every step
         of the ring and of Rabenseifner). Transports override it where skipping
         :meth:`exchange`'s generator matters: small messages are bound by per-step overhead."""
-        for _ in self.exchange([send] if send else [], [recv] if recv else [], progress):
+        sends, recvs = [] if send is None else [send], [] if recv is None else [recv]
+        for _ in self.exchange(sends, recvs, progress):
             pass
 
     def message(self, buf, peer: int, tag: int, *, send: bool) -> Any:

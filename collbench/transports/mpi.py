@@ -9,14 +9,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from mpi4py import MPI
 
 from collbench.errors import CollbenchError
 from collbench.transports.base import Progress, Transfer, Transport
 
-_yield = os.sched_yield
-_startall, _testall = MPI.Prequest.Startall, MPI.Request.Testall
 _OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX}
 
 
@@ -37,8 +36,16 @@ def _yielding_waitany(requests) -> int:
 
 def _yielding_waitall(requests) -> None:
     """Waitall that gives the core away between polls, like :func:`_yielding_waitany`."""
-    while not _testall(requests):
-        _yield()
+    while not MPI.Request.Testall(requests):
+        os.sched_yield()
+
+
+class _Message(NamedTuple):
+    """What :meth:`MpiTransport.message` prepares for one buffer."""
+
+    request: MPI.Prequest
+    staging: Any = None
+    """The pinned host copy the request moves, when device buffers are staged."""
 
 
 def _more_ranks_than_cores(comm) -> bool:
@@ -83,8 +90,6 @@ class MpiTransport(Transport):
                             "device_path": ("staged through pinned host memory" if self._staged
                                             else "CUDA-aware") + f" ({how})"}
             self._pinned: dict = {}
-            self._staging: dict[int, object] = {}
-            """Pinned host copy of each staged message, by the id of its persistent request."""
             self.exchange = self._exchange_device  # the host path stays free of device checks
             self.pair = functools.partial(Transport.pair, self)
         else:
@@ -98,17 +103,17 @@ class MpiTransport(Transport):
 
     def pair(self, send: Transfer | None, recv: Transfer | None, progress: Progress) -> None:
         if send is None or recv is None:
-            requests = [(send or recv).message]
+            requests = [(send or recv).message.request]
         else:
-            requests = [recv.message, send.message]
-        _startall(requests)
+            requests = [recv.message.request, send.message.request]
+        MPI.Prequest.Startall(requests)
         self._waitall(requests)
         progress.ticks += 1
 
     def exchange(self, sends: list[Transfer], recvs: list[Transfer],
                  progress: Progress) -> Iterator[int]:
-        requests = [t.message for t in recvs] + [t.message for t in sends]
-        _startall(requests)
+        requests = [t.message.request for t in recvs] + [t.message.request for t in sends]
+        MPI.Prequest.Startall(requests)
         outstanding, nrecv = [True] * len(requests), len(recvs)
         for _ in requests:
             index = self._waitany(requests)  # completed persistent requests are skipped
@@ -128,25 +133,23 @@ class MpiTransport(Transport):
             yield from self._exchange_host(sends, recvs, progress)
             return
         for t in sends:
-            t.buf.get(out=self._staging[id(t.message)])
+            t.buf.get(out=t.message.staging)
         for i in self._exchange_host(sends, recvs, progress):
-            recvs[i].buf.set(self._staging[id(recvs[i].message)])
+            recvs[i].buf.set(recvs[i].message.staging)
             yield i
 
     _exchange_host = exchange
 
-    def message(self, buf, peer: int, tag: int, *, send: bool) -> MPI.Prequest:
+    def message(self, buf, peer: int, tag: int, *, send: bool) -> _Message:
         """A persistent request (MPI_Send_init / MPI_Recv_init) for the buffer as bytes (so
         float16 travels too); a staged device buffer is replaced by its pinned host copy.
         Made once per buffer, a step then costs one MPI_Startall instead of parsing every
         buffer again, which is most of a small message's time in Python. mpi4py frees the
         request when the executor that holds it is dropped."""
-        host = self._pinned_copy(buf, key=None) if self._staged else buf
+        staging = self._pinned_copy(buf, key=None) if self._staged else None
+        host = buf if staging is None else staging
         init = self.comm.Send_init if send else self.comm.Recv_init
-        request = init([host, host.nbytes, MPI.BYTE], peer, tag % self._tag_ub)
-        if self._staged:
-            self._staging[id(request)] = host  # the request keeps it alive as its buffer too
-        return request
+        return _Message(init([host, host.nbytes, MPI.BYTE], peer, tag % self._tag_ub), staging)
 
     def _pinned_copy(self, buf, key):
         """A pinned host array shaped like *buf*; cached under *key* unless it is None."""
