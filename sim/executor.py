@@ -29,7 +29,8 @@ Each rank's steps are streamed from the schedule
 posted, so the run holds, per rank, its state, one step and its channels: for the ring 22 MB
 at P = 1024 where the schedule alone, built whole, took 1 GB (67 million ops at P = 4096).
 
-Cost: per rank and non-empty step, one wake-up event. A message whose links nothing else
+Cost: one wake-up event per instant at which some steps end, shared by all the ranks whose
+step ends then (each rank's process still resumes once per step). A message whose links nothing else
 can use while it is in flight (see :meth:`Simulation._start`) costs no event of its own;
 any other costs one completion event in the fabric per change of its rate, plus one rate
 recomputation shared by all flows starting or ending in the same instant. When the
@@ -63,7 +64,8 @@ class SimResult:
     """When each rank finished its last step."""
     messages: int
     events: int
-    """SimPy events processed (flow completions, rate recomputations, flow starts, wake-ups)."""
+    """SimPy events processed (flow completions, rate recomputations, flow starts, shared
+    wake-ups, process starts)."""
     wall: float
     """Wall-clock seconds the simulation took."""
 
@@ -72,9 +74,9 @@ class _Rank:
     """Book-keeping of one rank's current step."""
 
     __slots__ = ("cpu", "pending", "end", "reduces", "sends_left", "recvs_left", "wake",
-                 "overhead", "gamma")
+                 "parked", "overhead", "gamma")
 
-    def __init__(self, overhead: float = 0.0, gamma: float = 0.0) -> None:
+    def __init__(self, env: simpy.Environment, overhead: float = 0.0, gamma: float = 0.0) -> None:
         self.overhead = overhead
         """This rank's per-message overhead, stretched by its node's CPU sharing."""
         self.gamma = gamma
@@ -84,7 +86,12 @@ class _Rank:
         self.pending = self.sends_left = self.recvs_left = 0
         self.reduces: list[tuple[float, int]] = []
         """(arrival, bytes) of the step's reducing receives whose message has arrived."""
-        self.wake: simpy.Event | None = None
+        self.parked = simpy.Event(env)
+        """Never triggered: the rank's process waits on it while its step's end is unknown,
+        and :meth:`Simulation._step_done` moves the waiting process to the step's instant."""
+        self.wake: simpy.Event = self.parked
+        """What the process waits on after posting a step: its instant if the step's end is
+        already known, else :attr:`parked`."""
 
 
 class _Channel:
@@ -142,7 +149,10 @@ class Simulation:
         self.topology = Topology(spec, schedule.nranks)
         self.env = simpy.Environment()
         self.fabric = Fabric(self.env)
-        self.ranks = [_Rank(spec.overhead * slow, spec.gamma * slow) for slow in self.topology.cpu_slowdown]
+        self.ranks = [_Rank(self.env, spec.overhead * slow, spec.gamma * slow)
+                      for slow in self.topology.cpu_slowdown]
+        self.instants: dict[float, simpy.Event] = {}
+        """The shared wake-up event of each future instant at which some step ends."""
         self.finished = [0.0] * schedule.nranks
         self.channels: dict[tuple[int, int], _Channel] = {}
         """The channels used so far, by (src, dst)."""
@@ -195,16 +205,17 @@ class Simulation:
         case, see :meth:`_start`) gets its arrival at once."""
         env, st, itemsize = self.env, self.ranks[rank], self.itemsize
         overhead = st.overhead
-        send, reduce, event = Kind.SEND, Kind.RECV_REDUCE, simpy.Event
+        send, reduce = Kind.SEND, Kind.RECV_REDUCE
         fabric, step_done, start_message = self.fabric, self._step_done, self._start
         outgoing: dict[int, _Channel] = {}  # this rank's channels, by peer
         incoming: dict[int, _Channel] = {}
-        index, messages, woken = -1, 0, 0
+        out_peer = in_peer = -1
+        out_channel = in_channel = None
+        index, messages = -1, 0
         for step in self.schedule.stream_fields(rank):
             index += 1
             if not step:
                 continue
-            woken += 1
             now = env._now
             n = len(step)
             if n == 2:
@@ -214,11 +225,15 @@ class Simulation:
             st.end = now
             st.cpu = now + sends * overhead
             st.pending, st.sends_left, st.recvs_left = n, sends, n - sends
-            st.wake = wake = event(env)
+            st.wake = st.parked
             issued = 0
             for kind, peer, first, stop, _lane in step:
                 if kind is send:
-                    channel = outgoing.get(peer) or outgoing.setdefault(peer, self._channel(rank, peer))
+                    if peer != out_peer:  # most algorithms send to the same peer step after step
+                        out_peer = peer
+                        out_channel = outgoing.get(peer) or outgoing.setdefault(
+                            peer, self._channel(rank, peer))
+                    channel = out_channel
                     issued += 1
                     ready = now + issued * overhead
                     if not channel.recvs:
@@ -229,7 +244,11 @@ class Simulation:
                         self._mismatch(channel, index, other)
                     start = ready if ready > posted else posted
                 else:
-                    channel = incoming.get(peer) or incoming.setdefault(peer, self._channel(peer, rank))
+                    if peer != in_peer:
+                        in_peer = peer
+                        in_channel = incoming.get(peer) or incoming.setdefault(
+                            peer, self._channel(peer, rank))
+                    channel = in_channel
                     is_reduce, size = kind is reduce, (stop - first) * itemsize
                     if not channel.sends:
                         channel.recvs.append((index, now, is_reduce, size))
@@ -259,10 +278,9 @@ class Simulation:
                 receiver.pending -= 1
                 if not receiver.pending:
                     step_done(receiver)
-            yield wake
+            yield st.wake
         self.finished[rank] = env._now
         self.messages += messages
-        self.events += woken
 
     def _mismatch(self, channel: _Channel, sent: int, received: int) -> None:
         raise RuntimeError(f"{self.schedule.name}: rank {channel.src}'s send of step {sent} meets "
@@ -328,12 +346,26 @@ class Simulation:
             if cpu > end:
                 end = cpu
             reduces.clear()
-        # Trigger the wake-up for a later time, as simpy.Timeout schedules itself (inlining
-        # Environment.schedule, including its now + delay rounding).
-        wake, env = st.wake, self.env
-        wake._ok, wake._value = True, None
+        # The instant, with simpy.Timeout's now + delay rounding, so equal ends meet.
+        env = self.env
         now = env._now
-        heappush(env._queue, (now + (end - now), NORMAL, next(env._eid), wake))
+        at = now + (end - now)
+        instant = self.instants.get(at)
+        if instant is None:
+            instant = self.instants[at] = simpy.Event(env)
+            self.events += 1
+            instant._ok, instant._value = True, None
+            instant.callbacks.append(self._instant_begins)
+            heappush(env._queue, (at, NORMAL, next(env._eid), instant))  # as Environment.schedule
+        waiting = st.parked.callbacks
+        if waiting:  # the process already waits: move it to the instant
+            instant.callbacks.append(waiting.pop())
+        else:  # the process is still posting this step: it will wait on the instant
+            st.wake = instant
+
+    def _instant_begins(self, instant: simpy.Event) -> None:
+        """*instant* is being processed: later wake-ups for this time need an event of their own."""
+        del self.instants[self.env._now]
 
 
 def simulate(schedule: Schedule, spec: NetworkSpec, itemsize: int = 4) -> SimResult:

@@ -203,3 +203,14 @@ def test_a_large_ring_streams_its_steps():
     result = simulate(schedule, IDEAL.with_overrides(topology="switch"), 4)
     assert result.messages == 2 * 64 * 63
     assert not schedule.steps._built
+
+
+def test_ranks_whose_steps_end_together_share_one_wake_up():
+    """A ring of equal chunks on a switch: every rank's step ends at the same instant, so the
+    run processes one wake-up per step, not one per rank and step, and every rank ends then."""
+    p = 32
+    result = simulate(build("ring", p, 32 * 1000), IDEAL.with_overrides(topology="switch"), 4)
+    steps = 2 * (p - 1)
+    assert result.events == steps + p  # one shared wake-up per step, one start per process
+    assert len(set(result.rank_times)) == 1
+
