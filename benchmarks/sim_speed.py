@@ -3,9 +3,10 @@
 Prints, per rank count, the messages, the time to build the schedule (``algorithms.build``:
 since schedules are built per rank on demand, this only sets up the generator), the
 simulation's wall time (which includes building every rank's steps as its SimPy process
-streams them), their sum, the SimPy events processed per second, the total wall time per
-message, so that linear growth in the number of messages shows as a constant column, and
-the peak memory of the process so far.
+streams them), their sum, the SimPy events processed and their rate (ranks whose steps end
+at the same instant share one wake-up, so a symmetric ring needs about one event per step),
+the messages simulated per second, the total wall time per message (linear growth in the
+number of messages shows as a constant column), and the peak memory of the process so far.
 
     .venv/bin/python benchmarks/sim_speed.py --ranks 64,256,1024,4096
 """
@@ -38,7 +39,7 @@ def main() -> None:
           f"{datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.1f}; "
           f"ring, {args.size}, single switch, 100 Gb/s")
     print(f"{'P':>6} {'messages':>10} {'build(s)':>9} {'sim(s)':>8} {'total(s)':>9} {'events':>10} "
-          f"{'events/s':>9} {'us/msg':>7} {'simulated(s)':>13} {'peak MB':>8}")
+          f"{'events/s':>9} {'msgs/s':>9} {'us/msg':>7} {'simulated(s)':>13} {'peak MB':>8}")
     for p in parse_ranks(args.ranks):
         messages = 2 * (p - 1) * p
         if messages > args.max_messages:
@@ -52,6 +53,7 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{p:>6} {result.messages:>10} {built:>9.3f} {result.wall:>8.2f} {total:>9.2f} "
               f"{result.events:>10} {result.events / result.wall:>9.0f} "
+              f"{result.messages / result.wall:>9.0f} "
               f"{1e6 * total / result.messages:>7.2f} {result.time:>13.6f} {peak:>8.0f}", flush=True)
         del schedule, result
 
