@@ -29,8 +29,10 @@ Each rank's steps are streamed from the schedule
 posted, so the run holds, per rank, its state, one step and its channels: for the ring 22 MB
 at P = 1024 where the schedule alone, built whole, took 1 GB (67 million ops at P = 4096).
 
-Cost: one wake-up event per instant at which some steps end, shared by all the ranks whose
-step ends then (each rank's process still resumes once per step). A message whose links nothing else
+Cost: one wake-up event per instant at which some steps end, shared by all the ranks
+whose step ends then (each rank's process still resumes once per step; a process whose
+step's end is unknown when it has posted the step waits on its rank's *parked* event, and
+is moved to the instant's event once the end is known). A message whose links nothing else
 can use while it is in flight (see :meth:`Simulation._start`) costs no event of its own;
 any other costs one completion event in the fabric per change of its rate, plus one rate
 recomputation shared by all flows starting or ending in the same instant. When the
