@@ -34,8 +34,9 @@ whose step ends then (each rank's process still resumes once per step; a process
 step's end is unknown when it has posted the step waits on its rank's *parked* event, and
 is moved to the instant's event once the end is known). A message whose links nothing else
 can use while it is in flight (see :meth:`Simulation._start`) costs no event of its own;
-any other costs one completion event in the fabric per change of its rate, plus one rate
-recomputation shared by all flows starting or ending in the same instant. When the
+any other costs an entry in the fabric's completion heap per change of its rate, and
+shares with all flows starting or ending in the same instant one rate recomputation and one
+completion timer. When the
 per-message overhead is not zero, a message whose send is ready later than its receive
 costs one more event, to start it, unless it can skip the sharing model.
 """

@@ -9,7 +9,10 @@ Concurrent flows share links by *max-min fairness* (progressive filling): the mo
 contended link splits its capacity equally among its flows, those flows are frozen at that
 rate, and the rest of the network is filled the same way. Rates are recomputed whenever a
 flow starts or ends, once per instant of simulated time and only for the flows connected to
-what changed, so a flow alone on its links costs one completion event and nothing else.
+what changed. Each new rate gives the flow a finish time in a heap the fabric keeps (plain
+tuples; an entry whose rate has since changed is skipped), and SimPy holds one timer, for the
+earliest: a flow joining k others costs k heap entries but no SimPy event, and flows ending
+at one instant end in one event.
 This is the classic flow-level model (as in SimGrid's LV08 without its corrections): it
 ignores packets, so it misses slow start, head-of-line blocking and the latency a queue
 adds, and it shares instantly and perfectly fairly, which real congestion control only
@@ -19,8 +22,11 @@ approaches. See ``docs/simulator.md`` for what that error looks like.
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heapify, heappop, heappush
+from itertools import count
 
 import simpy
+from simpy.events import NORMAL
 
 REFLOW_PRIORITY = 2
 """Rates are recomputed after every other event of the same instant (SimPy's URGENT is 0 and
@@ -79,7 +85,15 @@ class Fabric:
         self.flows = 0
         """Flows in flight; while there are none, every link is free."""
         self.events = 0
-        """Events this fabric scheduled (completions and rate recomputations)."""
+        """Events this fabric scheduled (completion timers and rate recomputations)."""
+        self._completions: list[tuple[float, int, int, Flow]] = []
+        """(finish, order, version, flow) for every rate a flow was given; an entry whose
+        version is no longer its flow's is stale and skipped. One heap of plain tuples
+        instead of a SimPy event per rate change: a flow joining k others on a link changes
+        k rates, so P flows on one link would otherwise put P² events on SimPy's heap."""
+        self._order = count()
+        self._timer_at = float("inf")
+        """When the one pending completion timer fires (inf: none)."""
 
     def start(self, flow: Flow) -> None:
         """Put *flow* on its links now; its rate is set at the end of this instant."""
@@ -124,14 +138,40 @@ class Fabric:
             return
         flow.rate = rate
         flow.version += 1
-        version = flow.version
-        done = self.env.timeout(flow.remaining / rate)
-        done.callbacks.append(lambda _e: self._finish(flow, version))
+        finish = now + flow.remaining / rate
+        heap = self._completions
+        heappush(heap, (finish, next(self._order), flow.version, flow))
+        if len(heap) > 4 * self.flows + 64:  # mostly stale: keep the current entries only
+            heap[:] = [entry for entry in heap if entry[2] == entry[3].version]
+            heapify(heap)
+        if finish < self._timer_at:
+            self._set_timer(finish)
+
+    def _set_timer(self, at: float) -> None:
+        """Fire :meth:`_complete` at exactly *at* (the sum SimPy's timeout would have made);
+        a timer set before for later then fires for nothing."""
+        self._timer_at = at
+        timer = simpy.Event(self.env)
+        timer._ok, timer._value = True, None
+        timer.callbacks.append(self._complete)
+        heappush(self.env._queue, (at, NORMAL, next(self.env._eid), timer))  # as Environment.schedule
         self.events += 1
 
-    def _finish(self, flow: Flow, version: int) -> None:
-        if version != flow.version:
-            return  # the rate changed after this completion was scheduled
+    def _complete(self, _timer: simpy.Event) -> None:
+        """Finish every flow whose current rate ends it now, then set the timer for the next."""
+        now, heap = self.env.now, self._completions
+        if now != self._timer_at:
+            return  # superseded by an earlier timer
+        self._timer_at = float("inf")
+        while heap and (heap[0][2] != heap[0][3].version or heap[0][0] <= now):
+            _, _, version, flow = heappop(heap)
+            if version == flow.version:
+                self._finish(flow)
+        if heap:
+            self._set_timer(heap[0][0])
+
+    def _finish(self, flow: Flow) -> None:
+        flow.version += 1  # no entry of it is current any more
         self.flows -= 1
         for link in flow.links:
             link.flows.discard(flow)

@@ -168,6 +168,29 @@ def test_max_min_gives_spare_capacity_to_the_unconstrained_flow():
     assert arrivals == {0: pytest.approx(1.5), 1: pytest.approx(1.5)}
 
 
+
+def test_flows_joining_one_at_a_time_each_slow_the_others_down():
+    """Four flows of 4 B join a 1 B/s link at 0, 1, 2 and 3 s. By 3 s they have 13/6, 19/6,
+    11/3 and 4 B left; at 1/4 B/s each the first ends at 3 + 4·13/6 s, leaving 1, 3/2 and
+    11/6 B; then 3 share (1 B takes 3 s), 2 share (1/2 B takes 1 s), and the last sends its
+    final 1/3 B alone, at 16 s: the link is never idle. Arrivals add the 0.5 s latency."""
+    link = Link("l", 1.0, 0.0)
+    arrivals = run_flows(1.0, [(float(i), 4.0, (link,)) for i in range(4)])
+    first = 3 + 4 * 13 / 6
+    ends = [first, first + 3, first + 4, first + 4 + 1 / 3]
+    assert [arrivals[i] for i in range(4)] == pytest.approx([e + 0.5 for e in ends], rel=1e-12)
+    assert ends[-1] == pytest.approx(16.0)
+
+
+def test_a_flow_joining_many_costs_one_timer_not_one_event_per_rate_it_changes():
+    """Naive's broadcast on a switch: P-1 flows join the root's up link one overhead apart,
+    each changing the rates of those already there. The fabric keeps its completions in a
+    heap of its own, so SimPy processes O(P) events, not O(P²)."""
+    p = 128
+    spec = NetworkSpec(topology="switch", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
+    result = simulate(build("naive", p, 1 << 18), spec, 4)
+    assert result.events < 10 * p
+
 @pytest.mark.parametrize("topology", ["ideal", "switch", "half-duplex", "fat-tree", "torus"])
 def test_every_shape_runs_every_algorithm_to_the_end(topology):
     """Several ranks per node, with and without an intra-node fabric, both placements: every
