@@ -9,6 +9,7 @@ the messages simulated per second, the total wall time per message (linear growt
 number of messages shows as a constant column), and the peak memory of the process so far.
 
     .venv/bin/python benchmarks/sim_speed.py --ranks 64,256,1024,4096
+    .venv/bin/python benchmarks/sim_speed.py --ranks 1024 --repeat 5
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import datetime
 import os
 import platform
 import resource
+import statistics
 import time
 
 from algorithms import build
@@ -32,7 +34,12 @@ def main() -> None:
     parser.add_argument("--size", default="256MiB")
     parser.add_argument("--max-messages", type=float, default=1e8,
                         help="skip rank counts with more messages (P = 4096 has 33.5M and takes minutes)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per rank count; more than one adds a line with the fastest and the median "
+                        "(a shared host moves wall times by up to 2x from minute to minute)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     size = parse_sizes(args.size)[0]
     spec = NetworkSpec(topology="switch", bandwidth=12.5e9, latency=1e-6, gamma=1e-10, overhead=5e-7)
     print(f"# {platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
@@ -45,18 +52,25 @@ def main() -> None:
         if messages > args.max_messages:
             print(f"{p:>6} {messages:>10} skipped: more than --max-messages {args.max_messages:g}")
             continue
-        began = time.perf_counter()
-        schedule = build("ring", p, size // 4)
-        built = time.perf_counter() - began
-        result = simulate(schedule, spec, 4)
-        total = built + result.wall
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{p:>6} {result.messages:>10} {built:>9.3f} {result.wall:>8.2f} {total:>9.2f} "
-              f"{result.events:>10} {result.events / result.wall:>9.0f} "
-              f"{result.messages / result.wall:>9.0f} "
-              f"{1e6 * total / result.messages:>7.2f} {result.time:>13.6f} {peak:>8.0f}", flush=True)
-        del schedule, result
+        totals = [_run(p, size, spec) for _ in range(args.repeat)]
+        if args.repeat > 1:
+            print(f"# P = {p}: total {min(totals):.2f} s fastest, {statistics.median(totals):.2f} s median, "
+                  f"{max(totals):.2f} s slowest of {args.repeat} runs", flush=True)
 
+
+def _run(p: int, size: int, spec: NetworkSpec) -> float:
+    """Build and simulate the ring once, print its line, and return its total wall time."""
+    began = time.perf_counter()
+    schedule = build("ring", p, size // 4)
+    built = time.perf_counter() - began
+    result = simulate(schedule, spec, 4)
+    total = built + result.wall
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{p:>6} {result.messages:>10} {built:>9.3f} {result.wall:>8.2f} {total:>9.2f} "
+          f"{result.events:>10} {result.events / result.wall:>9.0f} "
+          f"{result.messages / result.wall:>9.0f} "
+          f"{1e6 * total / result.messages:>7.2f} {result.time:>13.6f} {peak:>8.0f}", flush=True)
+    return total
 
 if __name__ == "__main__":
     main()
