@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from collbench.errors import CollbenchError
@@ -69,6 +72,8 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
     p.add_argument("--no-save", action="store_true", help="print only")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="simulate N points at once in separate processes (0: one per CPU; default 1)")
     g = p.add_argument_group("network overrides")
     g.add_argument("--topology", dest="o_topology", metavar="NAME",
                    help="ideal, switch, half-duplex, fat-tree or torus")
@@ -132,7 +137,6 @@ def _network(args, one_host_ranks: int = 1):
 
 def _run_sim(args) -> int:
     from algorithms import ALGORITHMS
-    from sim.predict import predict_point
     from sim.units import parse_ranks, parse_sizes
 
     try:
@@ -145,6 +149,8 @@ def _run_sim(args) -> int:
     if unknown or not algorithms:
         raise CollbenchError(f"unknown algorithm {', '.join(unknown) or '(none)'}; "
                              f"choose from {', '.join(ALGORITHMS)}")
+    if args.jobs < 0:
+        raise CollbenchError(f"--jobs must be 0 (one per CPU) or more, got {args.jobs}")
     itemsize = DTYPES[args.dtype]
     bad = [s for s in sizes if s % itemsize]
     if bad:
@@ -156,20 +162,41 @@ def _run_sim(args) -> int:
           f"{spec.ranks_per_node} ranks/node; {source}")
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
-    for algorithm in algorithms:
-        for p in ranks:
-            for size in sizes:
-                row = predict_point(spec, algorithm, p, size, args.dtype, itemsize, args.model)
-                print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
-                      f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
-                if writer:
-                    writer.add_point(row)
+    points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
+    one = partial(_predict, spec, args.dtype, itemsize, args.model)
+    for (algorithm, p, size), row in zip(points, _map(one, points, args.jobs)):
+        print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
+              f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
+        if writer:
+            writer.add_point(row)
     if writer:
         from collbench.provenance import now
 
         writer.write_provenance(end_time=now())
         print(f"# results in {writer.folder}")
     return 0
+
+
+def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int, int]) -> dict:
+    """The results row of one (algorithm, ranks, size) point; a module-level function so
+    that worker processes can run it."""
+    from sim.predict import predict_point
+
+    algorithm, nranks, size = point
+    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model)
+
+
+def _map(function, points: list, jobs: int) -> Iterator[dict]:
+    """*function* over *points*, in order; on *jobs* processes when more than one (0: one
+    per CPU). Points are independent simulations, so a sweep scales with the cores."""
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1 or len(points) < 2:
+        yield from map(function, points)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(jobs, len(points))) as pool:
+        yield from pool.map(function, points)
 
 
 def _fmt(x: float) -> str:

@@ -42,6 +42,20 @@ def test_the_analytic_model_agrees_with_the_simulation_on_a_preset(tmp_path):
         assert us == pytest.approx(simulated[algorithm], rel=1e-9)
 
 
+def test_a_sweep_on_several_processes_stores_the_same_results_in_the_same_order(tmp_path):
+    argv = ["sim", "--network", "ib-fdr", "--ranks", "2,3,...,9", "--sizes", "1KiB,4MiB"]
+    assert main([*argv, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*argv, "--jobs", "2", "--out", str(tmp_path / "parallel")]) == 0
+    serial, parallel = (read_results(tmp_path / name)[1] for name in ("serial", "parallel"))
+    columns = ["algorithm", "nranks", "size_bytes", "median_us"]
+    assert parallel[columns].equals(serial[columns])
+
+
+def test_a_negative_number_of_jobs_is_refused_in_one_sentence(capsys):
+    assert main(["sim", "--no-save", "--ranks", "2", "--sizes", "1KiB", "--jobs", "-1"]) != 0
+    err = capsys.readouterr().err
+    assert "--jobs must be 0 (one per CPU) or more, got -1" in err and "Traceback" not in err
+
 def test_command_line_overrides_change_the_network(capsys):
     argv = ["sim", "--no-save", "--network", "ib-edr", "--algorithms", "ring", "--ranks", "8",
             "--sizes", "64MiB"]
