@@ -5,10 +5,13 @@ print the error per algorithm and size (target: within 15% for sizes of 64 KiB a
         -n 10 -w 3 -m out --out results/acc-p2      # and likewise -n 3, -n 4
     .venv/bin/python benchmarks/sim_accuracy.py results/acc-p2 results/acc-p3 results/acc-p4
 
-The model is the one-host model of ``sim.analytic``: the host's cores come from each run's
-``run.json`` (more ranks than cores stretch CPU costs), and its memory bandwidth is fitted
-too unless ``--no-memory``. Several folders of one P (repeated runs) are combined point by
-point into the median of their medians, which damps the run-to-run spread of a shared machine.
+The model is the one-host model, fitted by simulation (``sim.calibrate_sim``): ranks bound
+to the host's cores (their count from each run's ``run.json``) share them only while they
+work, and a cache knee slows copies and reductions once the ranks' buffers outgrow it.
+``--core-sharing static --no-cache`` fits the closed-form model of ``sim.analytic`` instead
+(CPU costs stretched by ranks/cores, and the host's memory bandwidth unless ``--no-memory``).
+Several folders of one P (repeated runs) are combined point by point into the median of
+their medians, which damps the run-to-run spread of a shared machine.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from sim.calibrate import error_table, fit, measured_points
+from sim.calibrate_sim import fit_by_simulation
 
 TARGET_PCT, FROM_BYTES = 15.0, 64 * 1024
 
@@ -28,7 +32,12 @@ def main() -> None:
     parser.add_argument("--topology", default="half-duplex", choices=("half-duplex", "switch", "ideal"),
                         help="half-duplex (default) models ranks copying through one host's memory")
     parser.add_argument("--min-size", type=int, default=0, help="fit only points of this many bytes or more")
-    parser.add_argument("--no-memory", action="store_true", help="do not fit the host's memory bandwidth")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="do not fit the host's memory bandwidth (closed-form model only)")
+    parser.add_argument("--core-sharing", default="bound", choices=("bound", "static"),
+                        help="bound (default): ranks bound to cores share them while they work; "
+                             "static: CPU costs stretched by ranks/cores")
+    parser.add_argument("--no-cache", action="store_true", help="no cache knee")
     parser.add_argument("--cores", default="auto",
                         help="the host's cores: auto (from run.json, default) or a number; 0 ignores them")
     args = parser.parse_args()
@@ -45,8 +54,12 @@ def main() -> None:
         print(f"# up to {runs} runs per point, combined by the median of their medians")
     train = data[data["nranks"].isin(fit_ranks) & (data["size_bytes"] >= args.min_size)]
     cores = None if args.cores == "auto" else int(args.cores)
-    calibration = fit(train, args.topology, memory=not args.no_memory and args.topology != "ideal",
-                      cores=cores)
+    if args.core_sharing == "static" and args.no_cache:
+        calibration = fit(train, args.topology, memory=not args.no_memory and args.topology != "ideal",
+                          cores=cores)
+    else:
+        calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=not args.no_cache,
+                                        cores=cores, topology=args.topology)
     print(f"# fitted on P in {sorted(fit_ranks)}: {calibration.describe()}")
     if calibration.note:
         print(f"# {calibration.note}")

@@ -51,6 +51,28 @@ class Calibration:
     rms_relative_error: float
     note: str = ""
     sources: list[str] = field(default_factory=list)
+    host: dict | None = None
+    """The fitted host as a network (:meth:`sim.network.NetworkSpec.as_dict`) when the fit
+    simulated it (:mod:`sim.calibrate_sim`): predictions then simulate it too."""
+
+    def host_spec(self, nranks: int):
+        """The fitted host with *nranks* ranks on it, or None for a closed-form fit."""
+        from sim.network import NetworkSpec
+
+        if self.host is None:
+            return None
+        return NetworkSpec.from_dict({**self.host, "ranks_per_node": max(nranks, 1)})
+
+    def predict(self, algorithm: str, nranks: int, nbytes: float, cores: int = 0) -> float:
+        """Predicted seconds of one point, on a host of *cores* cores (0: the fitted one's)."""
+        q = self.params
+        if self.host is None:
+            return analytic.predict(algorithm, nranks, nbytes, replace(q, cores=int(cores) or q.cores),
+                                    self.topology)
+        from sim.calibrate_sim import simulated_seconds
+
+        spec = self.host_spec(nranks)
+        return simulated_seconds(replace(spec, cores=int(cores) or spec.cores), algorithm, nranks, nbytes)
 
     def describe(self) -> str:
         """The fitted figures in one line, in the units people quote."""
@@ -61,6 +83,12 @@ class Calibration:
             host += f", host memory {1e-9 / q.memory:.2f} GB/s"
         if q.cores:
             host += f", {q.cores} cores"
+        if self.host:
+            h = self.host
+            host += f" ({h['core_sharing']})"
+            if h["cache_size"]:
+                host += (f", cache {h['cache_size'] / 2**20:.1f} MiB, misses +{h['beta_miss'] * 1e9:.3f} "
+                         f"ns/B copied, +{h['gamma_miss'] * 1e9:.3f} ns/B reduced")
         return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.2f} GB/s, reduction "
                 f"{reduction}, overhead {q.overhead * 1e6:.2f} us{host} ({self.topology} model, "
                 f"{self.points} points, rms relative error {100 * self.rms_relative_error:.1f}%)")
@@ -213,7 +241,7 @@ def error_table(calibration: Calibration, data) -> list[dict]:
     cores = data["cores"] if q.cores and "cores" in data else [q.cores] * len(data)
     for alg, p, n, t, c in zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], data["time_s"],
                                cores):
-        pred = analytic.predict(alg, p, n, replace(q, cores=int(c) or q.cores), calibration.topology)
+        pred = calibration.predict(alg, p, n, int(c))
         out.append({"algorithm": alg, "nranks": p, "size_bytes": int(n), "measured_us": t * 1e6,
                     "predicted_us": pred * 1e6, "error_pct": 100.0 * (pred - t) / t if t else math.nan})
     return out

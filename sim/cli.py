@@ -51,6 +51,13 @@ def register(subparsers) -> None:
     cal.add_argument("--cores", default="auto", metavar="N|auto",
                      help="the host's cores, so that more ranks than cores stretch CPU costs: auto (default) "
                      "takes each one-host run's cpus from its run.json; 0 ignores oversubscription")
+    cal.add_argument("--core-sharing", default="static", choices=("static", "bound"),
+                     help="static (default): CPU costs stretched by ranks/cores, closed forms; bound: "
+                     "ranks bound to cores share them only while they work, fitted by simulation "
+                     "(runs on one host)")
+    cal.add_argument("--cache", action="store_true",
+                     help="also fit a cache knee: copies and reductions slow down once the ranks' "
+                     "buffers outgrow the cache; fitted by simulation (runs on one host)")
     cal.add_argument("-o", "--output", default="calibration.json", help="where to save the fit")
     cal.set_defaults(func=_run_calibrate)
     pred = forms.add_parser("predict", help="predict with a saved calibration",
@@ -89,6 +96,10 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overhead", dest="o_overhead", metavar="TIME", help="per message, e.g. 0.5us")
     g.add_argument("--memory-bandwidth", dest="o_memory_bandwidth", metavar="RATE",
                    help="per node, shared by its intra-node messages, e.g. 20GB/s (0: not modelled)")
+    g.add_argument("--core-sharing", dest="o_core_sharing", choices=("static", "bound"),
+                   help="how a node's ranks share its cores (static or bound; bound needs intra_bandwidth)")
+    g.add_argument("--cache-size", dest="o_cache_size", metavar="SIZE",
+                   help="bytes of a node's buffers its caches hold, e.g. 32MiB (0: no cache model)")
     g.add_argument("--cores", dest="o_cores", type=int, metavar="N",
                    help="cores per node; more ranks than cores stretch their CPU costs (0: one per rank)")
 
@@ -99,11 +110,13 @@ def _network(args, one_host_ranks: int = 1):
     from sim.calibrate import Calibration
     from sim.network import NetworkSpec, SpecError
     from sim.presets import load_network
-    from sim.units import parse_bandwidth, parse_time
+    from sim.units import parse_bandwidth, parse_sizes, parse_time
 
     try:
         calibration = Calibration.load(args.calibration) if args.calibration else None
-        if calibration and not args.network:
+        if calibration and calibration.host and not args.network:
+            spec = calibration.host_spec(one_host_ranks)
+        elif calibration and not args.network:
             q = calibration.params
             spec = NetworkSpec(name="calibrated", topology=calibration.topology, bandwidth=1.0 / q.beta,
                                latency=q.alpha, gamma=q.gamma, overhead=q.overhead)
@@ -129,7 +142,8 @@ def _network(args, one_host_ranks: int = 1):
             gamma=float(args.o_gamma) if args.o_gamma else None,
             overhead=parse_time(args.o_overhead) if args.o_overhead else None,
             memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
-            cores=args.o_cores)
+            cores=args.o_cores, core_sharing=args.o_core_sharing,
+            cache_size=parse_sizes(args.o_cache_size)[0] if args.o_cache_size else None)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
     return spec, calibration
@@ -155,6 +169,9 @@ def _run_sim(args) -> int:
     bad = [s for s in sizes if s % itemsize]
     if bad:
         raise CollbenchError(f"size {bad[0]} B is not a whole number of {args.dtype} elements")
+    if args.model == "analytic" and (spec.core_sharing != "static" or spec.cache_size):
+        raise CollbenchError(f"network {spec.name} has bound cores or a cache, which have no closed "
+                             "form; use --model sim")
     writer = None if args.no_save else _writer(args, spec, calibration)
     source = "simulated" if args.model == "sim" else "model"
     print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
@@ -240,8 +257,18 @@ def _run_calibrate(args) -> int:
     if args.cores != "auto" and not (args.cores.isdigit()):
         raise CollbenchError(f"--cores takes a whole number or auto, not {args.cores!r}")
     cores = None if args.cores == "auto" else int(args.cores)
-    calibration = fit(train, args.topology, note_sources=[str(r) for r in args.results], memory=args.memory,
-                      cores=cores)
+    sources = [str(r) for r in args.results]
+    if args.core_sharing == "bound" or args.cache:
+        from sim.calibrate_sim import fit_by_simulation
+
+        if args.topology == "ideal":
+            raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "
+                                 "topology, not ideal")
+        calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=args.cache,
+                                        memory=args.memory, cores=cores, topology=args.topology,
+                                        note_sources=sources)
+    else:
+        calibration = fit(train, args.topology, note_sources=sources, memory=args.memory, cores=cores)
     print(f"# fitted: {calibration.describe()}")
     if calibration.note:
         print(f"# note: {calibration.note}")

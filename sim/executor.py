@@ -54,7 +54,7 @@ from simpy.events import NORMAL
 from algorithms.schedule import Kind, Schedule
 from sim.fabric import Fabric, Flow, Link
 from sim.network import NetworkSpec
-from sim.topology import Topology
+from sim.topology import Route, Topology
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,17 @@ class _Rank:
     """Book-keeping of one rank's current step."""
 
     __slots__ = ("cpu", "pending", "end", "reduces", "sends_left", "recvs_left", "wake",
-                 "parked", "overhead", "gamma")
+                 "parked", "overhead", "gamma", "core")
 
-    def __init__(self, env: simpy.Environment, overhead: float = 0.0, gamma: float = 0.0) -> None:
+    def __init__(self, env: simpy.Environment, overhead: float = 0.0, gamma: float = 0.0,
+                 core: Link | None = None) -> None:
         self.overhead = overhead
         """This rank's per-message overhead, stretched by its node's CPU sharing."""
         self.gamma = gamma
-        """This rank's seconds per byte reduced, stretched likewise."""
+        """This rank's seconds per byte reduced, stretched likewise (static sharing)."""
+        self.core = core
+        """The core link the rank is bound to (``core_sharing = "bound"``): its reductions
+        are flows on it, sharing the core with what else runs there."""
         self.cpu = self.end = 0.0
         """When the CPU is free to reduce (the step's sends issued); when the ops so far end."""
         self.pending = self.sends_left = self.recvs_left = 0
@@ -101,13 +105,13 @@ class _Channel:
     """The messages from rank *src* to rank *dst*: their route, and the posts of either side
     not yet matched, oldest first (at most one side has any)."""
 
-    __slots__ = ("src", "dst", "sender", "receiver", "links", "latency", "bandwidth", "private",
-                 "simple", "sends", "recvs")
+    __slots__ = ("src", "dst", "sender", "receiver", "links", "latency", "bandwidth", "weights",
+                 "private", "simple", "sends", "recvs")
 
     def __init__(self, src: int, dst: int, sender: _Rank, receiver: _Rank,
-                 route: tuple[tuple[Link, ...], float, float]) -> None:
+                 route: Route) -> None:
         self.src, self.dst, self.sender, self.receiver = src, dst, sender, receiver
-        self.links, self.latency, self.bandwidth = route
+        self.links, self.latency, self.bandwidth, self.weights = route
         self.private = _privacy(src, dst, self.links)
         """Which of the sender's or receiver's counts of ops still to start must be zero for
         a message to have its links to itself; None if some link is shared anyway."""
@@ -149,11 +153,14 @@ class Simulation:
         self.schedule = schedule
         self.spec = spec
         self.itemsize = itemsize
-        self.topology = Topology(spec, schedule.nranks)
+        self.topology = Topology(spec, schedule.nranks, schedule.count * itemsize)
         self.env = simpy.Environment()
         self.fabric = Fabric(self.env)
-        self.ranks = [_Rank(self.env, spec.overhead * slow, spec.gamma * slow)
-                      for slow in self.topology.cpu_slowdown]
+        topology = self.topology
+        cores = topology.core or [None] * schedule.nranks
+        self.ranks = [_Rank(self.env, spec.overhead * slow,
+                            (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core)
+                      for slow, core, miss in zip(topology.cpu_slowdown, cores, topology.miss)]
         self.instants: dict[float, simpy.Event] = {}
         """The shared wake-up event of each future instant at which some step ends."""
         self.finished = [0.0] * schedule.nranks
@@ -319,7 +326,8 @@ class Simulation:
                 lambda _e: self._start(channel, reduce, size, start))
             return
         self.fabric.start(Flow(channel.links, channel.latency, size,
-                               lambda arrival: self._arrived(sender, receiver, reduce, size, arrival)))
+                               lambda arrival: self._arrived(sender, receiver, reduce, size, arrival),
+                               channel.weights))
 
     def _arrived(self, sender: _Rank, receiver: _Rank, reduce: bool, size: int, arrival: float) -> None:
         """The message from *sender* to *receiver* arrives at *arrival* (now or later): it
@@ -343,12 +351,47 @@ class Simulation:
         end = st.end
         reduces = st.reduces
         if reduces:
+            if st.core is not None and st.gamma > 0:
+                queue = sorted(reduces)
+                reduces.clear()
+                self._reduce_on_core(st, queue, st.cpu)
+                return
             cpu, gamma = st.cpu, st.gamma
             for arrival, size in sorted(reduces) if len(reduces) > 1 else reduces:
                 cpu = (cpu if cpu > arrival else arrival) + size * gamma
             if cpu > end:
                 end = cpu
             reduces.clear()
+        self._wake_at(st, end)
+
+    def _reduce_on_core(self, st: _Rank, queue: list[tuple[float, int]], cpu: float) -> None:
+        """Run the first reduction of *queue* on *st*'s core once the core is free of the
+        rank's earlier work (*cpu*) and its message has arrived, as a flow sharing the core
+        with whatever else runs there; then the next, and at the last wake the rank."""
+        arrival, size = queue.pop(0)
+        start = cpu if cpu > arrival else arrival
+
+        def done(finished: float) -> None:
+            if queue:
+                self._reduce_on_core(st, queue, finished)
+            else:
+                self._wake_at(st, finished if finished > st.end else st.end)
+
+        def begin(_event: simpy.Event | None = None) -> None:
+            weight = st.gamma * st.core.capacity  # a byte reduced uses the core this much
+            self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,)))
+
+        now = self.env._now
+        if not size:
+            done(start)
+        elif start > now:
+            self.events += 1
+            self.env.timeout(start - now).callbacks.append(begin)
+        else:
+            begin()
+
+    def _wake_at(self, st: _Rank, end: float) -> None:
+        """Wake *st*'s process at *end*, the instant its step is complete."""
         # The instant, with simpy.Timeout's now + delay rounding, so equal ends meet.
         env = self.env
         now = env._now

@@ -61,11 +61,15 @@ class Flow:
     """A message of *size* bytes crossing *links*; *on_arrival* is called with its arrival
     time as soon as that time is certain (when its last byte leaves the route's bottleneck)."""
 
-    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival")
+    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival", "weights")
 
     def __init__(self, links: tuple[Link, ...], latency: float, size: float,
-                 on_arrival: Callable[[float], None]) -> None:
+                 on_arrival: Callable[[float], None], weights: tuple[float, ...] | None = None) -> None:
         self.links = links
+        self.weights = weights
+        """Per link of *links*, how much of its capacity one unit of this flow's rate uses;
+        None means 1 on every link. A core that both copies a message in and out uses 2 per
+        byte; a reduction uses a core's capacity at its own speed (see :mod:`sim.topology`)."""
         self.latency = latency
         self.remaining = float(size)
         self.rate = 0.0
@@ -119,7 +123,7 @@ class Fabric:
         for flow in self.fresh:
             if flow not in seen and flow.links and all(len(link.flows) == 1 for link in flow.links):
                 seen.add(flow)  # alone on its route: the common, cheap case
-                self._set_rate(flow, min(link.capacity for link in flow.links))
+                self._set_rate(flow, _alone(flow))
         starts = [f for f in self.fresh if f not in seen]
         starts.extend(f for link in self.dirty for f in link.flows if f not in seen)
         self.fresh, self.dirty = [], []
@@ -196,9 +200,18 @@ def _component(seed: Flow) -> tuple[set[Flow], set[Link]]:
     return flows, links
 
 
+def _alone(flow: Flow) -> float:
+    """The rate of *flow* with its route to itself."""
+    if flow.weights is None:
+        return min(link.capacity for link in flow.links)
+    return min(link.capacity / w for link, w in zip(flow.links, flow.weights))
+
+
 def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
     """Max-min fair rates by progressive filling: repeatedly saturate the link whose equal
     share is smallest and freeze its flows at that share."""
+    if any(flow.weights is not None for flow in flows):
+        return _weighted_max_min(flows, links)
     capacity = {link: link.capacity for link in links}
     unfrozen = {link: set(link.flows) for link in links}
     rates: dict[Flow, float] = {}
@@ -210,4 +223,30 @@ def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
             for link in flow.links:
                 unfrozen[link].discard(flow)
                 capacity[link] = max(0.0, capacity[link] - share)
+    return rates
+
+
+def _weighted_max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
+    """:func:`_max_min` for flows that use links unequally (:attr:`Flow.weights`): every
+    unfrozen flow's rate rises together, a link is saturated when the weighted sum of its
+    flows' rates reaches its capacity, and its flows are frozen there. (With every weight 1
+    this is :func:`_max_min`, which the common unweighted case keeps for speed.)"""
+    capacity = {link: link.capacity for link in links}
+    load = dict.fromkeys(links, 0.0)
+    uses = {}
+    for flow in flows:
+        uses[flow] = tuple(zip(flow.links, flow.weights or (1.0,) * len(flow.links)))
+        for link, w in uses[flow]:
+            load[link] += w
+    unfrozen = {link: set(link.flows) for link in links}
+    rates: dict[Flow, float] = {}
+    while len(rates) < len(flows):
+        share, bottleneck = min(((capacity[link] / load[link], link) for link, fs in unfrozen.items()
+                                 if fs and load[link] > 0), key=lambda pair: pair[0])
+        for flow in list(unfrozen[bottleneck]):
+            rates[flow] = share
+            for link, w in uses[flow]:
+                unfrozen[link].discard(flow)
+                load[link] -= w
+                capacity[link] = max(0.0, capacity[link] - share * w)
     return rates

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 TOPOLOGIES = ("ideal", "switch", "half-duplex", "fat-tree", "torus")
 PLACEMENTS = ("block", "cyclic")
+CORE_SHARING = ("static", "bound")
 
 
 class SpecError(ValueError):
@@ -67,6 +68,25 @@ class NetworkSpec:
     its cores they time-share them, so each rank's overhead and reductions take ranks/cores
     times longer. (Copies that compete for the cores share them only while they run: that
     is left to *memory_bandwidth*, the node-wide link they all cross.)"""
+    core_sharing: str = "static"
+    """How a node's ranks share its cores. ``static``: overhead and reductions take
+    ranks/cores times longer, whether the other ranks run or wait. ``bound``: rank *i* of a
+    node is bound to core *i* mod *cores* (one per rank when *cores* is 0), and each core is
+    a link of *intra_bandwidth* (one core's copy speed) shared max-min fairly by what its
+    ranks do at the time: the sender's core copies a message in and the receiver's copies it
+    out (a core holding both copies twice), and a reduction uses its core at 1/*gamma* bytes
+    per second. A waiting rank costs nothing; overhead is stretched by the ranks bound to the
+    core. Needs *intra_bandwidth*."""
+    cache_size: float = 0.0
+    """Bytes of a node's all-reduce buffers its caches hold; 0 means no cache is modelled.
+    When the node's ranks hold more (its ranks times the bytes per rank), the fraction
+    ``φ = 1 - cache_size / that`` of every byte copied or reduced on the node misses the
+    cache and costs *beta_miss* and *gamma_miss* more."""
+    beta_miss: float = 0.0
+    """Seconds per byte added to a core's copy (an intra-node message) for bytes that miss
+    the cache (see *cache_size*)."""
+    gamma_miss: float = 0.0
+    """Seconds per byte added to a reduction for bytes that miss the cache."""
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -75,7 +95,7 @@ class NetworkSpec:
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise SpecError(f"{name} must be a positive number, got {getattr(self, name)}")
         for name in ("latency", "intra_bandwidth", "intra_latency", "switch_latency", "gamma", "overhead",
-                     "memory_bandwidth"):
+                     "memory_bandwidth", "cache_size", "beta_miss", "gamma_miss"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise SpecError(f"{name} must be a non-negative number, got {value}")
@@ -88,8 +108,20 @@ class NetworkSpec:
             raise SpecError(f"oversubscription must be at least 1, got {self.oversubscription}")
         if any(int(d) != d or d < 1 for d in self.torus_dims):
             raise SpecError(f"torus_dims must be positive whole numbers, got {self.torus_dims}")
+        if self.core_sharing not in CORE_SHARING:
+            raise SpecError(f"unknown core_sharing {self.core_sharing!r}; choose static or bound")
+        if self.core_sharing == "bound" and not self.intra_bandwidth > 0:
+            raise SpecError("core_sharing = 'bound' needs intra_bandwidth, one core's copy speed")
         if isinstance(self.placement, str) and self.placement not in PLACEMENTS:
             raise SpecError(f"unknown placement {self.placement!r}; choose block, cyclic or a list of nodes")
+
+    def miss_fraction(self, ranks: int, rank_bytes: float) -> float:
+        """φ: the fraction of the bytes a node copies or reduces that miss its cache, when
+        *ranks* ranks hold *rank_bytes* each (see *cache_size*)."""
+        held = ranks * rank_bytes
+        if not self.cache_size or held <= self.cache_size:
+            return 0.0
+        return 1.0 - self.cache_size / held
 
     def with_overrides(self, **changes) -> NetworkSpec:
         """A copy with the non-None *changes* applied (command-line overrides)."""

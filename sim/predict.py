@@ -19,6 +19,9 @@ def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: 
     if nranks < 1:
         raise CollbenchError(f"the number of ranks must be at least 1, got {nranks}")
     if model == "analytic":
+        if spec.core_sharing != "static" or spec.cache_size:
+            raise CollbenchError(f"network {spec.name} has bound cores or a cache, which have no closed "
+                                 "form; use --model sim")
         # One rank per node, or all ranks on one node over its intra-node fabric.
         one_host = nranks <= spec.ranks_per_node and spec.intra_bandwidth > 0 and spec.topology != "ideal"
         if spec.topology not in analytic.MODEL_TOPOLOGIES or (spec.ranks_per_node != 1 and not one_host):

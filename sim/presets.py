@@ -1,10 +1,10 @@
 """Network presets: TOML files in ``sim/networks/``, or any TOML file a user writes.
 
 A file is one table whose keys are the fields of :class:`~sim.network.NetworkSpec`.
-Bandwidths and times may be written with units (``bandwidth = "100Gbps"``,
-``latency = "1us"``), and ``reduce_bandwidth = "10GB/s"`` may stand for ``gamma`` (its
-inverse). Every figure of a preset carries a comment naming its source or saying that it
-is an assumption to be calibrated.
+Bandwidths, times and the cache size may be written with units (``bandwidth = "100Gbps"``,
+``latency = "1us"``, ``cache_size = "32MiB"``), and ``reduce_bandwidth = "10GB/s"`` may
+stand for ``gamma`` (its inverse). Every figure of a preset carries a comment naming its
+source or saying that it is an assumption to be calibrated.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from collbench.tomlfile import read_toml
 from sim.network import NetworkSpec, SpecError
-from sim.units import parse_bandwidth, parse_time
+from sim.units import parse_bandwidth, parse_size, parse_time
 
 PRESET_DIR = Path(__file__).parent / "networks"
 _BANDWIDTHS = ("bandwidth", "intra_bandwidth", "memory_bandwidth")
@@ -52,6 +52,8 @@ def spec_from_table(data: dict) -> NetworkSpec:
     for key in _TIMES:
         if key in data:
             data[key] = parse_time(data[key])
+    if isinstance(data.get("cache_size"), str):
+        data["cache_size"] = float(parse_size(data["cache_size"]))
     if "reduce_bandwidth" in data:
         if "gamma" in data:
             raise SpecError("give gamma or reduce_bandwidth, not both")

@@ -15,6 +15,12 @@ CPU work by ranks/cores (:attr:`Topology.cpu_slowdown`), which the executor appl
 overhead and reductions. Copies are not stretched statically: when they compete for the
 cores, only the ones running at the time do, which the shared memory link models (a
 fitted ``memory_bandwidth`` includes it).
+
+With ``core_sharing = "bound"`` the cores are links instead (:attr:`Topology.core`): rank
+*i* of a node is bound to core *i* mod ``cores``, a message between two ranks of a node is
+copied by both ranks' cores (it crosses both core links; twice the same one when both ranks
+share a core), and the executor runs reductions on the core link too. Only the work running
+at a moment shares a core, so a rank that waits leaves its core to the others.
 """
 
 from __future__ import annotations
@@ -25,14 +31,16 @@ from collections import Counter
 from sim.fabric import Link
 from sim.network import NetworkSpec, SpecError
 
-Route = tuple[tuple[Link, ...], float, float]
-"""The links of a route, its latency, and its bandwidth when alone (the smallest capacity)."""
+Route = tuple[tuple[Link, ...], float, float, tuple[float, ...] | None]
+"""The links of a route, its latency, its bandwidth when alone (the smallest capacity per
+unit of use), and how much of each link a byte uses (None: one each; see
+:attr:`~sim.fabric.Flow.weights`)."""
 
 
 class Topology:
     """The links of *spec* for *nranks* ranks; routes are built once per pair and cached."""
 
-    def __init__(self, spec: NetworkSpec, nranks: int) -> None:
+    def __init__(self, spec: NetworkSpec, nranks: int, rank_bytes: float = 0.0) -> None:
         if nranks < 1:
             raise SpecError(f"the number of ranks must be at least 1, got {nranks}")
         self.spec = spec
@@ -47,14 +55,24 @@ class Topology:
         if spec.topology == "half-duplex":  # one port per node, both directions
             self.down = self.up
         population = Counter(self.node_of)
+        self.miss = [spec.miss_fraction(population[n], rank_bytes) for n in self.node_of]
+        """Per rank: the fraction φ of its node's copies and reductions that miss the cache
+        when each rank holds *rank_bytes* (0 without a cache model)."""
         self.cpu_slowdown = [_slowdown(population[n], spec.cores) for n in self.node_of]
-        """Per rank: how many times longer its CPU work takes (its node's ranks over cores, at least 1)."""
+        """Per rank: how many times longer its CPU work takes (its node's ranks over cores, at
+        least 1; with bound cores, its overhead only, by the ranks bound to its core)."""
+        self.core: list[Link] | None = None
+        """Per rank, with ``core_sharing = "bound"``: the link of the core it is bound to."""
+        if spec.core_sharing == "bound":
+            self.core = self._bind_cores(population)
+            load = Counter(map(id, self.core))
+            self.cpu_slowdown = [float(load[id(link)]) for link in self.core]
         self.intra_up = self.intra_down = None
         if spec.intra_bandwidth > 0 and spec.ranks_per_node > 1:
             ih = spec.intra_latency / 2
-            self.intra_up = [Link(f"rank{r}.intra_up", spec.intra_bandwidth, ih) for r in range(nranks)]
+            self.intra_up = [Link(f"rank{r}.intra_up", self._copy_speed(r), ih) for r in range(nranks)]
             self.intra_down = self.intra_up if spec.topology == "half-duplex" else [
-                Link(f"rank{r}.intra_down", spec.intra_bandwidth, ih) for r in range(nranks)]
+                Link(f"rank{r}.intra_down", self._copy_speed(r), ih) for r in range(nranks)]
         self.memory = None
         if spec.memory_bandwidth > 0 and spec.ranks_per_node > 1:
             self.memory = [Link(f"node{n}.memory", spec.memory_bandwidth, 0.0) for n in range(self.nodes)]
@@ -78,6 +96,26 @@ class Topology:
                 raise SpecError(f"a torus of {'x'.join(map(str, self.dims))} holds fewer than the "
                                 f"{self.nodes} nodes needed")
             self._torus: dict[tuple[int, int], Link] = {}
+
+    def _bind_cores(self, population: Counter) -> list[Link]:
+        """Core links of every node, and the one each rank is bound to (its index among its
+        node's ranks, mod the node's cores)."""
+        spec, half = self.spec, self.spec.intra_latency / 2
+        links: dict[tuple[int, int], Link] = {}
+        seen: Counter = Counter()
+        bound = []
+        for node in self.node_of:
+            core = seen[node] % (spec.cores or population[node])
+            seen[node] += 1
+            if (node, core) not in links:
+                links[(node, core)] = Link(f"node{node}.core{core}", self._copy_speed(len(bound)), half)
+            bound.append(links[(node, core)])
+        return bound
+
+    def _copy_speed(self, rank: int) -> float:
+        """Bytes per second *rank*'s core copies: the intra-node bandwidth, slowed by the
+        bytes that miss the cache."""
+        return 1.0 / (1.0 / self.spec.intra_bandwidth + self.miss[rank] * self.spec.beta_miss)
 
     def _placement(self) -> list[int]:
         spec, p = self.spec, self.nranks
@@ -103,8 +141,12 @@ class Topology:
         if route is None:
             path = self._links(src, dst)
             links = tuple(dict.fromkeys(path))  # out and back through one half-duplex port: one flow on it
+            weights = None
+            if self.core is not None and len(links) < len(path) and path[0] is path[1]:
+                weights = (2.0, *(1.0,) * (len(links) - 1))  # one core copies in and out
+            uses = weights or (1.0,) * len(links)
             route = self._routes[key] = (links, sum(link.latency for link in path),
-                                         min(link.capacity for link in links))
+                                         min(link.capacity / w for link, w in zip(links, uses)), weights)
         return route
 
     def _links(self, src: int, dst: int) -> tuple[Link, ...]:
@@ -115,6 +157,8 @@ class Topology:
 
     def _node_links(self, src: int, dst: int, node: int) -> tuple[Link, ...]:
         """Links between two ranks of *node*, not counting its memory."""
+        if self.core is not None:
+            return (self.core[src], self.core[dst])
         if self.intra_up is not None:
             return (self.intra_up[src], self.intra_down[dst])
         return self._fabric_links(src, dst, node, node)
