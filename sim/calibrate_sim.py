@@ -32,11 +32,11 @@ from sim.network import NetworkSpec
 
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8}
 _FLOOR = {"alpha": 1e-10, "beta": 1e-13, "gamma": 1e-14, "overhead": 1e-10, "memory": 1e-13,
-          "cache_size": 1e4, "beta_miss": 1e-14, "gamma_miss": 1e-14}
+          "context_switch": 1e-10, "cache_size": 1e4, "beta_miss": 1e-14, "gamma_miss": 1e-14}
 """The smallest value each figure is searched at (log space has no zero): each is far below
 what it could change in a measured time."""
 _CEILING = {"alpha": 1e-2, "beta": 1e-8, "gamma": 1e-7, "overhead": 1e-2, "memory": 1e-7,
-            "cache_size": 1e12, "beta_miss": 1e-7, "gamma_miss": 1e-7}
+            "context_switch": 1e-2, "cache_size": 1e12, "beta_miss": 1e-7, "gamma_miss": 1e-7}
 
 
 def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores: int,
@@ -49,7 +49,8 @@ def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores
                        intra_bandwidth=1.0 / figures["beta"], intra_latency=figures["alpha"],
                        gamma=figures["gamma"], overhead=figures["overhead"],
                        memory_bandwidth=1.0 / memory if memory else 0.0, cores=cores,
-                       core_sharing=core_sharing, cache_size=figures.get("cache_size", 0.0),
+                       core_sharing=core_sharing, context_switch=figures.get("context_switch", 0.0),
+                       cache_size=figures.get("cache_size", 0.0),
                        beta_miss=figures.get("beta_miss", 0.0), gamma_miss=figures.get("gamma_miss", 0.0))
 
 
@@ -86,11 +87,13 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
     rows = list(zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], row_cores, itemsizes))
     times = data["time_s"].to_numpy(dtype=float)
     names = ["alpha", "beta", "gamma", "overhead"] + ["memory"] * memory
+    if core_sharing == "bound":
+        names.append("context_switch")
     if cache:
         names += ["cache_size", "beta_miss", "gamma_miss"]
     q = start.params
     first = {"alpha": q.alpha, "beta": q.beta, "gamma": q.gamma, "overhead": q.overhead, "memory": q.memory,
-             "beta_miss": q.beta, "gamma_miss": max(q.gamma, q.beta)}
+             "beta_miss": q.beta, "gamma_miss": max(q.gamma, q.beta), "context_switch": q.alpha + q.overhead}
     lower = np.log([_FLOOR[n] for n in names])
     upper = np.log([_CEILING[n] for n in names])
 

@@ -14,7 +14,9 @@ What a rank does in a step, and what it costs:
   run one at a time, in order of arrival, and not before the step's sends are issued. A
   ``RECV_COPY`` costs nothing more. A send is complete when its message has arrived.
 - Overhead and reductions take :attr:`~sim.topology.Topology.cpu_slowdown` times longer on a
-  node whose ranks outnumber its cores.
+  node whose ranks outnumber its cores. With bound cores (``core_sharing = "bound"``) only
+  the overhead is stretched so; a reduction is instead a flow on the rank's core link, which
+  it shares with the copies and reductions running there at the time.
 - The step ends when all its ops are complete; the rank then starts its next step at once.
   No rank waits for any other except through the messages it needs: there is no global
   synchronisation between steps.

@@ -77,6 +77,11 @@ class NetworkSpec:
     out (a core holding both copies twice), and a reduction uses its core at 1/*gamma* bytes
     per second. A waiting rank costs nothing; overhead is stretched by the ranks bound to the
     core. Needs *intra_bandwidth*."""
+    context_switch: float = 0.0
+    """With bound cores: seconds added to the latency of a message whose sender or receiver
+    shares its core with other ranks, the wait for the core to switch to the rank that must
+    act next (a time-shared core runs one rank at a time, so each dependent message waits for
+    one switch)."""
     cache_size: float = 0.0
     """Bytes of a node's all-reduce buffers its caches hold; 0 means no cache is modelled.
     When the node's ranks hold more (its ranks times the bytes per rank), the fraction
@@ -95,7 +100,7 @@ class NetworkSpec:
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise SpecError(f"{name} must be a positive number, got {getattr(self, name)}")
         for name in ("latency", "intra_bandwidth", "intra_latency", "switch_latency", "gamma", "overhead",
-                     "memory_bandwidth", "cache_size", "beta_miss", "gamma_miss"):
+                     "memory_bandwidth", "context_switch", "cache_size", "beta_miss", "gamma_miss"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise SpecError(f"{name} must be a non-negative number, got {value}")

@@ -145,7 +145,10 @@ class Topology:
             if self.core is not None and len(links) < len(path) and path[0] is path[1]:
                 weights = (2.0, *(1.0,) * (len(links) - 1))  # one core copies in and out
             uses = weights or (1.0,) * len(links)
-            route = self._routes[key] = (links, sum(link.latency for link in path),
+            latency = sum(link.latency for link in path)
+            if self.core is not None and max(self.cpu_slowdown[src], self.cpu_slowdown[dst]) > 1:
+                latency += self.spec.context_switch  # a time-shared core switches to the rank
+            route = self._routes[key] = (links, latency,
                                          min(link.capacity / w for link, w in zip(links, uses)), weights)
         return route
 

@@ -88,6 +88,15 @@ def test_ranks_are_bound_round_robin_and_overhead_stretches_by_the_core_s_ranks(
     assert weights == (2.0,) and bandwidth == B / 2
 
 
+def test_a_message_to_or_from_a_shared_core_waits_one_context_switch():
+    """Ring at P = 3 on 2 cores: every message has rank 0 or 2 (which share core 0) at one
+    end, so each of the 4 steps waits one switch more; at P = 2 no core is shared."""
+    switch = 7e-6
+    plain, switching = host(latency=1e-6), host(latency=1e-6, context_switch=switch)
+    assert seconds(switching, "ring", 3) - seconds(plain, "ring", 3) == pytest.approx(4 * switch, rel=1e-9)
+    assert seconds(switching, "ring", 2) == seconds(plain, "ring", 2)
+
+
 def test_the_cache_knee_slows_copies_and_reductions_past_the_cache():
     """P = 2 with a core each: 2 · 3 MiB = 6 MiB fit a 4 MiB cache but for a third, so
     every byte copied costs 1/B + β_miss/3 and every byte reduced γ + γ_miss/3. Within the
@@ -124,8 +133,8 @@ def host_run(folder, spec, cpus=2, ranks=(2, 3, 4), ks=(1, 64, 1024, 16384, 6553
     return folder
 
 
-TRUTH = host(gamma=3e-10, overhead=4e-6, latency=2e-6, cache_size=6 * 2**20, beta_miss=5e-11,
-             gamma_miss=4e-10)
+TRUTH = host(gamma=3e-10, overhead=4e-6, latency=2e-6, context_switch=9e-6, cache_size=6 * 2**20,
+             beta_miss=5e-11, gamma_miss=4e-10)
 
 
 def test_calibration_by_simulation_recovers_a_bound_host_with_a_cache(tmp_path):
@@ -135,11 +144,12 @@ def test_calibration_by_simulation_recovers_a_bound_host_with_a_cache(tmp_path):
     calibration = fit_by_simulation(data)
     q, h = calibration.params, calibration.host
     assert (q.alpha, q.beta, q.gamma, q.overhead) == pytest.approx((2e-6, 1 / B, 3e-10, 4e-6), rel=1e-3)
+    assert h["context_switch"] == pytest.approx(9e-6, rel=1e-3)
     assert (h["cache_size"], h["beta_miss"], h["gamma_miss"]) == pytest.approx((6 * 2**20, 5e-11, 4e-10),
                                                                               rel=1e-3)
     assert q.cores == 2 and h["core_sharing"] == "bound"
     assert calibration.rms_relative_error < 1e-4
-    assert "2 cores (bound), cache 6.0 MiB" in calibration.describe()
+    assert "2 cores (bound, context switch 9.00 us), cache 6.0 MiB" in calibration.describe()
 
 
 def test_cli_calibrates_bound_cores_and_predicts_by_simulating_the_host(tmp_path, capsys):
