@@ -168,3 +168,23 @@ def test_cli_calibrates_bound_cores_and_predicts_by_simulating_the_host(tmp_path
     assert main(["sim", "predict", "--calibration", str(saved), "--ranks", "4", "--sizes", "4M",
                  "--no-save", "--model", "analytic"]) == 2
     assert "no closed form" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--ranks-per-node", "4", "--core-sharing", "bound"], "needs intra_bandwidth"),
+    (["--cache-size", "32MiB", "--model", "analytic"], "no closed form"),
+    (["--cache-size", "lots"], "size"),
+])
+def test_cli_overrides_of_cores_and_cache_are_checked(args, words, capsys):
+    assert main(["sim", "--network", "ib-edr", "--ranks", "4", "--sizes", "1M", "--no-save", *args]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_cli_simulates_a_host_with_bound_cores_and_a_cache(tmp_path, capsys):
+    network = tmp_path / "host.toml"
+    network.write_text('topology = "half-duplex"\nbandwidth = "6GB/s"\nlatency = "0us"\nranks_per_node = 64\n'
+                       'intra_bandwidth = "6GB/s"\ncores = 2\ncore_sharing = "bound"\n')
+    assert main(["sim", "--network", str(network), "--ranks", "3", "--sizes", "6MiB", "--algorithms", "ring",
+                 "--no-save", "--cache-size", "1GiB"]) == 0
+    predicted_us = float(capsys.readouterr().out.splitlines()[-1].split()[3])
+    assert predicted_us == pytest.approx(2 * 8 / 3 * N / B * 1e6, rel=1e-6)  # as by hand; printed to 1 ns
