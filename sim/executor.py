@@ -86,7 +86,8 @@ class _Rank:
         self.overhead = overhead
         """This rank's per-message overhead, stretched by its node's CPU sharing."""
         self.gamma = gamma
-        """This rank's seconds per byte reduced, stretched likewise (static sharing)."""
+        """This rank's seconds per byte reduced, cache misses included; stretched likewise
+        under static sharing, while bound cores share it dynamically instead."""
         self.core = core
         """The core link the rank is bound to (``core_sharing = "bound"``): its reductions
         are flows on it, sharing the core with what else runs there."""

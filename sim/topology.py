@@ -98,8 +98,8 @@ class Topology:
             self._torus: dict[tuple[int, int], Link] = {}
 
     def _bind_cores(self, population: Counter) -> list[Link]:
-        """Core links of every node, and the one each rank is bound to (its index among its
-        node's ranks, mod the node's cores)."""
+        """The core link each rank is bound to: its index among its node's ranks, mod the
+        node's cores (one core per rank when ``cores`` is 0). Each core is one link."""
         spec, half = self.spec, self.spec.intra_latency / 2
         links: dict[tuple[int, int], Link] = {}
         seen: Counter = Counter()
