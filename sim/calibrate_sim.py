@@ -44,7 +44,7 @@ def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores
     """The one-host network of *figures* (α, β, γ, o and optionally μ and the cache's three)
     with *ranks* ranks on *cores* cores: every rank copies through its core at 1/β."""
     memory = figures.get("memory", 0.0)
-    return NetworkSpec(name="calibrated-host", topology=topology, bandwidth=1.0 / figures["beta"],
+    return NetworkSpec(name="calibrated", topology=topology, bandwidth=1.0 / figures["beta"],
                        latency=figures["alpha"], ranks_per_node=max(ranks, 1),
                        intra_bandwidth=1.0 / figures["beta"], intra_latency=figures["alpha"],
                        gamma=figures["gamma"], overhead=figures["overhead"],

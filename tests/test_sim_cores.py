@@ -7,6 +7,7 @@ import pytest
 
 from algorithms import build
 from collbench.cli import main
+from reports.fig_compare import models_the_measured_system
 from sim.calibrate import Calibration, measured_points
 from sim.calibrate_sim import fit_by_simulation
 from sim.executor import simulate
@@ -161,10 +162,12 @@ def test_cli_calibrates_bound_cores_and_predicts_by_simulating_the_host(tmp_path
     assert Calibration.load(saved).host["core_sharing"] == "bound"
     assert json.loads(saved.read_text())["host"]["cores"] == 2
     assert main(["sim", "predict", "--calibration", str(saved), "--ranks", "5", "--sizes", "4M",
-                 "--algorithms", "ring", "--no-save"]) == 0
-    predicted = float(capsys.readouterr().out.splitlines()[-1].split()[3])
+                 "--algorithms", "ring", "--out", str(tmp_path / "predicted")]) == 0
+    predicted = float(capsys.readouterr().out.splitlines()[-2].split()[3])
     expected = simulate(build("ring", 5, 2**20), TRUTH.with_overrides(ranks_per_node=5), 4).time * 1e6
     assert predicted == pytest.approx(expected, rel=1e-2)
+    # The prediction models the measured host, so reports set it against the measurements.
+    assert models_the_measured_system(json.loads((tmp_path / "predicted" / "run.json").read_text()))
     assert main(["sim", "predict", "--calibration", str(saved), "--ranks", "4", "--sizes", "4M",
                  "--no-save", "--model", "analytic"]) == 2
     assert "no closed form" in capsys.readouterr().err
