@@ -37,8 +37,6 @@ from sim import analytic
 from sim.analytic import Params
 
 FIT_ALGORITHMS = ("naive", "ring", "rabenseifner")
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8,
-             "int8": 1, "uint8": 1}
 
 
 @dataclass(frozen=True)

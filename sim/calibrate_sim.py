@@ -21,7 +21,6 @@ the best end point wins. At P ≤ 4 a simulation costs well under a millisecond,
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
@@ -29,8 +28,8 @@ from collbench.errors import CollbenchError
 from sim.analytic import Params
 from sim.calibrate import Calibration, fit
 from sim.network import NetworkSpec
+from sim.units import ITEMSIZE
 
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8}
 _FLOOR = {"alpha": 1e-10, "beta": 1e-13, "gamma": 1e-14, "overhead": 1e-10, "memory": 1e-13,
           "context_switch": 1e-10, "cache_size": 1e4, "beta_miss": 1e-14, "gamma_miss": 1e-14}
 """The smallest value each figure is searched at (log space has no zero): each is far below
@@ -56,11 +55,10 @@ def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores
 
 def simulated_seconds(spec: NetworkSpec, algorithm: str, nranks: int, nbytes: float,
                       itemsize: int = 4) -> float:
-    """Seconds of one all-reduce on *spec* with its ranks per node set to *nranks*."""
+    """Seconds of one all-reduce of *nranks* ranks on *spec* (a host that holds them all)."""
     from algorithms import build
     from sim.executor import simulate
 
-    spec = replace(spec, ranks_per_node=max(nranks, 1))
     return simulate(build(algorithm, nranks, int(nbytes) // itemsize), spec, itemsize).time
 
 
@@ -83,7 +81,7 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
                              "some of these runs span several")
     start = fit(data, topology, memory=memory, cores=cores)
     row_cores = [0 if cores == 0 else int(c if cores is None else cores) for c in data["cores"]]
-    itemsizes = [_ITEMSIZE.get(str(d), 4) for d in data["dtype"]] if "dtype" in data else [4] * len(data)
+    itemsizes = [ITEMSIZE.get(str(d), 4) for d in data["dtype"]] if "dtype" in data else [4] * len(data)
     rows = list(zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], row_cores, itemsizes))
     times = data["time_s"].to_numpy(dtype=float)
     names = ["alpha", "beta", "gamma", "overhead"] + ["memory"] * memory

@@ -22,8 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from collbench.errors import CollbenchError
-
-DTYPES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
+from sim.units import ITEMSIZE
 
 
 def register(subparsers) -> None:
@@ -76,7 +75,7 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="sim", choices=("sim", "analytic"),
                    help="SimPy executor (default) or closed forms (ideal, switch and half-duplex "
                    "networks, one rank per node or all ranks on one node's intra-node fabric)")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--dtype", default="float32", choices=sorted(ITEMSIZE))
     p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
     p.add_argument("--no-save", action="store_true", help="print only")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
@@ -110,7 +109,7 @@ def _network(args, one_host_ranks: int = 1):
     from sim.calibrate import Calibration
     from sim.network import NetworkSpec, SpecError
     from sim.presets import load_network
-    from sim.units import parse_bandwidth, parse_sizes, parse_time
+    from sim.units import parse_bandwidth, parse_size, parse_time
 
     try:
         calibration = Calibration.load(args.calibration) if args.calibration else None
@@ -143,7 +142,7 @@ def _network(args, one_host_ranks: int = 1):
             overhead=parse_time(args.o_overhead) if args.o_overhead else None,
             memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
             cores=args.o_cores, core_sharing=args.o_core_sharing,
-            cache_size=parse_sizes(args.o_cache_size)[0] if args.o_cache_size else None)
+            cache_size=parse_size(args.o_cache_size) if args.o_cache_size else None)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
     return spec, calibration
@@ -165,13 +164,14 @@ def _run_sim(args) -> int:
                              f"choose from {', '.join(ALGORITHMS)}")
     if args.jobs < 0:
         raise CollbenchError(f"--jobs must be 0 (one per CPU) or more, got {args.jobs}")
-    itemsize = DTYPES[args.dtype]
+    itemsize = ITEMSIZE[args.dtype]
     bad = [s for s in sizes if s % itemsize]
     if bad:
         raise CollbenchError(f"size {bad[0]} B is not a whole number of {args.dtype} elements")
-    if args.model == "analytic" and (spec.core_sharing != "static" or spec.cache_size):
-        raise CollbenchError(f"network {spec.name} has bound cores or a cache, which have no closed "
-                             "form; use --model sim")
+    if args.model == "analytic":  # before the header: every point would be refused
+        from sim.predict import refuse_analytic
+
+        refuse_analytic(spec)
     writer = None if args.no_save else _writer(args, spec, calibration)
     source = "simulated" if args.model == "sim" else "model"
     print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "

@@ -11,6 +11,13 @@ from sim.network import NetworkSpec, SpecError
 from sim.results import summary_row
 
 
+def refuse_analytic(spec: NetworkSpec) -> None:
+    """Raise CollbenchError if *spec* has bound cores or a cache, which have no closed form."""
+    if spec.core_sharing != "static" or spec.cache_size:
+        raise CollbenchError(f"network {spec.name} has bound cores or a cache, which have no closed "
+                             "form; use --model sim")
+
+
 def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: int,
                     itemsize: int = 4, model: str = "sim") -> float:
     """Predicted seconds of *algorithm* on *nranks* ranks of *spec* for *size_bytes* per rank.
@@ -19,9 +26,7 @@ def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: 
     if nranks < 1:
         raise CollbenchError(f"the number of ranks must be at least 1, got {nranks}")
     if model == "analytic":
-        if spec.core_sharing != "static" or spec.cache_size:
-            raise CollbenchError(f"network {spec.name} has bound cores or a cache, which have no closed "
-                                 "form; use --model sim")
+        refuse_analytic(spec)
         # One rank per node, or all ranks on one node over its intra-node fabric.
         one_host = nranks <= spec.ranks_per_node and spec.intra_bandwidth > 0 and spec.topology != "ideal"
         if spec.topology not in analytic.MODEL_TOPOLOGIES or (spec.ranks_per_node != 1 and not one_host):

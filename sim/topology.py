@@ -68,7 +68,7 @@ class Topology:
             load = Counter(map(id, self.core))
             self.cpu_slowdown = [float(load[id(link)]) for link in self.core]
         self.intra_up = self.intra_down = None
-        if spec.intra_bandwidth > 0 and spec.ranks_per_node > 1:
+        if spec.intra_bandwidth > 0 and spec.ranks_per_node > 1 and self.core is None:  # bound: the cores
             ih = spec.intra_latency / 2
             self.intra_up = [Link(f"rank{r}.intra_up", self._copy_speed(r), ih) for r in range(nranks)]
             self.intra_down = self.intra_up if spec.topology == "half-duplex" else [

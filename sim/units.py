@@ -7,6 +7,9 @@ import re
 
 from collbench.sizes import parse_size
 
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
+"""Bytes per element of each data type a prediction or a calibration can be in."""
+
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 _BANDWIDTH = re.compile(rf"^\s*{_NUMBER}\s*([kKMGT]?)(bps|b/s|Bps|B/s)\s*$")
 _TIME = re.compile(rf"^\s*{_NUMBER}\s*(s|ms|us|µs|ns|ps)?\s*$")
