@@ -11,7 +11,8 @@ work, and a cache knee slows copies and reductions once the ranks' buffers outgr
 ``--core-sharing static --no-cache`` fits the closed-form model of ``sim.analytic`` instead
 (CPU costs stretched by ranks/cores, and the host's memory bandwidth unless ``--no-memory``).
 Several folders of one P (repeated runs) are combined point by point into the median of
-their medians, which damps the run-to-run spread of a shared machine.
+their medians, which damps the run-to-run spread of a shared machine; the table shows that
+spread (the largest over the smallest of a point's medians), to set each error against.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     data = data[out_of_place] if out_of_place.any() else data
     runs = data.groupby(["algorithm", "nranks", "size_bytes"])["folder"].nunique().max()
     point = ["algorithm", "nranks", "size_bytes", "in_place"]
+    spread = data.groupby(["algorithm", "nranks", "size_bytes"])["time_s"].agg(lambda t: t.max() / t.min())
     data = data.groupby(point, as_index=False).agg(
         {"time_s": "median", "bytes": "first", "one_host": "all", "cores": "first"})
     if runs > 1:
@@ -64,12 +66,13 @@ def main() -> None:
     if calibration.note:
         print(f"# {calibration.note}")
     rows = error_table(calibration, data[data["nranks"].isin(predict_ranks)])
-    print("| algorithm | P | size (B) | measured (us) | predicted (us) | error |")
-    print("|---|---|---|---|---|---|")
+    print("| algorithm | P | size (B) | measured (us) | runs' max/min | predicted (us) | error |")
+    print("|---|---|---|---|---|---|---|")
     within = total = 0
     for r in sorted(rows, key=lambda r: (r["algorithm"], r["nranks"], r["size_bytes"])):
+        ratio = spread[(r["algorithm"], r["nranks"], r["size_bytes"])]
         print(f"| {r['algorithm']} | {r['nranks']} | {r['size_bytes']} | {r['measured_us']:.1f} | "
-              f"{r['predicted_us']:.1f} | {r['error_pct']:+.1f}% |")
+              f"{ratio:.2f} | {r['predicted_us']:.1f} | {r['error_pct']:+.1f}% |")
         if r["size_bytes"] >= FROM_BYTES:
             total += 1
             within += abs(r["error_pct"]) <= TARGET_PCT
