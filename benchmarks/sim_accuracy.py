@@ -47,9 +47,10 @@ def main() -> None:
     data = measured_points(args.results)
     out_of_place = data["in_place"].astype(str) == "False"
     data = data[out_of_place] if out_of_place.any() else data
-    runs = data.groupby(["algorithm", "nranks", "size_bytes"])["folder"].nunique().max()
+    per_point = data.groupby(["algorithm", "nranks", "size_bytes"])
+    runs = per_point["folder"].nunique().max()
+    spread = per_point["time_s"].agg(lambda t: t.max() / t.min())
     point = ["algorithm", "nranks", "size_bytes", "in_place"]
-    spread = data.groupby(["algorithm", "nranks", "size_bytes"])["time_s"].agg(lambda t: t.max() / t.min())
     data = data.groupby(point, as_index=False).agg(
         {"time_s": "median", "bytes": "first", "one_host": "all", "cores": "first"})
     if runs > 1:

@@ -53,13 +53,22 @@ class Calibration:
     """The fitted host as a network (:meth:`sim.network.NetworkSpec.as_dict`) when the fit
     simulated it (:mod:`sim.calibrate_sim`): predictions then simulate it too."""
 
-    def host_spec(self, nranks: int):
-        """The fitted host with *nranks* ranks on it, or None for a closed-form fit."""
+    def network(self, nranks: int):
+        """The network these figures describe, with up to *nranks* ranks on one host: the
+        simulated host when the fit simulated one; a host of the closed-form figures when
+        they include its memory or cores; else a network of one rank per node."""
+        from sim.calibrate_sim import host_spec
         from sim.network import NetworkSpec
 
-        if self.host is None:
-            return None
-        return NetworkSpec.from_dict({**self.host, "ranks_per_node": max(nranks, 1)})
+        if self.host is not None:
+            return NetworkSpec.from_dict({**self.host, "ranks_per_node": max(nranks, 1)})
+        q = self.params
+        if q.memory or q.cores:
+            figures = {"alpha": q.alpha, "beta": q.beta, "gamma": q.gamma, "overhead": q.overhead,
+                       "memory": q.memory}
+            return host_spec(figures, self.topology, "static", q.cores, nranks)
+        return NetworkSpec(name="calibrated", topology=self.topology, bandwidth=1.0 / q.beta,
+                           latency=q.alpha, gamma=q.gamma, overhead=q.overhead)
 
     def predict(self, algorithm: str, nranks: int, nbytes: float, cores: int = 0) -> float:
         """Predicted seconds of one point, on a host of *cores* cores (0: the fitted one's)."""
@@ -69,7 +78,7 @@ class Calibration:
                                     self.topology)
         from sim.calibrate_sim import simulated_seconds
 
-        spec = self.host_spec(nranks)
+        spec = self.network(nranks)
         return simulated_seconds(replace(spec, cores=int(cores) or spec.cores), algorithm, nranks, nbytes)
 
     def describe(self) -> str:

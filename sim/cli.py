@@ -107,22 +107,14 @@ def _network(args, one_host_ranks: int = 1):
     """The spec from --network, a calibration and the overrides; a one-host calibration
     without --network puts up to *one_host_ranks* ranks on its host."""
     from sim.calibrate import Calibration
-    from sim.network import NetworkSpec, SpecError
+    from sim.network import SpecError
     from sim.presets import load_network
     from sim.units import parse_bandwidth, parse_size, parse_time
 
     try:
         calibration = Calibration.load(args.calibration) if args.calibration else None
-        if calibration and calibration.host and not args.network:
-            spec = calibration.host_spec(one_host_ranks)
-        elif calibration and not args.network:
-            q = calibration.params
-            spec = NetworkSpec(name="calibrated", topology=calibration.topology, bandwidth=1.0 / q.beta,
-                               latency=q.alpha, gamma=q.gamma, overhead=q.overhead)
-            if q.memory or q.cores:  # one host: every rank on it, each copying through its core
-                spec = spec.with_overrides(
-                    intra_bandwidth=1.0 / q.beta, intra_latency=q.alpha, ranks_per_node=one_host_ranks,
-                    memory_bandwidth=1.0 / q.memory if q.memory else 0.0, cores=q.cores)
+        if calibration and not args.network:
+            spec = calibration.network(one_host_ranks)
         else:
             spec = load_network(args.network or "ib-edr")
             if calibration:
