@@ -39,6 +39,9 @@ def main() -> None:
                         help="bound (default): ranks bound to cores share them while they work; "
                              "static: CPU costs stretched by ranks/cores")
     parser.add_argument("--no-cache", action="store_true", help="no cache knee")
+    parser.add_argument("--cache-model", default="node", choices=("node", "reuse"),
+                        help="node (default): misses from the node's buffer total; reuse: from each "
+                             "copy's and reduction's reuse distance (sim.reuse)")
     parser.add_argument("--cores", default="auto",
                         help="the host's cores: auto (from run.json, default) or a number; 0 ignores them")
     args = parser.parse_args()
@@ -62,7 +65,7 @@ def main() -> None:
                           cores=cores)
     else:
         calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=not args.no_cache,
-                                        cores=cores, topology=args.topology)
+                                        cores=cores, topology=args.topology, cache_model=args.cache_model)
     print(f"# fitted on P in {sorted(fit_ranks)}: {calibration.describe()}")
     if calibration.note:
         print(f"# {calibration.note}")

@@ -95,8 +95,10 @@ class Calibration:
             host += f" ({h['core_sharing']}"
             host += f", context switch {h['context_switch'] * 1e6:.2f} us)" if h["context_switch"] else ")"
             if h["cache_size"]:
-                host += (f", cache {h['cache_size'] / 2**20:.1f} MiB, misses +{h['beta_miss'] * 1e9:.3f} "
-                         f"ns/B copied, +{h['gamma_miss'] * 1e9:.3f} ns/B reduced")
+                model = " (reuse distance)" if h.get("cache_model") == "reuse" else ""
+                host += (f", cache {h['cache_size'] / 2**20:.1f} MiB{model}, "
+                         f"misses +{h['beta_miss'] * 1e9:.3f} ns/B copied, "
+                         f"+{h['gamma_miss'] * 1e9:.3f} ns/B reduced")
         return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.2f} GB/s, reduction "
                 f"{reduction}, overhead {q.overhead * 1e6:.2f} us{host} ({self.topology} model, "
                 f"{self.points} points, rms relative error {100 * self.rms_relative_error:.1f}%)")

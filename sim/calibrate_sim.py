@@ -39,9 +39,10 @@ _CEILING = {"alpha": 1e-2, "beta": 1e-8, "gamma": 1e-7, "overhead": 1e-2, "memor
 
 
 def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores: int,
-              ranks: int) -> NetworkSpec:
-    """The one-host network of *figures* (α, β, γ, o and optionally μ and the cache's three)
-    with *ranks* ranks on *cores* cores: every rank copies through its core at 1/β."""
+              ranks: int, cache_model: str = "node") -> NetworkSpec:
+    """The one-host network of *figures* (α, β, γ, o and optionally μ and the cache's three,
+    priced by *cache_model*) with *ranks* ranks on *cores* cores: every rank copies through
+    its core at 1/β."""
     memory = figures.get("memory", 0.0)
     return NetworkSpec(name="calibrated", topology=topology, bandwidth=1.0 / figures["beta"],
                        latency=figures["alpha"], ranks_per_node=max(ranks, 1),
@@ -50,7 +51,8 @@ def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores
                        memory_bandwidth=1.0 / memory if memory else 0.0, cores=cores,
                        core_sharing=core_sharing, context_switch=figures.get("context_switch", 0.0),
                        cache_size=figures.get("cache_size", 0.0),
-                       beta_miss=figures.get("beta_miss", 0.0), gamma_miss=figures.get("gamma_miss", 0.0))
+                       beta_miss=figures.get("beta_miss", 0.0), gamma_miss=figures.get("gamma_miss", 0.0),
+                       cache_model=cache_model)
 
 
 def simulated_seconds(spec: NetworkSpec, algorithm: str, nranks: int, nbytes: float,
@@ -63,12 +65,12 @@ def simulated_seconds(spec: NetworkSpec, algorithm: str, nranks: int, nbytes: fl
 
 
 def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, memory: bool = False,
-                      cores: int | None = None, topology: str = "half-duplex",
+                      cores: int | None = None, topology: str = "half-duplex", cache_model: str = "node",
                       note_sources: list[str] | None = None) -> Calibration:
-    """Fit a one-host model with bound cores and/or a cache to *data* (from
-    :func:`sim.calibrate.measured_points`) by simulating every point. *cores* as in
-    :func:`sim.calibrate.fit`. The result carries the fitted host as a network (``host``),
-    from which predictions simulate.
+    """Fit a one-host model with bound cores and/or a cache (priced by *cache_model*, see
+    :class:`~sim.network.NetworkSpec`) to *data* (from :func:`sim.calibrate.measured_points`)
+    by simulating every point. *cores* as in :func:`sim.calibrate.fit`. The result carries
+    the fitted host as a network (``host``), from which predictions simulate.
 
     Raises CollbenchError for runs that span several hosts or a model with neither part."""
     from scipy.optimize import least_squares
@@ -99,8 +101,8 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
         return dict(zip(names, np.exp(x).tolist()))
 
     def predicted(figures: dict[str, float]) -> np.ndarray:
-        return np.array([simulated_seconds(host_spec(figures, topology, core_sharing, c, p), a, p, n, i)
-                         for a, p, n, c, i in rows])
+        return np.array([simulated_seconds(host_spec(figures, topology, core_sharing, c, p, cache_model),
+                                           a, p, n, i) for a, p, n, c, i in rows])
 
     def residuals(x: np.ndarray) -> np.ndarray:
         return np.log(predicted(figures_of(x)) / times)
@@ -118,7 +120,7 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
     relative = predicted(figures) / times - 1.0
     used = {c for c in row_cores if c}
     saved_cores = used.pop() if len(used) == 1 else 0
-    host = host_spec(figures, topology, core_sharing, saved_cores, 1)
+    host = host_spec(figures, topology, core_sharing, saved_cores, 1, cache_model)
     params = Params(figures["alpha"], figures["beta"], figures["gamma"], figures["overhead"],
                     figures.get("memory", 0.0), saved_cores)
     notes = ["fitted by simulation"] + (["runs on hosts of different core counts: cores not saved"]

@@ -57,6 +57,9 @@ def register(subparsers) -> None:
     cal.add_argument("--cache", action="store_true",
                      help="also fit a cache knee: copies and reductions slow down once the ranks' "
                      "buffers outgrow the cache; fitted by simulation (runs on one host)")
+    cal.add_argument("--cache-model", default="node", choices=("node", "reuse"),
+                     help="with --cache: node (default) prices misses from the node's buffer total, reuse "
+                     "from each copy's and reduction's reuse distance in the schedule")
     cal.add_argument("-o", "--output", default="calibration.json", help="where to save the fit")
     cal.set_defaults(func=_run_calibrate)
     pred = forms.add_parser("predict", help="predict with a saved calibration",
@@ -258,7 +261,7 @@ def _run_calibrate(args) -> int:
                                  "topology, not ideal")
         calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=args.cache,
                                         memory=args.memory, cores=cores, topology=args.topology,
-                                        note_sources=sources)
+                                        cache_model=args.cache_model, note_sources=sources)
     else:
         calibration = fit(train, args.topology, note_sources=sources, memory=args.memory, cores=cores)
     print(f"# fitted: {calibration.describe()}")

@@ -56,6 +56,7 @@ from simpy.events import NORMAL
 from algorithms.schedule import Kind, Schedule
 from sim.fabric import Fabric, Flow, Link
 from sim.network import NetworkSpec
+from sim.reuse import ReuseTracker
 from sim.topology import Route, Topology
 
 
@@ -79,10 +80,11 @@ class _Rank:
     """Book-keeping of one rank's current step."""
 
     __slots__ = ("cpu", "pending", "end", "reduces", "sends_left", "recvs_left", "wake",
-                 "parked", "overhead", "gamma", "core")
+                 "parked", "overhead", "gamma", "core", "rank")
 
-    def __init__(self, env: simpy.Environment, overhead: float = 0.0, gamma: float = 0.0,
+    def __init__(self, env: simpy.Environment, rank: int, overhead: float = 0.0, gamma: float = 0.0,
                  core: Link | None = None) -> None:
+        self.rank = rank
         self.overhead = overhead
         """This rank's per-message overhead, stretched by its node's CPU sharing."""
         self.gamma = gamma
@@ -94,8 +96,9 @@ class _Rank:
         self.cpu = self.end = 0.0
         """When the CPU is free to reduce (the step's sends issued); when the ops so far end."""
         self.pending = self.sends_left = self.recvs_left = 0
-        self.reduces: list[tuple[float, int]] = []
-        """(arrival, bytes) of the step's reducing receives whose message has arrived."""
+        self.reduces: list[tuple[float, int, int, float]] = []
+        """(arrival, bytes, first element, the node's count of bytes touched when the message
+        was copied; see :mod:`sim.reuse`) of the step's reducing receives that have arrived."""
         self.parked = simpy.Event(env)
         """Never triggered: the rank's process waits on it while its step's end is unknown,
         and :meth:`Simulation._step_done` moves the waiting process to the step's instant."""
@@ -120,10 +123,11 @@ class _Channel:
         a message to have its links to itself; None if some link is shared anyway."""
         self.simple = self.private == (True, False, True, False)
         """The sender's up link and the receiver's down link (a switch, one rank per node)."""
-        self.sends: list[tuple[int, float]] = []
-        """Sends posted and not matched: (step, ready)."""
-        self.recvs: list[tuple[int, float, bool, int]] = []
-        """Receives posted and not matched: (step, ready, reduce, bytes)."""
+        self.sends: list[tuple[int, float, float]] = []
+        """Sends posted and not matched: (step, ready, how many times a copy's bytes its
+        misses make it cost)."""
+        self.recvs: list[tuple[int, float, bool, int, int]] = []
+        """Receives posted and not matched: (step, ready, reduce, bytes, first element)."""
 
 
 def _privacy(src: int, dst: int, links: tuple[Link, ...]) -> tuple[bool, bool, bool, bool] | None:
@@ -161,9 +165,14 @@ class Simulation:
         self.fabric = Fabric(self.env)
         topology = self.topology
         cores = topology.core or [None] * schedule.nranks
-        self.ranks = [_Rank(self.env, spec.overhead * slow,
+        self.ranks = [_Rank(self.env, rank, spec.overhead * slow,
                             (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core)
-                      for slow, core, miss in zip(topology.cpu_slowdown, cores, topology.miss)]
+                      for rank, (slow, core, miss)
+                      in enumerate(zip(topology.cpu_slowdown, cores, topology.miss))]
+        self.reuse: ReuseTracker | None = None
+        """With ``cache_model = "reuse"``: what each rank touched when (:mod:`sim.reuse`)."""
+        if spec.cache_size and spec.cache_model == "reuse":
+            self.reuse = ReuseTracker(topology.node_of, schedule.count, itemsize, spec.cache_size)
         self.instants: dict[float, simpy.Event] = {}
         """The shared wake-up event of each future instant at which some step ends."""
         self.finished = [0.0] * schedule.nranks
@@ -216,7 +225,7 @@ class Simulation:
         large run, so it does by hand what would read better as calls: a message is matched
         where its second side is posted, and a message alone on private links (the common
         case, see :meth:`_start`) gets its arrival at once."""
-        env, st, itemsize = self.env, self.ranks[rank], self.itemsize
+        env, st, itemsize, reuse = self.env, self.ranks[rank], self.itemsize, self.reuse
         overhead = st.overhead
         send, reduce = Kind.SEND, Kind.RECV_REDUCE
         fabric, step_done, start_message = self.fabric, self._step_done, self._start
@@ -241,6 +250,9 @@ class Simulation:
             st.wake = st.parked
             issued = 0
             for kind, peer, first, stop, _lane in step:
+                slow, written = 1.0, 0.0
+                if reuse is not None and kind is not reduce:
+                    slow = self._copy_touch(rank, peer, first, stop, kind is send)
                 if kind is send:
                     if peer != out_peer:  # most algorithms send to the same peer step after step
                         out_peer = peer
@@ -250,9 +262,9 @@ class Simulation:
                     issued += 1
                     ready = now + issued * overhead
                     if not channel.recvs:
-                        channel.sends.append((index, ready))
+                        channel.sends.append((index, ready, slow))
                         continue
-                    other, posted, is_reduce, size = channel.recvs.pop(0)
+                    other, posted, is_reduce, size, target = channel.recvs.pop(0)
                     if other != index:
                         self._mismatch(channel, index, other)
                     start = ready if ready > posted else posted
@@ -262,30 +274,32 @@ class Simulation:
                         in_channel = incoming.get(peer) or incoming.setdefault(
                             peer, self._channel(peer, rank))
                     channel = in_channel
-                    is_reduce, size = kind is reduce, (stop - first) * itemsize
+                    is_reduce, size, target = kind is reduce, (stop - first) * itemsize, first
                     if not channel.sends:
-                        channel.recvs.append((index, now, is_reduce, size))
+                        channel.recvs.append((index, now, is_reduce, size, target))
                         continue
-                    other, ready = channel.sends.pop(0)
+                    other, ready, slow = channel.sends.pop(0)
                     if other != index:
                         self._mismatch(channel, other, index)
                     start = ready if ready > now else now
                 messages += 1
+                if reuse is not None and is_reduce:  # the scratch it lands in is written now
+                    written = reuse.count[reuse.node_of[channel.dst]]
                 sender, receiver = channel.sender, channel.receiver
                 if not (channel.simple and sender.sends_left == 1 and receiver.recvs_left == 1
                         and not fabric.flows):
-                    start_message(channel, is_reduce, size, start)
+                    start_message(channel, is_reduce, size, start, target, written, slow)
                     continue
                 # _start's shortcut for an up and a down link, then _arrived, written out.
                 sender.sends_left = receiver.recvs_left = 0
-                arrival = start + size / channel.bandwidth + channel.latency
+                arrival = start + size * slow / channel.bandwidth + channel.latency
                 if arrival > sender.end:
                     sender.end = arrival
                 sender.pending -= 1
                 if not sender.pending:
                     step_done(sender)
                 if is_reduce:
-                    receiver.reduces.append((arrival, size))
+                    receiver.reduces.append((arrival, size, target, written))
                 elif arrival > receiver.end:
                     receiver.end = arrival
                 receiver.pending -= 1
@@ -300,8 +314,23 @@ class Simulation:
                            f"rank {channel.dst}'s receive of step {received}: the schedule's "
                            "sends and receives do not match")
 
-    def _start(self, channel: _Channel, reduce: bool, size: int, start: float) -> None:
-        """Start a message at *start* (now or later). If every link of its route is free and
+    def _copy_touch(self, rank: int, peer: int, first: int, stop: int, sending: bool) -> float:
+        """The reuse model's record of a copy between *rank* and *peer* of *rank*'s elements
+        [first, stop): a send reads them (the copy's two sides touch twice its bytes), a
+        receive writes them. For a send between ranks of one node, return how many times
+        its bytes the copy costs, its misses included."""
+        nbytes = 2 * (stop - first) * self.itemsize if sending else 0
+        miss = self.reuse.touch(rank, first, stop, nbytes)
+        node_of = self.topology.node_of
+        if not sending or node_of[rank] != node_of[peer]:
+            return 1.0
+        return 1.0 + miss * self.spec.beta_miss * self.spec.intra_bandwidth
+
+    def _start(self, channel: _Channel, reduce: bool, size: int, start: float, first: int = 0,
+               written: float = 0.0, slow: float = 1.0) -> None:
+        """Start a message at *start* (now or later). A copy slowed by misses (*slow* > 1)
+        takes *slow* times its *size* of its links; *first* and *written* travel to its
+        reduction (see :class:`_Rank`). If every link of its route is free and
         private to its sender or its receiver, and that rank has no other message of this step
         still to start, nothing can join those links before it arrives, so its arrival is
         known at once and the sharing model is skipped: the common case, and the reason large
@@ -317,8 +346,8 @@ class Simulation:
                 if link.flows:
                     break
             else:
-                arrival = start + size / channel.bandwidth + channel.latency
-                self._arrived(sender, receiver, reduce, size, arrival)
+                arrival = start + size * slow / channel.bandwidth + channel.latency
+                self._arrived(sender, receiver, reduce, size, arrival, first, written)
                 return
         now = self.env._now
         if start > now:  # not started yet after all: decide again when it does
@@ -326,13 +355,15 @@ class Simulation:
             receiver.recvs_left += 1
             self.events += 1
             self.env.timeout(start - now).callbacks.append(
-                lambda _e: self._start(channel, reduce, size, start))
+                lambda _e: self._start(channel, reduce, size, start, first, written, slow))
             return
-        self.fabric.start(Flow(channel.links, channel.latency, size,
-                               lambda arrival: self._arrived(sender, receiver, reduce, size, arrival),
+        self.fabric.start(Flow(channel.links, channel.latency, size * slow,
+                               lambda arrival: self._arrived(sender, receiver, reduce, size, arrival,
+                                                             first, written),
                                channel.weights))
 
-    def _arrived(self, sender: _Rank, receiver: _Rank, reduce: bool, size: int, arrival: float) -> None:
+    def _arrived(self, sender: _Rank, receiver: _Rank, reduce: bool, size: int, arrival: float,
+                 first: int = 0, written: float = 0.0) -> None:
         """The message from *sender* to *receiver* arrives at *arrival* (now or later): it
         completes the sender's op, and the receiver's once reduced."""
         if arrival > sender.end:
@@ -341,7 +372,7 @@ class Simulation:
         if not sender.pending:
             self._step_done(sender)
         if reduce:
-            receiver.reduces.append((arrival, size))
+            receiver.reduces.append((arrival, size, first, written))
         elif arrival > receiver.end:
             receiver.end = arrival
         receiver.pending -= 1
@@ -359,9 +390,9 @@ class Simulation:
                 reduces.clear()
                 self._reduce_on_core(st, queue, st.cpu)
                 return
-            cpu, gamma = st.cpu, st.gamma
-            for arrival, size in sorted(reduces) if len(reduces) > 1 else reduces:
-                cpu = (cpu if cpu > arrival else arrival) + size * gamma
+            cpu = st.cpu
+            for arrival, size, first, written in sorted(reduces) if len(reduces) > 1 else reduces:
+                cpu = (cpu if cpu > arrival else arrival) + size * self._gamma(st, size, first, written)
             if cpu > end:
                 end = cpu
             reduces.clear()
@@ -371,7 +402,7 @@ class Simulation:
         """Run the first reduction of *queue* on *st*'s core once the core is free of the
         rank's earlier work (*cpu*) and its message has arrived, as a flow sharing the core
         with whatever else runs there; then the next, and at the last wake the rank."""
-        arrival, size = queue.pop(0)
+        arrival, size, first, written = queue.pop(0)
         start = cpu if cpu > arrival else arrival
 
         def done(finished: float) -> None:
@@ -381,7 +412,8 @@ class Simulation:
                 self._wake_at(st, finished if finished > st.end else st.end)
 
         def begin(_event: simpy.Event | None = None) -> None:
-            weight = st.gamma * st.core.capacity  # a byte reduced uses the core this much
+            # a byte reduced uses the core this much
+            weight = self._gamma(st, size, first, written) * st.core.capacity
             self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,)))
 
         now = self.env._now
@@ -392,6 +424,15 @@ class Simulation:
             self.env.timeout(start - now).callbacks.append(begin)
         else:
             begin()
+
+    def _gamma(self, st: _Rank, size: int, first: int, written: float) -> float:
+        """Seconds per byte of *st*'s reduction of *size* bytes into its elements from
+        *first*, of a message copied when its node's count was *written*: its own γ, or
+        with the reuse model, γ plus the misses of its operands as it starts."""
+        if self.reuse is None:
+            return st.gamma
+        miss = self.reuse.reduce(st.rank, first, first + size // self.itemsize, written)
+        return st.gamma + miss * self.spec.gamma_miss
 
     def _wake_at(self, st: _Rank, end: float) -> None:
         """Wake *st*'s process at *end*, the instant its step is complete."""

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 TOPOLOGIES = ("ideal", "switch", "half-duplex", "fat-tree", "torus")
 PLACEMENTS = ("block", "cyclic")
 CORE_SHARING = ("static", "bound")
+CACHE_MODELS = ("node", "reuse")
 
 
 class SpecError(ValueError):
@@ -84,14 +85,19 @@ class NetworkSpec:
     one switch)."""
     cache_size: float = 0.0
     """Bytes of a node's all-reduce buffers its caches hold; 0 means no cache is modelled.
-    When the node's ranks hold more (its ranks times the bytes per rank), the fraction
-    ``φ = 1 - cache_size / that`` of every byte copied or reduced on the node misses the
-    cache and costs *beta_miss* and *gamma_miss* more."""
+    With ``cache_model = "node"``, when the node's ranks hold more (its ranks times the bytes
+    per rank), the fraction ``φ = 1 - cache_size / that`` of every byte copied or reduced on
+    the node misses the cache and costs *beta_miss* and *gamma_miss* more."""
     beta_miss: float = 0.0
     """Seconds per byte added to a core's copy (an intra-node message) for bytes that miss
     the cache (see *cache_size*)."""
     gamma_miss: float = 0.0
     """Seconds per byte added to a reduction for bytes that miss the cache."""
+    cache_model: str = "node"
+    """``node``: φ from the node's buffer total, the same for every copy and reduction of a
+    run; ``reuse``: each copy's and reduction's own φ, from the bytes its node touched since
+    it last touched the same data (:mod:`sim.reuse`), so algorithms that reuse data late
+    miss more. Reuse copies are priced on the cores, so it is meant for bound cores."""
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -113,6 +119,8 @@ class NetworkSpec:
             raise SpecError(f"oversubscription must be at least 1, got {self.oversubscription}")
         if any(int(d) != d or d < 1 for d in self.torus_dims):
             raise SpecError(f"torus_dims must be positive whole numbers, got {self.torus_dims}")
+        if self.cache_model not in CACHE_MODELS:
+            raise SpecError(f"unknown cache_model {self.cache_model!r}; choose node or reuse")
         if self.core_sharing not in CORE_SHARING:
             raise SpecError(f"unknown core_sharing {self.core_sharing!r}; choose static or bound")
         if self.core_sharing == "bound" and not self.intra_bandwidth > 0:
@@ -124,7 +132,7 @@ class NetworkSpec:
         """φ: the fraction of the bytes a node copies or reduces that miss its cache, when
         *ranks* ranks hold *rank_bytes* each (see *cache_size*)."""
         held = ranks * rank_bytes
-        if not self.cache_size or held <= self.cache_size:
+        if not self.cache_size or held <= self.cache_size or self.cache_model != "node":
             return 0.0
         return 1.0 - self.cache_size / held
 
