@@ -123,7 +123,7 @@ class Fabric:
         for flow in self.fresh:
             if flow not in seen and flow.links and all(len(link.flows) == 1 for link in flow.links):
                 seen.add(flow)  # alone on its route: the common, cheap case
-                self._set_rate(flow, _alone(flow))
+                self._set_rate(flow, alone_rate(flow.links, flow.weights))
         starts = [f for f in self.fresh if f not in seen]
         starts.extend(f for link in self.dirty for f in link.flows if f not in seen)
         self.fresh, self.dirty = [], []
@@ -200,11 +200,12 @@ def _component(seed: Flow) -> tuple[set[Flow], set[Link]]:
     return flows, links
 
 
-def _alone(flow: Flow) -> float:
-    """The rate of *flow* with its route to itself."""
-    if flow.weights is None:
-        return min(link.capacity for link in flow.links)
-    return min(link.capacity / w for link, w in zip(flow.links, flow.weights))
+def alone_rate(links: tuple[Link, ...], weights: tuple[float, ...] | None) -> float:
+    """The rate of a flow over *links*, using each by *weights* (None: 1 each), with them to
+    itself: the capacity per unit of use of its tightest link."""
+    if weights is None:
+        return min(link.capacity for link in links)
+    return min(link.capacity / w for link, w in zip(links, weights))
 
 
 def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from sim.fabric import Link
+from sim.fabric import Link, alone_rate
 from sim.network import NetworkSpec, SpecError
 
 Route = tuple[tuple[Link, ...], float, float, tuple[float, ...] | None]
@@ -144,12 +144,10 @@ class Topology:
             weights = None
             if self.core is not None and len(links) < len(path) and path[0] is path[1]:
                 weights = (2.0, *(1.0,) * (len(links) - 1))  # one core copies in and out
-            uses = weights or (1.0,) * len(links)
             latency = sum(link.latency for link in path)
             if self.core is not None and max(self.cpu_slowdown[src], self.cpu_slowdown[dst]) > 1:
                 latency += self.spec.context_switch  # a time-shared core switches to the rank
-            route = self._routes[key] = (links, latency,
-                                         min(link.capacity / w for link, w in zip(links, uses)), weights)
+            route = self._routes[key] = (links, latency, alone_rate(links, weights), weights)
         return route
 
     def _links(self, src: int, dst: int) -> tuple[Link, ...]:
