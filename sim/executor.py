@@ -16,7 +16,8 @@ What a rank does in a step, and what it costs:
 - Overhead and reductions take :attr:`~sim.topology.Topology.cpu_slowdown` times longer on a
   node whose ranks outnumber its cores. With bound cores (``core_sharing = "bound"``) only
   the overhead is stretched so; a reduction is instead a flow on the rank's core link, which
-  it shares with the copies and reductions running there at the time.
+  it shares with the copies and reductions running there at the time, and with the ranks
+  bound there that wait (each takes ``waiting_share`` of a working rank's time).
 - The step ends when all its ops are complete; the rank then starts its next step at once.
   No rank waits for any other except through the messages it needs: there is no global
   synchronisation between steps.
@@ -79,10 +80,11 @@ class _Rank:
     """Book-keeping of one rank's current step."""
 
     __slots__ = ("cpu", "pending", "end", "reduces", "sends_left", "recvs_left", "wake",
-                 "parked", "overhead", "gamma", "core")
+                 "parked", "overhead", "gamma", "core", "rank")
 
     def __init__(self, env: simpy.Environment, overhead: float = 0.0, gamma: float = 0.0,
-                 core: Link | None = None) -> None:
+                 core: Link | None = None, rank: int = -1) -> None:
+        self.rank = rank
         self.overhead = overhead
         """This rank's per-message overhead, stretched by its node's CPU sharing."""
         self.gamma = gamma
@@ -109,11 +111,13 @@ class _Channel:
     not yet matched, oldest first (at most one side has any)."""
 
     __slots__ = ("src", "dst", "sender", "receiver", "links", "latency", "bandwidth", "weights",
-                 "private", "simple", "sends", "recvs")
+                 "private", "simple", "sends", "recvs", "workers")
 
     def __init__(self, src: int, dst: int, sender: _Rank, receiver: _Rank,
-                 route: Route) -> None:
+                 route: Route, workers: tuple[int, ...] = ()) -> None:
         self.src, self.dst, self.sender, self.receiver = src, dst, sender, receiver
+        self.workers = workers
+        """The ranks whose cores copy the messages (see :attr:`~sim.fabric.Flow.workers`)."""
         self.links, self.latency, self.bandwidth, self.weights = route
         self.private = _privacy(src, dst, self.links)
         """Which of the sender's or receiver's counts of ops still to start must be zero for
@@ -162,8 +166,9 @@ class Simulation:
         topology = self.topology
         cores = topology.core or [None] * schedule.nranks
         self.ranks = [_Rank(self.env, spec.overhead * slow,
-                            (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core)
-                      for slow, core, miss in zip(topology.cpu_slowdown, cores, topology.miss)]
+                            (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core, rank)
+                      for rank, (slow, core, miss)
+                      in enumerate(zip(topology.cpu_slowdown, cores, topology.miss))]
         self.instants: dict[float, simpy.Event] = {}
         """The shared wake-up event of each future instant at which some step ends."""
         self.finished = [0.0] * schedule.nranks
@@ -206,7 +211,8 @@ class Simulation:
                 raise RuntimeError(f"{self.schedule.name}: a message from rank {src} to rank {dst}, "
                                    f"which is not a peer of {self.schedule.nranks} ranks")
             channel = self.channels[(src, dst)] = _Channel(
-                src, dst, self.ranks[src], self.ranks[dst], self.topology.route(src, dst))
+                src, dst, self.ranks[src], self.ranks[dst], self.topology.route(src, dst),
+                self.topology.workers(src, dst))
         return channel
 
     def _rank(self, rank: int):
@@ -330,7 +336,7 @@ class Simulation:
             return
         self.fabric.start(Flow(channel.links, channel.latency, size,
                                lambda arrival: self._arrived(sender, receiver, reduce, size, arrival),
-                               channel.weights))
+                               channel.weights, channel.workers))
 
     def _arrived(self, sender: _Rank, receiver: _Rank, reduce: bool, size: int, arrival: float) -> None:
         """The message from *sender* to *receiver* arrives at *arrival* (now or later): it
@@ -382,7 +388,7 @@ class Simulation:
 
         def begin(_event: simpy.Event | None = None) -> None:
             weight = st.gamma * st.core.capacity  # a byte reduced uses the core this much
-            self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,)))
+            self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,), (st.rank,)))
 
         now = self.env._now
         if not size:
