@@ -6,8 +6,9 @@ print the error per algorithm and size (target: within 15% for sizes of 64 KiB a
     .venv/bin/python benchmarks/sim_accuracy.py results/acc-p2 results/acc-p3 results/acc-p4
 
 The model is the one-host model, fitted by simulation (``sim.calibrate_sim``): ranks bound
-to the host's cores (their count from each run's ``run.json``) share them only while they
-work, and a cache knee slows copies and reductions once the ranks' buffers outgrow it.
+to the host's cores (their count from each run's ``run.json``) share them while they work,
+a waiting rank keeps a fitted share of its core (``--no-waiting-share``: none), and a cache
+knee slows copies and reductions once the ranks' buffers outgrow it.
 ``--core-sharing static --no-cache`` fits the closed-form model of ``sim.analytic`` instead
 (CPU costs stretched by ranks/cores, and the host's memory bandwidth unless ``--no-memory``).
 Several folders of one P (repeated runs) are combined point by point into the median of
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--cache-model", default="node", choices=("node", "reuse"),
                         help="node (default): misses from the node's buffer total; reuse: from each "
                              "copy's and reduction's reuse distance (sim.reuse)")
+    parser.add_argument("--no-waiting-share", action="store_true")
     parser.add_argument("--cores", default="auto",
                         help="the host's cores: auto (from run.json, default) or a number; 0 ignores them")
     args = parser.parse_args()
@@ -64,8 +66,10 @@ def main() -> None:
         calibration = fit(train, args.topology, memory=not args.no_memory and args.topology != "ideal",
                           cores=cores)
     else:
+        waiting_share = args.core_sharing == "bound" and not args.no_waiting_share
         calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=not args.no_cache,
-                                        cores=cores, topology=args.topology, cache_model=args.cache_model)
+                                        cores=cores, topology=args.topology, cache_model=args.cache_model,
+                                        waiting_share=waiting_share)
     print(f"# fitted on P in {sorted(fit_ranks)}: {calibration.describe()}")
     if calibration.note:
         print(f"# {calibration.note}")

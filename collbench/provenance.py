@@ -82,6 +82,17 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str | None]:
     return found
 
 
+def sched_autogroup() -> bool | None:
+    """Whether Linux's autogroup is on (None where there is no such setting). With it, each
+    session is a scheduling group with a fair share of a core whenever it is runnable;
+    MPICH's launcher gives each rank its own session, so a rank that waits by polling keeps
+    its share of a core it shares with a working rank, ``sched_yield`` or not."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
 def machine() -> dict:
     cpu = platform.processor()
     try:
@@ -91,7 +102,8 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"platform": platform.platform(), "processor": cpu, "cpus": os.cpu_count()}
+    return {"platform": platform.platform(), "processor": cpu, "cpus": os.cpu_count(),
+            "sched_autogroup": sched_autogroup()}
 
 
 def hosts_and_placement(hostnames: list[str]) -> tuple[list[str], dict[str, int]]:

@@ -93,7 +93,9 @@ class Calibration:
         if self.host:
             h = self.host
             host += f" ({h['core_sharing']}"
-            host += f", context switch {h['context_switch'] * 1e6:.2f} us)" if h["context_switch"] else ")"
+            host += f", context switch {h['context_switch'] * 1e6:.2f} us" if h["context_switch"] else ""
+            host += f", a waiting rank takes {h['waiting_share']:.3f}" if h.get("waiting_share") else ""
+            host += ")"
             if h["cache_size"]:
                 model = " (reuse distance)" if h.get("cache_model") == "reuse" else ""
                 host += (f", cache {h['cache_size'] / 2**20:.1f} MiB{model}, "

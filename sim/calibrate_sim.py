@@ -4,7 +4,8 @@ SimPy executor itself inside a nonlinear least-squares fit.
 Two parts of a shared-memory host's behaviour are beyond :mod:`sim.calibrate`'s linear fit:
 
 * **Bound cores** (``core_sharing = "bound"``): ranks time-share the cores they are bound
-  to, so a waiting rank leaves its core to the others (naive's root reduces at full speed
+  to, so a waiting rank leaves its core to the others but for the share it takes by polling
+  (``waiting_share``, fitted when asked; without it naive's root reduces at full speed
   while the rest wait) and a core holding two busy ranks halves both (3 ranks on 2 cores).
 * **The cache** (``cache_size``, ``beta_miss``, ``gamma_miss``): a core copies and reduces
   more slowly once the node's buffers outgrow its cache, a knee in time per byte that the
@@ -31,11 +32,13 @@ from sim.network import NetworkSpec
 from sim.units import ITEMSIZE
 
 _FLOOR = {"alpha": 1e-10, "beta": 1e-13, "gamma": 1e-14, "overhead": 1e-10, "memory": 1e-13,
-          "context_switch": 1e-10, "cache_size": 1e4, "beta_miss": 1e-14, "gamma_miss": 1e-14}
+          "context_switch": 1e-10, "waiting_share": 1e-4, "cache_size": 1e4, "beta_miss": 1e-14,
+          "gamma_miss": 1e-14}
 """The smallest value each figure is searched at (log space has no zero): each is far below
 what it could change in a measured time."""
 _CEILING = {"alpha": 1e-2, "beta": 1e-8, "gamma": 1e-7, "overhead": 1e-2, "memory": 1e-7,
-            "context_switch": 1e-2, "cache_size": 1e12, "beta_miss": 1e-7, "gamma_miss": 1e-7}
+            "context_switch": 1e-2, "waiting_share": 1.0, "cache_size": 1e12, "beta_miss": 1e-7,
+            "gamma_miss": 1e-7}
 
 
 def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores: int,
@@ -50,6 +53,7 @@ def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores
                        gamma=figures["gamma"], overhead=figures["overhead"],
                        memory_bandwidth=1.0 / memory if memory else 0.0, cores=cores,
                        core_sharing=core_sharing, context_switch=figures.get("context_switch", 0.0),
+                       waiting_share=figures.get("waiting_share", 0.0),
                        cache_size=figures.get("cache_size", 0.0),
                        beta_miss=figures.get("beta_miss", 0.0), gamma_miss=figures.get("gamma_miss", 0.0),
                        cache_model=cache_model)
@@ -65,6 +69,7 @@ def simulated_seconds(spec: NetworkSpec, algorithm: str, nranks: int, nbytes: fl
 
 
 def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, memory: bool = False,
+                      waiting_share: bool = False,
                       cores: int | None = None, topology: str = "half-duplex", cache_model: str = "node",
                       note_sources: list[str] | None = None) -> Calibration:
     """Fit a one-host model with bound cores and/or a cache (priced by *cache_model*, see
@@ -89,11 +94,14 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
     names = ["alpha", "beta", "gamma", "overhead"] + ["memory"] * memory
     if core_sharing == "bound":
         names.append("context_switch")
+        if waiting_share:
+            names.append("waiting_share")
     if cache:
         names += ["cache_size", "beta_miss", "gamma_miss"]
     q = start.params
     first = {"alpha": q.alpha, "beta": q.beta, "gamma": q.gamma, "overhead": q.overhead, "memory": q.memory,
-             "beta_miss": q.beta, "gamma_miss": max(q.gamma, q.beta), "context_switch": q.alpha + q.overhead}
+             "beta_miss": q.beta, "gamma_miss": max(q.gamma, q.beta), "context_switch": q.alpha + q.overhead,
+             "waiting_share": 0.3}
     lower = np.log([_FLOOR[n] for n in names])
     upper = np.log([_CEILING[n] for n in names])
 

@@ -100,6 +100,9 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
                    help="per node, shared by its intra-node messages, e.g. 20GB/s (0: not modelled)")
     g.add_argument("--core-sharing", dest="o_core_sharing", choices=("static", "bound"),
                    help="how a node's ranks share its cores (static or bound; bound needs intra_bandwidth)")
+    g.add_argument("--waiting-share", dest="o_waiting_share", type=float, metavar="S",
+                   help="bound cores: the share of its core a waiting rank takes beside a working one "
+                   "(0: none, 1: an equal share)")
     g.add_argument("--cache-size", dest="o_cache_size", metavar="SIZE",
                    help="bytes of a node's buffers its caches hold, e.g. 32MiB (0: no cache model)")
     g.add_argument("--cores", dest="o_cores", type=int, metavar="N",
@@ -136,7 +139,7 @@ def _network(args, one_host_ranks: int = 1):
             gamma=float(args.o_gamma) if args.o_gamma else None,
             overhead=parse_time(args.o_overhead) if args.o_overhead else None,
             memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
-            cores=args.o_cores, core_sharing=args.o_core_sharing,
+            cores=args.o_cores, core_sharing=args.o_core_sharing, waiting_share=args.o_waiting_share,
             cache_size=parse_size(args.o_cache_size) if args.o_cache_size else None)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
@@ -253,6 +256,8 @@ def _run_calibrate(args) -> int:
         raise CollbenchError(f"--cores takes a whole number or auto, not {args.cores!r}")
     cores = None if args.cores == "auto" else int(args.cores)
     sources = [str(r) for r in args.results]
+    if args.waiting_share and args.core_sharing != "bound":
+        raise CollbenchError("--waiting-share is a figure of bound cores: add --core-sharing bound")
     if args.core_sharing == "bound" or args.cache:
         from sim.calibrate_sim import fit_by_simulation
 

@@ -16,7 +16,8 @@ What a rank does in a step, and what it costs:
 - Overhead and reductions take :attr:`~sim.topology.Topology.cpu_slowdown` times longer on a
   node whose ranks outnumber its cores. With bound cores (``core_sharing = "bound"``) only
   the overhead is stretched so; a reduction is instead a flow on the rank's core link, which
-  it shares with the copies and reductions running there at the time.
+  it shares with the copies and reductions running there at the time, and with the ranks
+  bound there that wait (each takes ``waiting_share`` of a working rank's time).
 - The step ends when all its ops are complete; the rank then starts its next step at once.
   No rank waits for any other except through the messages it needs: there is no global
   synchronisation between steps.
@@ -112,11 +113,13 @@ class _Channel:
     not yet matched, oldest first (at most one side has any)."""
 
     __slots__ = ("src", "dst", "sender", "receiver", "links", "latency", "bandwidth", "weights",
-                 "private", "simple", "sends", "recvs")
+                 "private", "simple", "sends", "recvs", "workers")
 
     def __init__(self, src: int, dst: int, sender: _Rank, receiver: _Rank,
-                 route: Route) -> None:
+                 route: Route, workers: tuple[int, ...] = ()) -> None:
         self.src, self.dst, self.sender, self.receiver = src, dst, sender, receiver
+        self.workers = workers
+        """The ranks whose cores copy the messages (see :attr:`~sim.fabric.Flow.workers`)."""
         self.links, self.latency, self.bandwidth, self.weights = route
         self.private = _privacy(src, dst, self.links)
         """Which of the sender's or receiver's counts of ops still to start must be zero for
@@ -215,7 +218,8 @@ class Simulation:
                 raise RuntimeError(f"{self.schedule.name}: a message from rank {src} to rank {dst}, "
                                    f"which is not a peer of {self.schedule.nranks} ranks")
             channel = self.channels[(src, dst)] = _Channel(
-                src, dst, self.ranks[src], self.ranks[dst], self.topology.route(src, dst))
+                src, dst, self.ranks[src], self.ranks[dst], self.topology.route(src, dst),
+                self.topology.workers(src, dst))
         return channel
 
     def _rank(self, rank: int):
@@ -360,7 +364,7 @@ class Simulation:
         self.fabric.start(Flow(channel.links, channel.latency, size * slow,
                                lambda arrival: self._arrived(sender, receiver, reduce, size, arrival,
                                                              first, written),
-                               channel.weights))
+                               channel.weights, channel.workers))
 
     def _arrived(self, sender: _Rank, receiver: _Rank, reduce: bool, size: int, arrival: float,
                  first: int = 0, written: float = 0.0) -> None:
@@ -414,7 +418,7 @@ class Simulation:
         def begin(_event: simpy.Event | None = None) -> None:
             # a byte reduced uses the core this much
             weight = self._gamma(st, size, first, written) * st.core.capacity
-            self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,)))
+            self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,), (st.rank,)))
 
         now = self.env._now
         if not size:

@@ -36,7 +36,7 @@ NORMAL 1), so a burst of flows starting together costs one recomputation."""
 class Link:
     """One direction of a cable with *capacity* bytes per second and *latency* seconds."""
 
-    __slots__ = ("name", "capacity", "latency", "flows", "sender", "receiver")
+    __slots__ = ("name", "capacity", "latency", "flows", "sender", "receiver", "bound", "spin")
 
     def __init__(self, name: str, capacity: float, latency: float) -> None:
         if not capacity > 0:
@@ -52,6 +52,19 @@ class Link:
         """The only rank whose sends can use this link (a host's up link), or -1."""
         self.receiver = -1
         """The only rank whose receives can use this link (a host's down link), or -1."""
+        self.bound: frozenset[int] = frozenset()
+        """A core's link: the ranks bound to the core."""
+        self.spin = 0.0
+        """A core's link: the share of the core a bound rank with no flow on it takes while
+        others work there (it polls for its messages), relative to a working rank's 1."""
+
+    def available(self) -> float:
+        """The capacity left to the flows on this link: all of it, unless it is a core whose
+        bound ranks include some with no flow here, each of which takes :attr:`spin`."""
+        if not self.spin or not self.flows:
+            return self.capacity
+        working = {rank for flow in self.flows for rank in flow.workers if rank in self.bound}
+        return self.capacity / (1.0 + self.spin * (len(self.bound) - len(working)))
 
     def __repr__(self) -> str:
         return f"Link({self.name!r}, {self.capacity:g} B/s, {self.latency:g} s)"
@@ -61,11 +74,15 @@ class Flow:
     """A message of *size* bytes crossing *links*; *on_arrival* is called with its arrival
     time as soon as that time is certain (when its last byte leaves the route's bottleneck)."""
 
-    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival", "weights")
+    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival", "weights",
+                 "workers")
 
     def __init__(self, links: tuple[Link, ...], latency: float, size: float,
-                 on_arrival: Callable[[float], None], weights: tuple[float, ...] | None = None) -> None:
+                 on_arrival: Callable[[float], None], weights: tuple[float, ...] | None = None,
+                 workers: tuple[int, ...] = ()) -> None:
         self.links = links
+        self.workers = workers
+        """The ranks whose cores do this flow's work (see :attr:`Link.spin`)."""
         self.weights = weights
         """Per link of *links*, how much of its capacity one unit of this flow's rate uses;
         None means 1 on every link. A core that both copies a message in and out uses 2 per
@@ -123,7 +140,7 @@ class Fabric:
         for flow in self.fresh:
             if flow not in seen and flow.links and all(len(link.flows) == 1 for link in flow.links):
                 seen.add(flow)  # alone on its route: the common, cheap case
-                self._set_rate(flow, _alone(flow))
+                self._set_rate(flow, alone_rate(flow.links, flow.weights))
         starts = [f for f in self.fresh if f not in seen]
         starts.extend(f for link in self.dirty for f in link.flows if f not in seen)
         self.fresh, self.dirty = [], []
@@ -200,11 +217,12 @@ def _component(seed: Flow) -> tuple[set[Flow], set[Link]]:
     return flows, links
 
 
-def _alone(flow: Flow) -> float:
-    """The rate of *flow* with its route to itself."""
-    if flow.weights is None:
-        return min(link.capacity for link in flow.links)
-    return min(link.capacity / w for link, w in zip(flow.links, flow.weights))
+def alone_rate(links: tuple[Link, ...], weights: tuple[float, ...] | None) -> float:
+    """The rate of a flow over *links*, using each by *weights* (None: 1 each), with them to
+    itself: the capacity per unit of use of its tightest link."""
+    if weights is None:
+        return min(link.available() for link in links)
+    return min(link.available() / w for link, w in zip(links, weights))
 
 
 def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
@@ -212,7 +230,7 @@ def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
     share is smallest and freeze its flows at that share."""
     if any(flow.weights is not None for flow in flows):
         return _weighted_max_min(flows, links)
-    capacity = {link: link.capacity for link in links}
+    capacity = {link: link.available() for link in links}
     unfrozen = {link: set(link.flows) for link in links}
     rates: dict[Flow, float] = {}
     while len(rates) < len(flows):
@@ -232,7 +250,7 @@ def _weighted_max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
     flows' rates reaches its capacity, and its flows are frozen there. (With every weight 1
     this is :func:`_max_min`, which the common unweighted case keeps for speed: naive at
     P = 512 on ib-fdr takes 1.4x longer through this one.)"""
-    capacity = {link: link.capacity for link in links}
+    capacity = {link: link.available() for link in links}
     load = dict.fromkeys(links, 0.0)
     uses = {}
     for flow in flows:

@@ -76,13 +76,20 @@ class NetworkSpec:
     a link of *intra_bandwidth* (one core's copy speed) shared max-min fairly by what its
     ranks do at the time: the sender's core copies a message in and the receiver's copies it
     out (a core holding both copies twice), and a reduction uses its core at 1/*gamma* bytes
-    per second. A waiting rank costs nothing; overhead is stretched by the ranks bound to the
+    per second. A waiting rank costs only *waiting_share*; overhead is stretched by the ranks bound to the
     core. Needs *intra_bandwidth*."""
     context_switch: float = 0.0
     """With bound cores: seconds added to the latency of a message whose sender or receiver
     shares its core with other ranks, the wait for the core to switch to the rank that must
     act next (a time-shared core runs one rank at a time, so each dependent message waits for
     one switch)."""
+    waiting_share: float = 0.0
+    """With bound cores: the share of its core a rank with no copy or reduction of its own
+    takes from the work of the other ranks bound there, relative to a working rank's 1, so
+    the work runs at 1 / (1 + share) per such rank; 0 leaves the core wholly to the work. A
+    rank that waits by polling is runnable: if the kernel shares the core between the ranks
+    as groups (Linux's autogroup, with each rank in its own session, as MPICH's launcher
+    starts them), ``sched_yield`` cannot give its time away and the share approaches 1."""
     cache_size: float = 0.0
     """Bytes of a node's all-reduce buffers its caches hold; 0 means no cache is modelled.
     With ``cache_model = "node"``, when the node's ranks hold more (its ranks times the bytes
@@ -106,7 +113,8 @@ class NetworkSpec:
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise SpecError(f"{name} must be a positive number, got {getattr(self, name)}")
         for name in ("latency", "intra_bandwidth", "intra_latency", "switch_latency", "gamma", "overhead",
-                     "memory_bandwidth", "context_switch", "cache_size", "beta_miss", "gamma_miss"):
+                     "memory_bandwidth", "context_switch", "waiting_share", "cache_size", "beta_miss",
+                     "gamma_miss"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise SpecError(f"{name} must be a non-negative number, got {value}")

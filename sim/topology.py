@@ -20,7 +20,8 @@ With ``core_sharing = "bound"`` the cores are links instead (:attr:`Topology.cor
 *i* of a node is bound to core *i* mod ``cores``, a message between two ranks of a node is
 copied by both ranks' cores (it crosses both core links; twice the same one when both ranks
 share a core), and the executor runs reductions on the core link too. Only the work running
-at a moment shares a core, so a rank that waits leaves its core to the others.
+at a moment shares a core, so a rank that waits leaves its core to the others, but for
+``waiting_share`` (the time a polling rank still takes; see :class:`~sim.fabric.Link`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from sim.fabric import Link
+from sim.fabric import Link, alone_rate
 from sim.network import NetworkSpec, SpecError
 
 Route = tuple[tuple[Link, ...], float, float, tuple[float, ...] | None]
@@ -109,7 +110,10 @@ class Topology:
             seen[node] += 1
             if (node, core) not in links:
                 links[(node, core)] = Link(f"node{node}.core{core}", self._copy_speed(len(bound)), half)
-            bound.append(links[(node, core)])
+                links[(node, core)].spin = spec.waiting_share
+            link = links[(node, core)]
+            link.bound |= {len(bound)}
+            bound.append(link)
         return bound
 
     def _copy_speed(self, rank: int) -> float:
@@ -144,13 +148,19 @@ class Topology:
             weights = None
             if self.core is not None and len(links) < len(path) and path[0] is path[1]:
                 weights = (2.0, *(1.0,) * (len(links) - 1))  # one core copies in and out
-            uses = weights or (1.0,) * len(links)
             latency = sum(link.latency for link in path)
             if self.core is not None and max(self.cpu_slowdown[src], self.cpu_slowdown[dst]) > 1:
                 latency += self.spec.context_switch  # a time-shared core switches to the rank
-            route = self._routes[key] = (links, latency,
-                                         min(link.capacity / w for link, w in zip(links, uses)), weights)
+            route = self._routes[key] = (links, latency, alone_rate(links, weights), weights)
         return route
+
+    def workers(self, src: int, dst: int) -> tuple[int, ...]:
+        """The ranks whose cores work at a message from *src* to *dst* (see
+        :attr:`~sim.fabric.Link.spin`): with bound cores on one node, both (the sender's
+        core copies it in, the receiver's out); else none."""
+        if self.core is None or self.node_of[src] != self.node_of[dst]:
+            return ()
+        return (src, dst)
 
     def _links(self, src: int, dst: int) -> tuple[Link, ...]:
         a, b = self.node_of[src], self.node_of[dst]

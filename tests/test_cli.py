@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -39,6 +40,9 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
     assert set(PROVENANCE_KEYS) - {"slurm"} <= set(run)
     assert run["nranks"] == 3 and sum(run["ranks_per_node"].values()) == 3
     assert run["versions"]["mpi_library"].startswith("MPICH") and run["versions"]["numpy"]
+    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")  # decides what a polling rank costs
+    assert run["machine"]["sched_autogroup"] == (autogroup.read_text().strip() == "1" if autogroup.exists()
+                                                 else None)
     summary, samples = pd.read_csv(out / "summary.csv"), pd.read_csv(out / "samples.csv")
     assert list(summary.columns) == list(SUMMARY_COLUMNS)
     assert list(samples.columns) == list(SAMPLE_COLUMNS)

@@ -52,16 +52,44 @@ def test_ring_on_two_bound_cores_by_hand(p, units):
     assert seconds(host(), "ring", p) / (p - 1) == pytest.approx(units * N / B, rel=1e-12)
 
 
+FREE_COPIES = dict(intra_bandwidth=1e18, bandwidth=1e18)  # a copy of N takes 1e-11 s
+
+
 def test_a_waiting_rank_leaves_its_core_to_the_root():
     """Naive at P = 4 on 2 cores with free copies: the root reduces the three messages one
     after another at full speed, though rank 2 is bound to its core; the static model
     stretches every reduction by ranks/cores = 2."""
     gamma = 1e-9
-    fast = dict(intra_bandwidth=1e18, bandwidth=1e18)
-    bound = host(gamma=gamma).with_overrides(**fast)
-    static = host(gamma=gamma, sharing="static").with_overrides(**fast)
-    assert seconds(bound, "naive", 4) == pytest.approx(3 * N * gamma, rel=1e-8)  # copies: 1e-11 s
+    bound = host(gamma=gamma).with_overrides(**FREE_COPIES)
+    static = host(gamma=gamma, sharing="static").with_overrides(**FREE_COPIES)
+    assert seconds(bound, "naive", 4) == pytest.approx(3 * N * gamma, rel=1e-8)
     assert seconds(static, "naive", 4) == pytest.approx(2 * 3 * N * gamma, rel=1e-8)
+
+
+@pytest.mark.parametrize("share", [0.25, 1.0])
+def test_a_waiting_rank_that_polls_takes_its_share_of_the_root_s_core(share):
+    """The same naive run, with rank 2 taking *share* of core 0 while it waits for the
+    broadcast: the root reduces at 1 / (1 + share) of its speed."""
+    gamma = 1e-9
+    polling = host(gamma=gamma, waiting_share=share).with_overrides(**FREE_COPIES)
+    assert seconds(polling, "naive", 4) == pytest.approx(3 * N * gamma * (1 + share), rel=1e-8)
+
+
+def test_a_core_gives_up_nothing_to_ranks_that_work_or_to_no_one():
+    """Ranks 0 and 2 bound to one core that a waiting rank takes 0.5 of: a flow of rank 0
+    alone gets 1/1.5 of it; once rank 2 works there too, all of it is shared by the work;
+    a core with one bound rank loses nothing."""
+    core = Link("core", 6.0, 0.0)
+    core.bound, core.spin = frozenset({0, 2}), 0.5
+    first = Flow((core,), 0.0, 1.0, print, workers=(0, 1))
+    core.flows.add(first)
+    assert _max_min({first}, {core}) == {first: 4.0}
+    second = Flow((core,), 0.0, 1.0, print, workers=(2,))
+    core.flows.add(second)
+    assert _max_min({first, second}, {core}) == {first: 3.0, second: 3.0}
+    core.bound = frozenset({0})
+    core.flows.discard(second)
+    assert _max_min({first}, {core}) == {first: 6.0}
 
 
 def test_reductions_share_the_core_with_copies():
@@ -117,6 +145,7 @@ def test_the_cache_knee_slows_copies_and_reductions_past_the_cache():
     ({"core_sharing": "bound"}, "needs intra_bandwidth"),
     ({"cache_size": -1}, "cache_size must be a non-negative"),
     ({"beta_miss": float("inf")}, "beta_miss must be a non-negative"),
+    ({"waiting_share": -0.5}, "waiting_share must be a non-negative"),
 ])
 def test_bad_core_and_cache_figures_are_one_clear_error(table, words):
     with pytest.raises(SpecError, match=words):
@@ -151,6 +180,17 @@ def test_calibration_by_simulation_recovers_a_bound_host_with_a_cache(tmp_path):
     assert q.cores == 2 and h["core_sharing"] == "bound"
     assert calibration.rms_relative_error < 1e-4
     assert "2 cores (bound, context switch 9.00 us), cache 6.0 MiB" in calibration.describe()
+
+
+def test_calibration_by_simulation_recovers_a_waiting_rank_s_share(tmp_path):
+    """Data made by a model whose waiting ranks take 0.4 of their core: fitting that figure
+    too finds it again, with the others."""
+    truth = TRUTH.with_overrides(waiting_share=0.4)
+    calibration = fit_by_simulation(measured_points([host_run(tmp_path / "run", truth)]), waiting_share=True)
+    assert calibration.host["waiting_share"] == pytest.approx(0.4, rel=1e-3)
+    assert calibration.params.gamma == pytest.approx(3e-10, rel=1e-3)
+    assert calibration.rms_relative_error < 1e-4
+    assert "a waiting rank takes 0.400" in calibration.describe()
 
 
 def test_cli_calibrates_bound_cores_and_predicts_by_simulating_the_host(tmp_path, capsys):

@@ -172,6 +172,8 @@ def test_calibration_refuses_memory_on_runs_of_several_hosts(tmp_path, capsys):
     assert "only on runs of one host" in line
     assert "--cores takes a whole number" in one_error_line(
         capsys, ["sim", "calibrate", str(tmp_path / "run"), "--cores", "many"])
+    assert "add --core-sharing bound" in one_error_line(
+        capsys, ["sim", "calibrate", str(tmp_path / "run"), "--waiting-share"])
 
 
 # The pipelined ring (segments > 1).

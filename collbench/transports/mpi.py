@@ -26,7 +26,10 @@ def open(comm, config) -> MpiTransport:  # noqa: A001 - the transport factory's 
 def _yielding_waitany(requests) -> int:
     """Waitany that gives the core away between polls (``sched_yield``), so that on a node
     with more ranks than cores the rank being waited for gets to run at once instead of after
-    the spinning rank's time slice (MPI's own wait spins)."""
+    the spinning rank's time slice (MPI's own wait spins). It does not give away the core's
+    *time*: where each rank is a scheduling group of its own (Linux's autogroup, with
+    MPICH's launcher's session per rank) the waiting rank still gets about an equal share
+    of the core beside a working one (``benchmarks/core_sharing.py`` measures it)."""
     while True:
         index, done = MPI.Request.Testany(requests)
         if done:
