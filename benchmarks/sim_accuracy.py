@@ -8,7 +8,8 @@ print the error per algorithm and size (target: within 15% for sizes of 64 KiB a
 The model is the one-host model, fitted by simulation (``sim.calibrate_sim``): ranks bound
 to the host's cores (their count from each run's ``run.json``) share them while they work,
 a waiting rank keeps a fitted share of its core (``--no-waiting-share``: none), and a cache
-knee slows copies and reductions once the ranks' buffers outgrow it.
+slows each copy and reduction by the bytes its node touched since it last touched the same
+data (``sim.reuse``; ``--cache-model node``: one knee where the node's buffers outgrow it).
 ``--core-sharing static --no-cache`` fits the closed-form model of ``sim.analytic`` instead
 (CPU costs stretched by ranks/cores, and the host's memory bandwidth unless ``--no-memory``).
 Several folders of one P (repeated runs) are combined point by point into the median of
@@ -40,10 +41,11 @@ def main() -> None:
                         help="bound (default): ranks bound to cores share them while they work; "
                              "static: CPU costs stretched by ranks/cores")
     parser.add_argument("--no-cache", action="store_true", help="no cache knee")
-    parser.add_argument("--cache-model", default="node", choices=("node", "reuse"),
-                        help="node (default): misses from the node's buffer total; reuse: from each "
-                             "copy's and reduction's reuse distance (sim.reuse)")
-    parser.add_argument("--no-waiting-share", action="store_true")
+    parser.add_argument("--cache-model", default="reuse", choices=("node", "reuse"),
+                        help="reuse (default): misses from each copy's and reduction's reuse distance "
+                             "(sim.reuse); node: from the node's buffer total, one knee")
+    parser.add_argument("--no-waiting-share", action="store_true",
+                        help="bound cores: a waiting rank takes none of its core (default: fit its share)")
     parser.add_argument("--cores", default="auto",
                         help="the host's cores: auto (from run.json, default) or a number; 0 ignores them")
     args = parser.parse_args()

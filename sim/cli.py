@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     cal.add_argument("--cache-model", default="node", choices=("node", "reuse"),
                      help="with --cache: node (default) prices misses from the node's buffer total, reuse "
                      "from each copy's and reduction's reuse distance in the schedule")
+    cal.add_argument("--waiting-share", action="store_true",
+                     help="with --core-sharing bound: also fit the share of its core a waiting rank "
+                     "takes from a working one bound there (its polling still gets time slices)")
     cal.add_argument("-o", "--output", default="calibration.json", help="where to save the fit")
     cal.set_defaults(func=_run_calibrate)
     pred = forms.add_parser("predict", help="predict with a saved calibration",
@@ -265,8 +268,9 @@ def _run_calibrate(args) -> int:
             raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "
                                  "topology, not ideal")
         calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=args.cache,
-                                        memory=args.memory, cores=cores, topology=args.topology,
-                                        cache_model=args.cache_model, note_sources=sources)
+                                        memory=args.memory, waiting_share=args.waiting_share, cores=cores,
+                                        topology=args.topology, cache_model=args.cache_model,
+                                        note_sources=sources)
     else:
         calibration = fit(train, args.topology, note_sources=sources, memory=args.memory, cores=cores)
     print(f"# fitted: {calibration.describe()}")

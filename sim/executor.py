@@ -50,6 +50,7 @@ import gc
 import time
 from dataclasses import dataclass
 from heapq import heappush
+from typing import TYPE_CHECKING
 
 import simpy
 from simpy.events import NORMAL
@@ -57,8 +58,10 @@ from simpy.events import NORMAL
 from algorithms.schedule import Kind, Schedule
 from sim.fabric import Fabric, Flow, Link
 from sim.network import NetworkSpec
-from sim.reuse import ReuseTracker
 from sim.topology import Route, Topology
+
+if TYPE_CHECKING:
+    from sim.reuse import ReuseTracker
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ class Simulation:
         self.reuse: ReuseTracker | None = None
         """With ``cache_model = "reuse"``: what each rank touched when (:mod:`sim.reuse`)."""
         if spec.cache_size and spec.cache_model == "reuse":
+            from sim.reuse import ReuseTracker  # numpy: imported only by runs that use it
+
             self.reuse = ReuseTracker(topology.node_of, schedule.count, itemsize, spec.cache_size)
         self.instants: dict[float, simpy.Event] = {}
         """The shared wake-up event of each future instant at which some step ends."""

@@ -74,8 +74,8 @@ class ReuseTracker:
         if stop <= first:
             return 0.0
         nbytes = (stop - first) * self.itemsize
-        acc = self.touch(rank, first, stop, 2 * nbytes)
         node = self.node_of[rank]
+        acc = self.touch(rank, first, stop, 2 * nbytes)
         scratch = float(missed(self.count[node] - written + nbytes, self.cache))
         self.count[node] += nbytes
         return 0.5 * (scratch + acc)

@@ -14,6 +14,7 @@ from sim.executor import simulate
 from sim.fabric import Flow, Link, _max_min
 from sim.network import NetworkSpec, SpecError
 from sim.presets import spec_from_table
+from sim.reuse import ReuseTracker
 from sim.topology import Topology
 from tests.sim_data import model_run
 
@@ -140,12 +141,40 @@ def test_the_cache_knee_slows_copies_and_reductions_past_the_cache():
     assert seconds(knee, "ring", 2, 2**20) == seconds(cached, "ring", 2, 2**20)
 
 
+def test_a_range_touched_again_misses_by_the_bytes_touched_since():
+    """Two ranks of one node, 256 float32 each (a block per element): rank 0 touches its
+    1 KiB, rank 1 then touches 3000 bytes' worth; touching rank 0's range again now sees a
+    reuse distance of 3000 + its own 1024 bytes, and with a 1000-byte cache misses
+    1 - 1000/4024 of it. Touched again at once, it hits."""
+    tracker = ReuseTracker([0, 0], 256, 4, cache_size=1000.0)
+    tracker.touch(0, 0, 256, 0.0)
+    tracker.touch(1, 0, 256, 3000.0)
+    assert tracker.distance_missed(0, 0, 256) == pytest.approx(1 - 1000 / 4024, rel=1e-12)
+    assert tracker.touch(0, 0, 256, 0.0) == pytest.approx(1 - 1000 / 4024, rel=1e-12)
+    assert tracker.distance_missed(0, 0, 128) == 0.0
+
+
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+@pytest.mark.parametrize("p", [2, 3, 4])
+def test_the_reuse_cache_meets_the_node_knee_where_all_or_nothing_misses(algorithm, p):
+    """With a cache of one byte every copy and reduction misses (all but 1/distance) in
+    both cache models, so they agree; with a cache larger than everything nothing misses
+    and the reuse model is the host without a cache."""
+    figures = dict(gamma=2e-10, beta_miss=3e-10, gamma_miss=5e-10)
+    node = seconds(host(cache_size=1.0, **figures), algorithm, p)
+    assert seconds(host(cache_size=1.0, cache_model="reuse", **figures), algorithm, p) == pytest.approx(
+        node, rel=1e-6)
+    assert seconds(host(cache_size=1e12, cache_model="reuse", **figures), algorithm, p) == seconds(
+        host(gamma=2e-10), algorithm, p)
+
+
 @pytest.mark.parametrize("table, words", [
     ({"core_sharing": "pinned"}, "unknown core_sharing"),
     ({"core_sharing": "bound"}, "needs intra_bandwidth"),
     ({"cache_size": -1}, "cache_size must be a non-negative"),
     ({"beta_miss": float("inf")}, "beta_miss must be a non-negative"),
     ({"waiting_share": -0.5}, "waiting_share must be a non-negative"),
+    ({"cache_model": "lru"}, "unknown cache_model"),
 ])
 def test_bad_core_and_cache_figures_are_one_clear_error(table, words):
     with pytest.raises(SpecError, match=words):
@@ -191,6 +220,22 @@ def test_calibration_by_simulation_recovers_a_waiting_rank_s_share(tmp_path):
     assert calibration.params.gamma == pytest.approx(3e-10, rel=1e-3)
     assert calibration.rms_relative_error < 1e-4
     assert "a waiting rank takes 0.400" in calibration.describe()
+
+
+def test_calibration_by_simulation_recovers_a_reuse_cache_host_from_the_command_line(tmp_path, capsys):
+    """Data made by the reuse-distance cache model with waiting ranks' share: ``sim
+    calibrate --cache-model reuse --waiting-share`` finds the figures again and saves the
+    model with them."""
+    truth = TRUTH.with_overrides(cache_model="reuse", cache_size=3 * 2**20, waiting_share=0.4)
+    saved = tmp_path / "cal.json"
+    assert main(["sim", "calibrate", str(host_run(tmp_path / "run", truth)), "--topology", "half-duplex",
+                 "--core-sharing", "bound", "--cache", "--cache-model", "reuse", "--waiting-share",
+                 "-o", str(saved)]) == 0
+    assert "(reuse distance)" in capsys.readouterr().out
+    h = Calibration.load(saved).host
+    assert h["cache_model"] == "reuse"
+    assert (h["cache_size"], h["beta_miss"], h["gamma_miss"], h["waiting_share"]) == pytest.approx(
+        (3 * 2**20, 5e-11, 4e-10, 0.4), rel=1e-2)
 
 
 def test_cli_calibrates_bound_cores_and_predicts_by_simulating_the_host(tmp_path, capsys):
