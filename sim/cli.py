@@ -259,6 +259,8 @@ def _run_calibrate(args) -> int:
         raise CollbenchError(f"--cores takes a whole number or auto, not {args.cores!r}")
     cores = None if args.cores == "auto" else int(args.cores)
     sources = [str(r) for r in args.results]
+    if args.cache_model != "node" and not args.cache:
+        raise CollbenchError("--cache-model chooses how the cache is fitted: add --cache")
     if args.waiting_share and args.core_sharing != "bound":
         raise CollbenchError("--waiting-share is a figure of bound cores: add --core-sharing bound")
     if args.core_sharing == "bound" or args.cache:

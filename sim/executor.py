@@ -84,16 +84,19 @@ class _Rank:
     """Book-keeping of one rank's current step."""
 
     __slots__ = ("cpu", "pending", "end", "reduces", "sends_left", "recvs_left", "wake",
-                 "parked", "overhead", "gamma", "core", "rank")
+                 "parked", "overhead", "gamma", "gamma_miss", "core", "rank")
 
     def __init__(self, env: simpy.Environment, rank: int, overhead: float = 0.0, gamma: float = 0.0,
-                 core: Link | None = None) -> None:
+                 core: Link | None = None, gamma_miss: float = 0.0) -> None:
         self.rank = rank
         self.overhead = overhead
         """This rank's per-message overhead, stretched by its node's CPU sharing."""
         self.gamma = gamma
         """This rank's seconds per byte reduced, cache misses included; stretched likewise
         under static sharing, while bound cores share it dynamically instead."""
+        self.gamma_miss = gamma_miss
+        """With the reuse cache: seconds more per byte reduced that misses, stretched as
+        :attr:`gamma` is (the node-wide knee has its misses in :attr:`gamma` already)."""
         self.core = core
         """The core link the rank is bound to (``core_sharing = "bound"``): its reductions
         are flows on it, sharing the core with what else runs there."""
@@ -172,7 +175,8 @@ class Simulation:
         topology = self.topology
         cores = topology.core or [None] * schedule.nranks
         self.ranks = [_Rank(self.env, rank, spec.overhead * slow,
-                            (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core)
+                            (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core,
+                            spec.gamma_miss * (1.0 if core else slow))
                       for rank, (slow, core, miss)
                       in enumerate(zip(topology.cpu_slowdown, cores, topology.miss))]
         self.reuse: ReuseTracker | None = None
@@ -394,7 +398,7 @@ class Simulation:
         end = st.end
         reduces = st.reduces
         if reduces:
-            if st.core is not None and st.gamma > 0:
+            if st.core is not None and (st.gamma > 0 or (self.reuse is not None and st.gamma_miss > 0)):
                 queue = sorted(reduces)
                 reduces.clear()
                 self._reduce_on_core(st, queue, st.cpu)
@@ -423,7 +427,10 @@ class Simulation:
         def begin(_event: simpy.Event | None = None) -> None:
             # a byte reduced uses the core this much
             weight = self._gamma(st, size, first, written) * st.core.capacity
-            self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,), (st.rank,)))
+            if weight > 0:
+                self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,), (st.rank,)))
+            else:  # free: γ = 0 and, with the reuse cache, every byte hit
+                done(self.env._now)
 
         now = self.env._now
         if not size:
@@ -441,7 +448,7 @@ class Simulation:
         if self.reuse is None:
             return st.gamma
         miss = self.reuse.reduce(st.rank, first, first + size // self.itemsize, written)
-        return st.gamma + miss * self.spec.gamma_miss
+        return st.gamma + miss * st.gamma_miss
 
     def _wake_at(self, st: _Rank, end: float) -> None:
         """Wake *st*'s process at *end*, the instant its step is complete."""

@@ -56,15 +56,21 @@ class Link:
         """A core's link: the ranks bound to the core."""
         self.spin = 0.0
         """A core's link: the share of the core a bound rank with no flow on it takes while
-        others work there (it polls for its messages), relative to a working rank's 1."""
+        others work there (it polls for its messages), relative to a working rank's 1. Such a
+        rank may be waiting for a message, spending its per-message overhead, sending off the
+        node (which does not use its core), or finished (the harness's barrier polls too)."""
 
     def available(self) -> float:
         """The capacity left to the flows on this link: all of it, unless it is a core whose
-        bound ranks include some with no flow here, each of which takes :attr:`spin`."""
+        bound ranks include some with no flow here. Then W working and k idle ranks share it
+        as a time-sharing kernel would, by weight 1 and :attr:`spin`: W / (W + spin·k) of it
+        goes to the work."""
         if not self.spin or not self.flows:
             return self.capacity
-        working = {rank for flow in self.flows for rank in flow.workers if rank in self.bound}
-        return self.capacity / (1.0 + self.spin * (len(self.bound) - len(working)))
+        working = len({rank for flow in self.flows for rank in flow.workers if rank in self.bound})
+        if not working:
+            return self.capacity
+        return self.capacity * working / (working + self.spin * (len(self.bound) - working))
 
     def __repr__(self) -> str:
         return f"Link({self.name!r}, {self.capacity:g} B/s, {self.latency:g} s)"
@@ -217,12 +223,18 @@ def _component(seed: Flow) -> tuple[set[Flow], set[Link]]:
     return flows, links
 
 
-def alone_rate(links: tuple[Link, ...], weights: tuple[float, ...] | None) -> float:
+def alone_rate(links: tuple[Link, ...], weights: tuple[float, ...] | None, now: bool = True) -> float:
     """The rate of a flow over *links*, using each by *weights* (None: 1 each), with them to
-    itself: the capacity per unit of use of its tightest link."""
+    itself: the capacity per unit of use of its tightest link, less what the idle ranks of a
+    core take from it now (:meth:`Link.available`); with *now* false, the raw capacity."""
+    capacity = Link.available if now else _raw_capacity
     if weights is None:
-        return min(link.available() for link in links)
-    return min(link.available() / w for link, w in zip(links, weights))
+        return min(capacity(link) for link in links)
+    return min(capacity(link) / w for link, w in zip(links, weights))
+
+
+def _raw_capacity(link: Link) -> float:
+    return link.capacity
 
 
 def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:

@@ -86,7 +86,9 @@ class NetworkSpec:
     waiting_share: float = 0.0
     """With bound cores: the share of its core a rank with no copy or reduction of its own
     takes from the work of the other ranks bound there, relative to a working rank's 1, so
-    the work runs at 1 / (1 + share) per such rank; 0 leaves the core wholly to the work. A
+    W working and k such ranks leave W / (W + share·k) of the core to the work; 0 leaves it
+    wholly to the work. Such a rank may be waiting, spending its overhead, sending off the
+    node, or finished (the harness's next barrier polls). A
     rank that waits by polling is runnable: if the kernel shares the core between the ranks
     as groups (Linux's autogroup, with each rank in its own session, as MPICH's launcher
     starts them), ``sched_yield`` cannot give its time away and the share approaches 1."""
@@ -131,6 +133,8 @@ class NetworkSpec:
             raise SpecError(f"unknown cache_model {self.cache_model!r}; choose node or reuse")
         if self.core_sharing not in CORE_SHARING:
             raise SpecError(f"unknown core_sharing {self.core_sharing!r}; choose static or bound")
+        if self.waiting_share and self.core_sharing != "bound":
+            raise SpecError("waiting_share is a figure of bound cores: set core_sharing = 'bound'")
         if self.core_sharing == "bound" and not self.intra_bandwidth > 0:
             raise SpecError("core_sharing = 'bound' needs intra_bandwidth, one core's copy speed")
         if isinstance(self.placement, str) and self.placement not in PLACEMENTS:

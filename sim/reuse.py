@@ -13,8 +13,14 @@ node's count of bytes touched when the block was last touched. What touches what
 * a copy of m bytes (a message) touches 2m (read and written): it reads the sender's range,
   whose distance prices the copy, and writes the receiver's (a plain receive) or a scratch
   area (a reducing receive, stamped with the count at that time);
-* a reduction of m bytes touches 2m: the receiver's range and the scratch the message
-  landed in; it misses by the mean of the two.
+* a reduction of m bytes touches 3m: it reads and writes the receiver's range (2m, whose
+  distance is taken first) and reads the scratch the message landed in (m, its distance
+  taken after the receiver's); it misses by the mean of the two. (Taking the scratch's
+  distance first and counting 2m in all is as defensible; with the waiting share it
+  predicts the same, see docs/simulator.md.)
+
+Touches are recorded when the executor posts the op or matches the message, not when the
+bytes move: a step's ops are posted together, so the order within a step is approximate.
 
 The run starts as the executor's out-of-place all-reduce does: every rank has just copied its
 send buffer into its receive buffer, the node's ranks side by side.

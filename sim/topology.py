@@ -34,8 +34,8 @@ from sim.network import NetworkSpec, SpecError
 
 Route = tuple[tuple[Link, ...], float, float, tuple[float, ...] | None]
 """The links of a route, its latency, its bandwidth when alone (the smallest capacity per
-unit of use), and how much of each link a byte uses (None: one each; see
-:attr:`~sim.fabric.Flow.weights`)."""
+unit of use, before any core's idle ranks take their share), and how much of each link a
+byte uses (None: one each; see :attr:`~sim.fabric.Flow.weights`)."""
 
 
 class Topology:
@@ -151,7 +151,8 @@ class Topology:
             latency = sum(link.latency for link in path)
             if self.core is not None and max(self.cpu_slowdown[src], self.cpu_slowdown[dst]) > 1:
                 latency += self.spec.context_switch  # a time-shared core switches to the rank
-            route = self._routes[key] = (links, latency, alone_rate(links, weights), weights)
+            # Its links' raw capacity: what idle ranks take from a core is the fabric's to price.
+            route = self._routes[key] = (links, latency, alone_rate(links, weights, now=False), weights)
         return route
 
     def workers(self, src: int, dst: int) -> tuple[int, ...]:

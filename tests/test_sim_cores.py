@@ -93,6 +93,16 @@ def test_a_core_gives_up_nothing_to_ranks_that_work_or_to_no_one():
     assert _max_min({first}, {core}) == {first: 6.0}
 
 
+def test_idle_ranks_share_a_core_with_the_working_ones_by_weight():
+    """Three ranks on a core, two working and one idle taking 0.5: the work gets
+    2 / (2 + 0.5) of the core, 4.8 of 6, split between its two flows."""
+    core = Link("core", 6.0, 0.0)
+    core.bound, core.spin = frozenset({0, 1, 2}), 0.5
+    flows = {Flow((core,), 0.0, 1.0, print, workers=(r,)) for r in (0, 1)}
+    core.flows.update(flows)
+    assert _max_min(flows, {core}) == dict.fromkeys(flows, pytest.approx(2.4, rel=1e-12))
+
+
 def test_reductions_share_the_core_with_copies():
     """P = 2 on one core: each step's two messages are both copied in and out by that core
     (weight 2 each, B/4 apiece), then the two reductions of N/2 share it: 2·(N/2)·4/B for
@@ -154,18 +164,21 @@ def test_a_range_touched_again_misses_by_the_bytes_touched_since():
     assert tracker.distance_missed(0, 0, 128) == 0.0
 
 
+@pytest.mark.parametrize("sharing", ["bound", "static"])
+@pytest.mark.parametrize("gamma", [2e-10, 0.0])
 @pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
 @pytest.mark.parametrize("p", [2, 3, 4])
-def test_the_reuse_cache_meets_the_node_knee_where_all_or_nothing_misses(algorithm, p):
+def test_the_reuse_cache_meets_the_node_knee_where_all_or_nothing_misses(algorithm, p, gamma, sharing):
     """With a cache of one byte every copy and reduction misses (all but 1/distance) in
-    both cache models, so they agree; with a cache larger than everything nothing misses
-    and the reuse model is the host without a cache."""
-    figures = dict(gamma=2e-10, beta_miss=3e-10, gamma_miss=5e-10)
+    both cache models, so they agree, on bound cores and under the static stretch, even
+    when only misses cost a reduction anything; with a cache larger than everything
+    nothing misses and the reuse model is the host without a cache."""
+    figures = dict(gamma=gamma, beta_miss=3e-10, gamma_miss=5e-10, sharing=sharing)
     node = seconds(host(cache_size=1.0, **figures), algorithm, p)
     assert seconds(host(cache_size=1.0, cache_model="reuse", **figures), algorithm, p) == pytest.approx(
         node, rel=1e-6)
     assert seconds(host(cache_size=1e12, cache_model="reuse", **figures), algorithm, p) == seconds(
-        host(gamma=2e-10), algorithm, p)
+        host(gamma=gamma, sharing=sharing), algorithm, p)
 
 
 @pytest.mark.parametrize("table, words", [
@@ -175,6 +188,7 @@ def test_the_reuse_cache_meets_the_node_knee_where_all_or_nothing_misses(algorit
     ({"beta_miss": float("inf")}, "beta_miss must be a non-negative"),
     ({"waiting_share": -0.5}, "waiting_share must be a non-negative"),
     ({"cache_model": "lru"}, "unknown cache_model"),
+    ({"waiting_share": 0.3, "intra_bandwidth": 1e9}, "waiting_share is a figure of bound cores"),
 ])
 def test_bad_core_and_cache_figures_are_one_clear_error(table, words):
     with pytest.raises(SpecError, match=words):

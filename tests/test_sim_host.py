@@ -174,6 +174,8 @@ def test_calibration_refuses_memory_on_runs_of_several_hosts(tmp_path, capsys):
         capsys, ["sim", "calibrate", str(tmp_path / "run"), "--cores", "many"])
     assert "add --core-sharing bound" in one_error_line(
         capsys, ["sim", "calibrate", str(tmp_path / "run"), "--waiting-share"])
+    assert "add --cache" in one_error_line(
+        capsys, ["sim", "calibrate", str(tmp_path / "run"), "--cache-model", "reuse"])
 
 
 # The pipelined ring (segments > 1).
