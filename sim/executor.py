@@ -95,8 +95,8 @@ class _Rank:
         """This rank's seconds per byte reduced, cache misses included; stretched likewise
         under static sharing, while bound cores share it dynamically instead."""
         self.gamma_miss = gamma_miss
-        """With the reuse cache: seconds more per byte reduced that misses, stretched as
-        :attr:`gamma` is (the node-wide knee has its misses in :attr:`gamma` already)."""
+        """With the reuse cache (else 0): seconds more per byte reduced that misses, stretched
+        as :attr:`gamma` is (the node-wide knee has its misses in :attr:`gamma` already)."""
         self.core = core
         """The core link the rank is bound to (``core_sharing = "bound"``): its reductions
         are flows on it, sharing the core with what else runs there."""
@@ -174,17 +174,18 @@ class Simulation:
         self.fabric = Fabric(self.env)
         topology = self.topology
         cores = topology.core or [None] * schedule.nranks
-        self.ranks = [_Rank(self.env, rank, spec.overhead * slow,
-                            (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core,
-                            spec.gamma_miss * (1.0 if core else slow))
-                      for rank, (slow, core, miss)
-                      in enumerate(zip(topology.cpu_slowdown, cores, topology.miss))]
         self.reuse: ReuseTracker | None = None
         """With ``cache_model = "reuse"``: what each rank touched when (:mod:`sim.reuse`)."""
         if spec.cache_size and spec.cache_model == "reuse":
             from sim.reuse import ReuseTracker  # numpy: imported only by runs that use it
 
             self.reuse = ReuseTracker(topology.node_of, schedule.count, itemsize, spec.cache_size)
+        reuse_miss = spec.gamma_miss if self.reuse is not None else 0.0
+        self.ranks = [_Rank(self.env, rank, spec.overhead * slow,
+                            (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core,
+                            reuse_miss * (1.0 if core else slow))
+                      for rank, (slow, core, miss)
+                      in enumerate(zip(topology.cpu_slowdown, cores, topology.miss))]
         self.instants: dict[float, simpy.Event] = {}
         """The shared wake-up event of each future instant at which some step ends."""
         self.finished = [0.0] * schedule.nranks
@@ -398,7 +399,7 @@ class Simulation:
         end = st.end
         reduces = st.reduces
         if reduces:
-            if st.core is not None and (st.gamma > 0 or (self.reuse is not None and st.gamma_miss > 0)):
+            if st.core is not None and (st.gamma > 0 or st.gamma_miss > 0):
                 queue = sorted(reduces)
                 reduces.clear()
                 self._reduce_on_core(st, queue, st.cpu)
@@ -411,7 +412,7 @@ class Simulation:
             reduces.clear()
         self._wake_at(st, end)
 
-    def _reduce_on_core(self, st: _Rank, queue: list[tuple[float, int]], cpu: float) -> None:
+    def _reduce_on_core(self, st: _Rank, queue: list[tuple[float, int, int, float]], cpu: float) -> None:
         """Run the first reduction of *queue* on *st*'s core once the core is free of the
         rank's earlier work (*cpu*) and its message has arrived, as a flow sharing the core
         with whatever else runs there; then the next, and at the last wake the rank."""
