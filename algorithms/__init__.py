@@ -7,7 +7,7 @@ Vocabulary (used the same way in every module of this package):
 - *count*: the length of each rank's buffer, in elements. Bytes appear only in transports,
   bandwidth figures and the harness; a schedule knows nothing of dtypes.
 - *chunk*: the ``1/nranks`` share of the buffer that one rank owns after a reduce-scatter
-  (:func:`algorithms.schedule.chunk_bounds` splits ``count`` into balanced chunks, the first
+  (:func:`collbench.algorithms.schedule.chunk_bounds` splits ``count`` into balanced chunks, the first
   ``count % nranks`` one element longer).
 - *segment*: a piece of a chunk, the unit of pipelining; its *lane* id says which pipeline it
   belongs to.
@@ -17,16 +17,16 @@ Vocabulary (used the same way in every module of this package):
 
 An algorithm is a pure function ``(nranks, count) -> Schedule`` with no numpy, transport or
 I/O; the schedule it returns builds each rank's steps only when asked
-(:class:`~algorithms.schedule.RankSteps`), so a rank of a real job builds its own steps alone.
-Three executors run the same :class:`~algorithms.schedule.Schedule`: the numpy oracle in
-:mod:`algorithms.reference`, the real transports in ``collbench``, and the SimPy model in ``sim``.
+(:class:`~collbench.algorithms.schedule.RankSteps`), so a rank of a real job builds its own steps alone.
+Three executors run the same :class:`~collbench.algorithms.schedule.Schedule`: the numpy oracle in
+:mod:`collbench.algorithms.reference`, the real transports in ``collbench``, and the SimPy model in ``sim``.
 """
 
-from algorithms.naive import naive
-from algorithms.rabenseifner import rabenseifner
-from algorithms.registry import ALGORITHMS, build
-from algorithms.ring import ring
-from algorithms.schedule import (
+from collbench.algorithms.naive import naive
+from collbench.algorithms.rabenseifner import rabenseifner
+from collbench.algorithms.registry import ALGORITHMS, build
+from collbench.algorithms.ring import ring
+from collbench.algorithms.schedule import (
     Kind,
     Op,
     RankSteps,

@@ -10,8 +10,7 @@ for every dtype, including float16.
 from __future__ import annotations
 
 import numpy as np
-
-from algorithms.ops import ReduceOp
+from collbench.algorithms.ops import ReduceOp
 
 MAX_EXACT_RANKS = 256
 """Largest rank count for which the SUM inputs stay exact in float16 (7 * 256 < 2048)."""

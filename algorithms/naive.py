@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 
-from algorithms.schedule import Kind, Op, RankSteps, Schedule, Step, check_size
+from collbench.algorithms.schedule import Kind, Op, RankSteps, Schedule, Step, check_size
 
 ROOT = 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 
-from algorithms.schedule import Kind, Op, RankSteps, Schedule, Step, check_size, chunk_start
+from collbench.algorithms.schedule import Kind, Op, RankSteps, Schedule, Step, check_size, chunk_start
 
 
 def rabenseifner(nranks: int, count: int) -> Schedule:

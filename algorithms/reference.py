@@ -4,15 +4,14 @@ This is the reference that every real transport and the simulator are checked ag
 follows the schedule's semantics literally: in each step every rank's sends read the buffers
 as they were when the step began, then every receive is applied in the order listed. It
 validates the schedule first (all ranks, every send matched), so every schedule the property
-tests execute is also checked against the rules of :mod:`algorithms.schedule`.
+tests execute is also checked against the rules of :mod:`collbench.algorithms.schedule`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from algorithms.ops import ReduceOp
-from algorithms.schedule import Kind, Schedule, validate
+from collbench.algorithms.ops import ReduceOp
+from collbench.algorithms.schedule import Kind, Schedule, validate
 
 
 def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceOp.SUM) -> np.ndarray:
@@ -20,7 +19,7 @@ def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceO
 
     *inputs* has shape ``(nranks, count, ...)``: trailing axes are carried along untouched,
     which the symbolic check uses. The input is not modified. Raises ScheduleError if
-    *schedule* breaks a rule (see :func:`~algorithms.schedule.validate`).
+    *schedule* breaks a rule (see :func:`~collbench.algorithms.schedule.validate`).
     """
     op = ReduceOp.parse(op) if isinstance(op, str) else op
     if inputs.shape[:2] != (schedule.nranks, schedule.count):

@@ -2,10 +2,10 @@
 
 from collections.abc import Callable
 
-from algorithms.naive import naive
-from algorithms.rabenseifner import rabenseifner
-from algorithms.ring import ring
-from algorithms.schedule import Schedule
+from collbench.algorithms.naive import naive
+from collbench.algorithms.rabenseifner import rabenseifner
+from collbench.algorithms.ring import ring
+from collbench.algorithms.schedule import Schedule
 
 ALGORITHMS: dict[str, Callable[..., Schedule]] = {
     "naive": naive,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 
-from algorithms.schedule import Kind, OpFields, RankSteps, Schedule, check_size, chunk_bounds
+from collbench.algorithms.schedule import Kind, OpFields, RankSteps, Schedule, check_size, chunk_bounds
 
 
 def ring(nranks: int, count: int, segments: int = 1) -> Schedule:
@@ -64,7 +64,7 @@ def _whole_chunks(chunks: list[tuple[int, int]], rank: int) -> Iterator[tuple[Op
 def _ring_steps(nranks: int, segments: int, pieces: list[list[tuple[int, int] | None]],
                 rank: int) -> Iterator[tuple[OpFields, ...]]:
     """The steps of *rank*, each op as a plain tuple of :class:`Op`'s fields (the simulator
-    reads millions of them; see :class:`~algorithms.schedule.RankSteps`). A step lists its
+    reads millions of them; see :class:`~collbench.algorithms.schedule.RankSteps`). A step lists its
     lanes in order; in each lane rank 0 lists its send first and every other rank its
     receive first (the order in which the schedule was once built for all ranks together,
     kept so that simulated times stay bit-identical)."""

@@ -293,7 +293,7 @@ def validate(schedule: Schedule) -> None:
 
     Time and memory are O(messages), which is P times what one rank needs: the numpy oracle
     runs it on every schedule it executes (so the property tests check every algorithm this
-    way, for P up to 64), and :class:`~algorithms.schedule.ScheduleBuilder` on what it
+    way, for P up to 64), and :class:`~collbench.algorithms.schedule.ScheduleBuilder` on what it
     builds. At run time a real rank checks only its own steps (:func:`validate_rank`), and
     the simulator reports a message whose partner never comes as it runs.
     """

@@ -16,9 +16,9 @@ import datetime
 import time
 
 import numpy as np
+from collbench.algorithms.ops import ReduceOp
+from collbench.algorithms.schedule import ScheduleBuilder
 
-from algorithms.ops import ReduceOp
-from algorithms.schedule import ScheduleBuilder
 from collbench.executor import Executor
 from collbench.transports.base import Progress, Transfer, Transport
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 
-from sim.calibrate import error_table, fit, measured_points
-from sim.calibrate_sim import fit_by_simulation
+from collbench.sim.calibrate import error_table, fit, measured_points
+from collbench.sim.calibrate_sim import fit_by_simulation
 
 TARGET_PCT, FROM_BYTES = 15.0, 64 * 1024
 

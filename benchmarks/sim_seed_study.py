@@ -6,10 +6,10 @@ node (the ``ib-fdr`` preset), beside what the seed study measured there.
 
 from __future__ import annotations
 
-from algorithms import build
-from sim import analytic
-from sim.executor import simulate
-from sim.presets import load_network
+from collbench.algorithms import build
+from collbench.sim import analytic
+from collbench.sim.executor import simulate
+from collbench.sim.presets import load_network
 
 MEASURED = {"ring": 0.097}
 """The seed study's fastest single run of all (a ring, P100 GPUs, FDR x2); it reported no

@@ -22,10 +22,10 @@ import resource
 import statistics
 import time
 
-from algorithms import build
-from sim.executor import simulate
-from sim.network import NetworkSpec
-from sim.units import parse_ranks, parse_sizes
+from collbench.algorithms import build
+from collbench.sim.executor import simulate
+from collbench.sim.network import NetworkSpec
+from collbench.sim.units import parse_ranks, parse_sizes
 
 
 def main() -> None:

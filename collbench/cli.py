@@ -15,8 +15,8 @@ import sys
 COMMAND_MODULES = (
     "collbench.run_cli",
     "collbench.doctor",
-    "sim.cli",
-    "reports.cli",
+    "collbench.sim.cli",
+    "collbench.reports.cli",
     "collbench.slurm.cli",
 )
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark and simulate all-reduce: naive, ring and Rabenseifner over MPI, "
         "InfiniBand verbs and NCCL, beside the vendor's own all-reduce.",
     )
+    from collbench import __version__
+    parser.add_argument("--version", action="version", version=f"collbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from algorithms import ALGORITHMS
-from algorithms.ops import DTYPES, ReduceOp
+from collbench.algorithms import ALGORITHMS
+from collbench.algorithms.ops import DTYPES, ReduceOp
 from collbench.errors import CollbenchError
 from collbench.sizes import parse_size, sweep
 from collbench.tomlfile import read_toml

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from algorithms.ops import ReduceOp
-from algorithms.schedule import Kind, Schedule, validate_rank
+from collbench.algorithms.ops import ReduceOp
+from collbench.algorithms.schedule import Kind, Schedule, validate_rank
 from collbench.transports.base import Progress, Transfer, Transport
 
 TAGS_PER_STEP = 1024
@@ -49,7 +49,7 @@ def _tags(step_index: int, ops) -> list[int]:
 class Executor:
     """Runs *schedule* for ``transport.rank`` with reduction *op* on buffers of *dtype*.
 
-    Only this rank's steps are built and checked (:func:`~algorithms.schedule.validate_rank`):
+    Only this rank's steps are built and checked (:func:`~collbench.algorithms.schedule.validate_rank`):
     checking all P ranks' matching here would cost every rank O(P) times its own work; the
     algorithms' matching is checked by the property tests, which validate every schedule the
     numpy oracle runs. Raises ScheduleError if this rank's steps break a rule."""

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from algorithms import build
-from algorithms.data import expected_output, make_input
-from algorithms.ops import ReduceOp
 from collbench import provenance
+from collbench.algorithms import build
+from collbench.algorithms.data import expected_output, make_input
+from collbench.algorithms.ops import ReduceOp
 from collbench.config import NATIVE, RunConfig
 from collbench.errors import CollbenchError
 from collbench.executor import Executor

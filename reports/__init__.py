@@ -2,5 +2,5 @@
 
 Reads results folders with pandas and draws with matplotlib (Agg) only: it never imports MPI,
 CuPy, pyverbs or the simulator, since predictions arrive as results folders too. Start at
-:func:`reports.build.make_report`; ``collbench report`` is :mod:`reports.cli`.
+:func:`collbench.reports.build.make_report`; ``collbench report`` is :mod:`collbench.reports.cli`.
 """

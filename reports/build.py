@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from collbench.reports import fig_compare, fig_point, fig_sweep, tables
+from collbench.reports.common import NotApplicable, Options, Plot, baseline_of, chosen_ranks, chosen_sizes
+from collbench.reports.data import ReportData, load
+from collbench.reports.index import write_index
+from collbench.reports.style import format_size, paper_style
 
 from collbench.errors import CollbenchError
-from reports import fig_compare, fig_point, fig_sweep, tables
-from reports.common import NotApplicable, Options, Plot, baseline_of, chosen_ranks, chosen_sizes
-from reports.data import ReportData, load
-from reports.index import write_index
-from reports.style import format_size, paper_style
 
 FORMATS = ("pdf", "png", "svg")
 

@@ -11,8 +11,7 @@ import re
 from collections.abc import Iterable
 
 import pandas as pd
-
-from reports.data import ReportData
+from collbench.reports.data import ReportData
 
 VERSION_ORDER = ("python", "numpy", "mpi4py", "mpi_library", "cupy", "nccl", "rdma_core", "collbench")
 VERSION_NAMES = {"python": "Python", "numpy": "numpy", "mpi4py": "mpi4py", "mpi_library": "MPI",

@@ -37,9 +37,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the report; bad input raises CollbenchError, which the CLI prints as one line."""
-    from reports.build import make_report, parse_formats
-    from reports.common import Options
-    from reports.data import parse_size
+    from collbench.reports.build import make_report, parse_formats
+    from collbench.reports.common import Options
+    from collbench.reports.data import parse_size
 
     if args.ranks is not None and args.ranks < 1:
         raise CollbenchError(f"--ranks must be a positive rank count, not {args.ranks}")

@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from collbench.reports.data import PREDICTED, ReportData
+from collbench.reports.style import FILLSTYLES, SOURCE_LINESTYLES, algorithm_style, format_size
 from matplotlib.figure import Figure
 
 from collbench.errors import CollbenchError
-from reports.data import PREDICTED, ReportData
-from reports.style import FILLSTYLES, SOURCE_LINESTYLES, algorithm_style, format_size
 
 
 @dataclass(frozen=True)
 class Options:
-    """Choices a user makes on the command line (see :mod:`reports.cli`)."""
+    """Choices a user makes on the command line (see :mod:`collbench.reports.cli`)."""
 
     width: str = "single"
     baseline: str | None = None

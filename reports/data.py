@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from collbench.reports.style import FILLSTYLES, algorithm_order
 
 from collbench import sizes
 from collbench.errors import CollbenchError, ResultsError
 from collbench.schema import SOURCES
 from collbench.store import RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, read_results
-from reports.style import FILLSTYLES, algorithm_order
 
 SERIES_PARTS = ("transport", "source", "dtype", "op")
 """Columns that name a series besides its algorithm, when their value varies."""

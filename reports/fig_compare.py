@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch, Rectangle
-
-from reports.captions import caption
-from reports.common import NotApplicable, Options, Plot, chosen_ranks
-from reports.data import PREDICTED, ReportData
-from reports.style import (
+from collbench.reports.captions import caption
+from collbench.reports.common import NotApplicable, Options, Plot, chosen_ranks
+from collbench.reports.data import PREDICTED, ReportData
+from collbench.reports.style import (
     SOURCE_LINESTYLES,
     algorithm_style,
     figure,
@@ -20,6 +17,8 @@ from reports.style import (
     size_axis,
     time_axis,
 )
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
 MATCH = ["algorithm", "nranks", "size_bytes"]
 """Predictions are matched to measurements by algorithm, ranks and bytes: a simulator models

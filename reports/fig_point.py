@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
-
-from reports.captions import caption
-from reports.common import (
+from collbench.reports.captions import caption
+from collbench.reports.common import (
     NotApplicable,
     Options,
     Plot,
@@ -19,8 +15,8 @@ from reports.common import (
     speedup_text,
     speedups,
 )
-from reports.data import ReportData
-from reports.style import (
+from collbench.reports.data import ReportData
+from collbench.reports.style import (
     SOURCE_HATCHES,
     WIDTHS_IN,
     algorithm_style,
@@ -31,6 +27,9 @@ from reports.style import (
     legend_below,
     rc,
 )
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 
 def _tick(series: str) -> str:

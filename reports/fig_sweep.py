@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from collbench.reports.captions import caption
+from collbench.reports.common import (
+    NotApplicable,
+    Options,
+    Plot,
+    band,
+    chosen_ranks,
+    chosen_sizes,
+    line_style,
+)
+from collbench.reports.data import ReportData
+from collbench.reports.style import figure, format_size, legend_below, legend_handles, size_axis, time_axis
 from matplotlib.ticker import FixedLocator, NullLocator
-
-from reports.captions import caption
-from reports.common import NotApplicable, Options, Plot, band, chosen_ranks, chosen_sizes, line_style
-from reports.data import ReportData
-from reports.style import figure, format_size, legend_below, legend_handles, size_axis, time_axis
 
 DATA_COLUMNS = ["series", "run", "source", "algorithm", "transport", "nranks", "size_bytes",
                 "median_us", "ci_low_us", "ci_high_us", "busbw_GBps"]

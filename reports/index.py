@@ -7,10 +7,10 @@ import html
 from datetime import datetime, timezone
 from pathlib import Path
 
-from reports import tables
-from reports.captions import describe_run
-from reports.common import baseline_of, chosen_ranks, chosen_sizes
-from reports.data import ReportData
+from collbench.reports import tables
+from collbench.reports.captions import describe_run
+from collbench.reports.common import baseline_of, chosen_ranks, chosen_sizes
+from collbench.reports.data import ReportData
 
 
 def _files(report, name: str) -> list[tuple[str, str]]:

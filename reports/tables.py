@@ -4,10 +4,9 @@ and as LaTeX with booktabs rules (for papers): one row per series and point."""
 from __future__ import annotations
 
 import pandas as pd
-
-from reports.common import speedups
-from reports.data import ReportData
-from reports.style import format_size
+from collbench.reports.common import speedups
+from collbench.reports.data import ReportData
+from collbench.reports.style import format_size
 
 HEADERS = ("Implementation", "P", "Size", "Median (µs)", "95% CI (µs)", "busbw (GB/s)", "Speed-up")
 

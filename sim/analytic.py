@@ -1,5 +1,5 @@
 """Closed-form α-β-γ models of the schedules in :mod:`algorithms`, with the same assumptions
-as :mod:`sim.executor`, so that on a network without contention they agree exactly.
+as :mod:`collbench.sim.executor`, so that on a network without contention they agree exactly.
 
 Notation (Thakur, Rabenseifner & Gropp 2005, plus LogP's overhead): *n* bytes per rank,
 *P* ranks, α the latency of a message, β seconds per byte on the wire, γ seconds per byte
@@ -19,7 +19,7 @@ Rabenseifner exchange in both directions at once, so on ``half-duplex`` each suc
 moves its bytes at half speed (β doubles) while one-way steps keep β.
 
 **One shared-memory host.** With ``memory`` μ > 0 or ``cores`` C > 0 in :class:`Params`,
-all P ranks are taken to live on one host (a :class:`~sim.network.NetworkSpec` with
+all P ranks are taken to live on one host (a :class:`~collbench.sim.network.NetworkSpec` with
 ``ranks_per_node ≥ P``, the per-rank port its ``intra_bandwidth``, ``memory_bandwidth``
 1/μ): every message also crosses the host's memory link, and when P > C the ranks share the
 cores, so o and γ grow by s = P/C. A step in which k messages move at once, each rank's
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.network import NetworkSpec
+from collbench.sim.network import NetworkSpec
 
 MODEL_TOPOLOGIES = ("ideal", "switch", "half-duplex")
 
@@ -81,7 +81,7 @@ def _wire(q: Params, ports: int, flows: int, rho: float | None) -> float:
 
 
 def naive(p: int, n: float, q: Params, topology: str = "ideal", rho: float | None = None) -> float:
-    """See :func:`algorithms.naive.naive`. Gather: every rank's message reaches the root
+    """See :func:`collbench.algorithms.naive.naive`. Gather: every rank's message reaches the root
     together (on a switch, all P-1 share the root's down link), then the root reduces them
     one after another. Broadcast: the root issues P-1 sends, one overhead apart; on a switch
     they share its up link, which is never idle once started, so the last one arrives when
@@ -102,7 +102,7 @@ def naive(p: int, n: float, q: Params, topology: str = "ideal", rho: float | Non
 
 def ring(p: int, n: float, q: Params, topology: str = "ideal", rho: float | None = None,
          segments: int = 1) -> float:
-    """See :func:`algorithms.ring.ring`. One segment: 2(P-1) steps of n/P bytes, the first
+    """See :func:`collbench.algorithms.ring.ring`. One segment: 2(P-1) steps of n/P bytes, the first
     P-1 reducing. ``2(P-1)(o+α) + 2(P-1)/P·nβ + (P-1)/P·nγ`` (β doubled on half-duplex).
     More segments: see :func:`ring_segments`."""
     _check(topology, q)
@@ -167,7 +167,7 @@ def ring_segments(p: int, n: float, q: Params, topology: str = "ideal", segments
 
 
 def rabenseifner(p: int, n: float, q: Params, topology: str = "ideal", rho: float | None = None) -> float:
-    """See :func:`algorithms.rabenseifner.rabenseifner`. With p' the largest power of two
+    """See :func:`collbench.algorithms.rabenseifner.rabenseifner`. With p' the largest power of two
     ≤ P: the core is ``2·log2(p')(o+α) + 2(p'-1)/p'·nβ + (p'-1)/p'·nγ``; if P ≠ p', the fold
     adds an exchange of halves with reduction, ``o + α + n/2·(β+γ)``, and the odd rank's
     reduced half to the even, ``o + α + n/2·β``; the unfold sends the whole result,

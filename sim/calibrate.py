@@ -1,6 +1,6 @@
 """Calibration: fit the model's four figures to measured all-reduce times.
 
-The closed forms of :mod:`sim.analytic` are linear in (α, β, γ, o), so the fit is a
+The closed forms of :mod:`collbench.sim.analytic` are linear in (α, β, γ, o), so the fit is a
 bounded linear least-squares problem (no figure may be negative), solved on *relative*
 residuals so that 1 KiB points weigh as much as 1 GiB ones. Naive on a switch is linear on
 each side of a ``max``; the fit picks the side from the current estimate and refits until
@@ -15,9 +15,9 @@ latency absorbs it (the saved calibration says so).
 Runs on one shared-memory host can also be fitted with that host's memory link (μ,
 ``memory=True``) and its cores. The cores are known, not fitted: each run's ``run.json``
 records its hosts, ranks and ``machine.cpus``, and a one-host run with more ranks than cpus
-has its overhead and reductions stretched by ranks/cpus (:mod:`sim.analytic`). With μ the
+has its overhead and reductions stretched by ranks/cpus (:mod:`collbench.sim.analytic`). With μ the
 models hold ``max(j·β, k·μ)`` terms: linear once the ratio ρ = μ/β is placed between two of the
-values where a term changes side (:func:`sim.analytic.thresholds`). The fit tries every
+values where a term changes side (:func:`collbench.sim.analytic.thresholds`). The fit tries every
 such interval (μ free, the sides fixed) and every boundary (μ = ρβ), keeps the fits that
 are consistent with their interval, and returns the one of least error: the global
 optimum of a piecewise-linear least-squares problem.
@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from collbench.sim import analytic
+from collbench.sim.analytic import Params
 
 from collbench.errors import CollbenchError, ResultsError
-from sim import analytic
-from sim.analytic import Params
 
 FIT_ALGORITHMS = ("naive", "ring", "rabenseifner")
 
@@ -50,15 +50,15 @@ class Calibration:
     note: str = ""
     sources: list[str] = field(default_factory=list)
     host: dict | None = None
-    """The fitted host as a network (:meth:`sim.network.NetworkSpec.as_dict`) when the fit
-    simulated it (:mod:`sim.calibrate_sim`): predictions then simulate it too."""
+    """The fitted host as a network (:meth:`collbench.sim.network.NetworkSpec.as_dict`) when the fit
+    simulated it (:mod:`collbench.sim.calibrate_sim`): predictions then simulate it too."""
 
     def network(self, nranks: int):
         """The network these figures describe, with up to *nranks* ranks on one host: the
         simulated host when the fit simulated one; a host of the closed-form figures when
         they include its memory or cores; else a network of one rank per node."""
-        from sim.calibrate_sim import host_spec
-        from sim.network import NetworkSpec
+        from collbench.sim.calibrate_sim import host_spec
+        from collbench.sim.network import NetworkSpec
 
         if self.host is not None:
             return NetworkSpec.from_dict({**self.host, "ranks_per_node": max(nranks, 1)})
@@ -76,7 +76,7 @@ class Calibration:
         if self.host is None:
             return analytic.predict(algorithm, nranks, nbytes, replace(q, cores=int(cores) or q.cores),
                                     self.topology)
-        from sim.calibrate_sim import simulated_seconds
+        from collbench.sim.calibrate_sim import simulated_seconds
 
         spec = self.network(nranks)
         return simulated_seconds(replace(spec, cores=int(cores) or spec.cores), algorithm, nranks, nbytes)

@@ -1,7 +1,7 @@
 """Calibration by simulation: fit a one-host model that has no closed form by running the
 SimPy executor itself inside a nonlinear least-squares fit.
 
-Two parts of a shared-memory host's behaviour are beyond :mod:`sim.calibrate`'s linear fit:
+Two parts of a shared-memory host's behaviour are beyond :mod:`collbench.sim.calibrate`'s linear fit:
 
 * **Bound cores** (``core_sharing = "bound"``): ranks time-share the cores they are bound
   to, so a waiting rank leaves its core to the others but for the share it takes by polling
@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from collbench.sim.analytic import Params
+from collbench.sim.calibrate import Calibration, fit
+from collbench.sim.network import NetworkSpec
+from collbench.sim.units import ITEMSIZE
 
 from collbench.errors import CollbenchError
-from sim.analytic import Params
-from sim.calibrate import Calibration, fit
-from sim.network import NetworkSpec
-from sim.units import ITEMSIZE
 
 _FLOOR = {"alpha": 1e-10, "beta": 1e-13, "gamma": 1e-14, "overhead": 1e-10, "memory": 1e-13,
           "context_switch": 1e-10, "waiting_share": 1e-4, "cache_size": 1e4, "beta_miss": 1e-14,
@@ -62,8 +62,8 @@ def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores
 def simulated_seconds(spec: NetworkSpec, algorithm: str, nranks: int, nbytes: float,
                       itemsize: int = 4) -> float:
     """Seconds of one all-reduce of *nranks* ranks on *spec* (a host that holds them all)."""
-    from algorithms import build
-    from sim.executor import simulate
+    from collbench.algorithms import build
+    from collbench.sim.executor import simulate
 
     return simulate(build(algorithm, nranks, int(nbytes) // itemsize), spec, itemsize).time
 
@@ -73,9 +73,10 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
                       cores: int | None = None, topology: str = "half-duplex", cache_model: str = "node",
                       note_sources: list[str] | None = None) -> Calibration:
     """Fit a one-host model with bound cores and/or a cache (priced by *cache_model*, see
-    :class:`~sim.network.NetworkSpec`) to *data* (from :func:`sim.calibrate.measured_points`)
-    by simulating every point. *cores* as in :func:`sim.calibrate.fit`. The result carries
-    the fitted host as a network (``host``), from which predictions simulate.
+    :class:`~collbench.sim.network.NetworkSpec`) to *data* (from
+    :func:`collbench.sim.calibrate.measured_points`) by simulating every point. *cores* as in
+    :func:`collbench.sim.calibrate.fit`. The result carries the fitted host as a network
+    (``host``), from which predictions simulate.
 
     Raises CollbenchError for runs that span several hosts or a model with neither part."""
     from scipy.optimize import least_squares

@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+from collbench.sim.units import ITEMSIZE
+
 from collbench.errors import CollbenchError
-from sim.units import ITEMSIZE
 
 
 def register(subparsers) -> None:
@@ -115,10 +116,10 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
 def _network(args, one_host_ranks: int = 1):
     """The spec from --network, a calibration and the overrides; a one-host calibration
     without --network puts up to *one_host_ranks* ranks on its host."""
-    from sim.calibrate import Calibration
-    from sim.network import SpecError
-    from sim.presets import load_network
-    from sim.units import parse_bandwidth, parse_size, parse_time
+    from collbench.sim.calibrate import Calibration
+    from collbench.sim.network import SpecError
+    from collbench.sim.presets import load_network
+    from collbench.sim.units import parse_bandwidth, parse_size, parse_time
 
     try:
         calibration = Calibration.load(args.calibration) if args.calibration else None
@@ -150,8 +151,8 @@ def _network(args, one_host_ranks: int = 1):
 
 
 def _run_sim(args) -> int:
-    from algorithms import ALGORITHMS
-    from sim.units import parse_ranks, parse_sizes
+    from collbench.algorithms import ALGORITHMS
+    from collbench.sim.units import parse_ranks, parse_sizes
 
     try:
         ranks, sizes = parse_ranks(args.ranks), parse_sizes(args.sizes)
@@ -170,7 +171,7 @@ def _run_sim(args) -> int:
     if bad:
         raise CollbenchError(f"size {bad[0]} B is not a whole number of {args.dtype} elements")
     if args.model == "analytic":  # before the header: every point would be refused
-        from sim.predict import refuse_analytic
+        from collbench.sim.predict import refuse_analytic
 
         refuse_analytic(spec)
     writer = None if args.no_save else _writer(args, spec, calibration)
@@ -198,7 +199,7 @@ def _run_sim(args) -> int:
 def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int, int]) -> dict:
     """The results row of one (algorithm, ranks, size) point; a module-level function so
     that worker processes can run it."""
-    from sim.predict import predict_point
+    from collbench.sim.predict import predict_point
 
     algorithm, nranks, size = point
     return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model)
@@ -242,8 +243,8 @@ def _writer(args, spec, calibration):
 
 
 def _run_calibrate(args) -> int:
-    from sim.calibrate import error_table, fit, measured_points
-    from sim.units import parse_ranks, parse_sizes
+    from collbench.sim.calibrate import error_table, fit, measured_points
+    from collbench.sim.units import parse_ranks, parse_sizes
 
     data = measured_points(args.results)
     try:
@@ -264,7 +265,7 @@ def _run_calibrate(args) -> int:
     if args.waiting_share and args.core_sharing != "bound":
         raise CollbenchError("--waiting-share is a figure of bound cores: add --core-sharing bound")
     if args.core_sharing == "bound" or args.cache:
-        from sim.calibrate_sim import fit_by_simulation
+        from collbench.sim.calibrate_sim import fit_by_simulation
 
         if args.topology == "ideal":
             raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "

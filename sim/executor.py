@@ -1,6 +1,6 @@
 """The simulated executor: one SimPy process per rank runs an algorithm's schedule, the very
-:class:`~algorithms.schedule.Schedule` object the real executor runs, over a
-:class:`~sim.topology.Topology`.
+:class:`~collbench.algorithms.schedule.Schedule` object the real executor runs, over a
+:class:`~collbench.sim.topology.Topology`.
 
 What a rank does in a step, and what it costs:
 
@@ -8,12 +8,12 @@ What a rank does in a step, and what it costs:
   send in turn, so the i-th send of the step is ready ``i * overhead`` after the step began.
 - A message moves when both its send is ready and its receive is posted (a rendezvous, as
   MPI does for large messages): it then drains through the links of its route, sharing them
-  with other flows (:mod:`sim.fabric`), and arrives one route latency after its last byte
+  with other flows (:mod:`collbench.sim.fabric`), and arrives one route latency after its last byte
   left.
 - A ``RECV_REDUCE`` then costs ``gamma`` per byte of the rank's CPU; reductions of one step
   run one at a time, in order of arrival, and not before the step's sends are issued. A
   ``RECV_COPY`` costs nothing more. A send is complete when its message has arrived.
-- Overhead and reductions take :attr:`~sim.topology.Topology.cpu_slowdown` times longer on a
+- Overhead and reductions take :attr:`~collbench.sim.topology.Topology.cpu_slowdown` times longer on a
   node whose ranks outnumber its cores. With bound cores (``core_sharing = "bound"``) only
   the overhead is stretched so; a reduction is instead a flow on the rank's core link, which
   it shares with the copies and reductions running there at the time, and with the ranks
@@ -28,7 +28,7 @@ first matched on each ordered pair of ranks (a :class:`_Channel`); each post car
 and a send met by a receive of another step (a schedule breaking the rule) stops the run.
 
 Each rank's steps are streamed from the schedule
-(:meth:`~algorithms.schedule.Schedule.stream_fields`) inside its process and dropped once
+(:meth:`~collbench.algorithms.schedule.Schedule.stream_fields`) inside its process and dropped once
 posted, so the run holds, per rank, its state, one step and its channels: for the ring 22 MB
 at P = 1024 where the schedule alone, built whole, took 1 GB (67 million ops at P = 4096).
 
@@ -53,15 +53,14 @@ from heapq import heappush
 from typing import TYPE_CHECKING
 
 import simpy
+from collbench.algorithms.schedule import Kind, Schedule
+from collbench.sim.fabric import Fabric, Flow, Link
+from collbench.sim.network import NetworkSpec
+from collbench.sim.topology import Route, Topology
 from simpy.events import NORMAL
 
-from algorithms.schedule import Kind, Schedule
-from sim.fabric import Fabric, Flow, Link
-from sim.network import NetworkSpec
-from sim.topology import Route, Topology
-
 if TYPE_CHECKING:
-    from sim.reuse import ReuseTracker
+    from collbench.sim.reuse import ReuseTracker
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ class _Rank:
         self.pending = self.sends_left = self.recvs_left = 0
         self.reduces: list[tuple[float, int, int, float]] = []
         """(arrival, bytes, first element, the node's count of bytes touched when the message
-        was copied; see :mod:`sim.reuse`) of the step's reducing receives that have arrived."""
+        was copied; see :mod:`collbench.sim.reuse`) of the step's reducing receives that have arrived."""
         self.parked = simpy.Event(env)
         """Never triggered: the rank's process waits on it while its step's end is unknown,
         and :meth:`Simulation._step_done` moves the waiting process to the step's instant."""
@@ -125,7 +124,7 @@ class _Channel:
                  route: Route, workers: tuple[int, ...] = ()) -> None:
         self.src, self.dst, self.sender, self.receiver = src, dst, sender, receiver
         self.workers = workers
-        """The ranks whose cores copy the messages (see :attr:`~sim.fabric.Flow.workers`)."""
+        """The ranks whose cores copy the messages (see :attr:`~collbench.sim.fabric.Flow.workers`)."""
         self.links, self.latency, self.bandwidth, self.weights = route
         self.private = _privacy(src, dst, self.links)
         """Which of the sender's or receiver's counts of ops still to start must be zero for
@@ -175,9 +174,9 @@ class Simulation:
         topology = self.topology
         cores = topology.core or [None] * schedule.nranks
         self.reuse: ReuseTracker | None = None
-        """With ``cache_model = "reuse"``: what each rank touched when (:mod:`sim.reuse`)."""
+        """With ``cache_model = "reuse"``: what each rank touched when (:mod:`collbench.sim.reuse`)."""
         if spec.cache_size and spec.cache_model == "reuse":
-            from sim.reuse import ReuseTracker  # numpy: imported only by runs that use it
+            from collbench.sim.reuse import ReuseTracker  # numpy: imported only by runs that use it
 
             self.reuse = ReuseTracker(topology.node_of, schedule.count, itemsize, spec.cache_size)
         reuse_miss = spec.gamma_miss if self.reuse is not None else 0.0
@@ -199,7 +198,7 @@ class Simulation:
 
         Raises RuntimeError if some rank waits forever, or if a send meets a receive of
         another step (a schedule whose sends and receives do not match;
-        :func:`algorithms.schedule.validate` rejects those beforehand)."""
+        :func:`collbench.algorithms.schedule.validate` rejects those beforehand)."""
         began = time.perf_counter()
         for rank in range(self.schedule.nranks):
             self.env.process(self._rank(rank))
@@ -348,7 +347,7 @@ class Simulation:
         private to its sender or its receiver, and that rank has no other message of this step
         still to start, nothing can join those links before it arrives, so its arrival is
         known at once and the sharing model is skipped: the common case, and the reason large
-        runs are cheap. Otherwise it joins the :class:`~sim.fabric.Fabric` at *start*."""
+        runs are cheap. Otherwise it joins the :class:`~collbench.sim.fabric.Fabric` at *start*."""
         sender, receiver = channel.sender, channel.receiver
         sender.sends_left -= 1
         receiver.recvs_left -= 1

@@ -92,7 +92,7 @@ class Flow:
         self.weights = weights
         """Per link of *links*, how much of its capacity one unit of this flow's rate uses;
         None means 1 on every link. A core that both copies a message in and out uses 2 per
-        byte; a reduction uses a core's capacity at its own speed (see :mod:`sim.topology`)."""
+        byte; a reduction uses a core's capacity at its own speed (see :mod:`collbench.sim.topology`)."""
         self.latency = latency
         self.remaining = float(size)
         self.rate = 0.0

@@ -1,7 +1,7 @@
 """Network descriptions: what a user writes in a preset or on the command line.
 
 A :class:`NetworkSpec` is plain data (a TOML table maps onto it field for field); a
-:class:`~sim.topology.Topology` built from it for a given number of ranks holds the actual
+:class:`~collbench.sim.topology.Topology` built from it for a given number of ranks holds the actual
 links. Figures are in SI base units: bytes per second, seconds, seconds per byte.
 """
 
@@ -105,7 +105,7 @@ class NetworkSpec:
     cache_model: str = "node"
     """``node``: φ from the node's buffer total, the same for every copy and reduction of a
     run; ``reuse``: each copy's and reduction's own φ, from the bytes its node touched since
-    it last touched the same data (:mod:`sim.reuse`), so algorithms that reuse data late
+    it last touched the same data (:mod:`collbench.sim.reuse`), so algorithms that reuse data late
     miss more. Reuse copies are priced on the cores, so it is meant for bound cores."""
 
     def __post_init__(self) -> None:

@@ -3,12 +3,13 @@ return the results row. The Python API behind ``collbench sim``."""
 
 from __future__ import annotations
 
-from algorithms import build
+from collbench.algorithms import build
+from collbench.sim import analytic
+from collbench.sim.executor import simulate
+from collbench.sim.network import NetworkSpec, SpecError
+from collbench.sim.results import summary_row
+
 from collbench.errors import CollbenchError
-from sim import analytic
-from sim.executor import simulate
-from sim.network import NetworkSpec, SpecError
-from sim.results import summary_row
 
 
 def refuse_analytic(spec: NetworkSpec) -> None:
@@ -43,7 +44,7 @@ def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: 
 
 def predict_point(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: int, dtype: str,
                   itemsize: int, model: str = "sim") -> dict:
-    """The results row of one predicted point (see :mod:`sim.results`)."""
+    """The results row of one predicted point (see :mod:`collbench.sim.results`)."""
     seconds = predict_seconds(spec, algorithm, nranks, size_bytes, itemsize, model)
     return summary_row(source="simulated" if model == "sim" else "model", network=spec.name,
                        algorithm=algorithm, nranks=nranks, size_bytes=size_bytes, dtype=dtype,

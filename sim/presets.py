@@ -1,6 +1,6 @@
 """Network presets: TOML files in ``sim/networks/``, or any TOML file a user writes.
 
-A file is one table whose keys are the fields of :class:`~sim.network.NetworkSpec`.
+A file is one table whose keys are the fields of :class:`~collbench.sim.network.NetworkSpec`.
 Bandwidths, times and the cache size may be written with units (``bandwidth = "100Gbps"``,
 ``latency = "1us"``, ``cache_size = "32MiB"``), and ``reduce_bandwidth = "10GB/s"`` may
 stand for ``gamma`` (its inverse). Every figure of a preset carries a comment naming its
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collbench.sim.network import NetworkSpec, SpecError
+from collbench.sim.units import parse_bandwidth, parse_size, parse_time
+
 from collbench.tomlfile import read_toml
-from sim.network import NetworkSpec, SpecError
-from sim.units import parse_bandwidth, parse_size, parse_time
 
 PRESET_DIR = Path(__file__).parent / "networks"
 _BANDWIDTHS = ("bandwidth", "intra_bandwidth", "memory_bandwidth")

@@ -1,7 +1,7 @@
-"""Topologies: the links of a :class:`~sim.network.NetworkSpec` for *nranks* ranks, and the
+"""Topologies: the links of a :class:`~collbench.sim.network.NetworkSpec` for *nranks* ranks, and the
 route of every message.
 
-Every route is a tuple of :class:`~sim.fabric.Link` plus its latency. Ranks live on nodes
+Every route is a tuple of :class:`~collbench.sim.fabric.Link` plus its latency. Ranks live on nodes
 (:meth:`Topology.node_of`); ranks of one node talk over the intra-node fabric when the spec
 has one, and otherwise through the node's NICs like ranks of different nodes. A node's NICs
 are one bonded link of ``nics_per_node`` times the NIC bandwidth, up and down: this assumes
@@ -21,7 +21,7 @@ With ``core_sharing = "bound"`` the cores are links instead (:attr:`Topology.cor
 copied by both ranks' cores (it crosses both core links; twice the same one when both ranks
 share a core), and the executor runs reductions on the core link too. Only the work running
 at a moment shares a core, so a rank that waits leaves its core to the others, but for
-``waiting_share`` (the time a polling rank still takes; see :class:`~sim.fabric.Link`).
+``waiting_share`` (the time a polling rank still takes; see :class:`~collbench.sim.fabric.Link`).
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from sim.fabric import Link, alone_rate
-from sim.network import NetworkSpec, SpecError
+from collbench.sim.fabric import Link, alone_rate
+from collbench.sim.network import NetworkSpec, SpecError
 
 Route = tuple[tuple[Link, ...], float, float, tuple[float, ...] | None]
 """The links of a route, its latency, its bandwidth when alone (the smallest capacity per
 unit of use, before any core's idle ranks take their share), and how much of each link a
-byte uses (None: one each; see :attr:`~sim.fabric.Flow.weights`)."""
+byte uses (None: one each; see :attr:`~collbench.sim.fabric.Flow.weights`)."""
 
 
 class Topology:
@@ -157,7 +157,7 @@ class Topology:
 
     def workers(self, src: int, dst: int) -> tuple[int, ...]:
         """The ranks whose cores work at a message from *src* to *dst* (see
-        :attr:`~sim.fabric.Link.spin`): with bound cores on one node, both (the sender's
+        :attr:`~collbench.sim.fabric.Link.spin`): with bound cores on one node, both (the sender's
         core copies it in, the receiver's out); else none."""
         if self.core is None or self.node_of[src] != self.node_of[dst]:
             return ()

@@ -3,11 +3,12 @@ folders whose times come from the SimPy model itself (for calibration to recover
 
 from __future__ import annotations
 
-from algorithms import build
+from collbench.algorithms import build
+from collbench.sim.executor import simulate
+from collbench.sim.network import NetworkSpec
+from collbench.sim.results import summary_row
+
 from collbench.store import ResultsWriter
-from sim.executor import simulate
-from sim.network import NetworkSpec
-from sim.results import summary_row
 
 
 def even_count(p: int, k: int) -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from collbench.algorithms.ops import DTYPES, ReduceOp
 
-from algorithms.ops import DTYPES, ReduceOp
 from collbench import gpu
 from collbench.config import make_config
 from collbench.errors import CollbenchError
@@ -275,8 +275,7 @@ def test_reducer_matches_cupy(dtype):
     """collbench.gpu.reducer computes what CuPy's ufunc computes, at any length and offset."""
     import cupy
     import numpy
-
-    from algorithms.data import make_input
+    from collbench.algorithms.data import make_input
 
     for op in ReduceOp:
         fast = gpu.reducer(cupy, op.ufunc, dtype)

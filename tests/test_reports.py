@@ -9,13 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from collbench.reports import fig_compare, fig_point, fig_sweep
+from collbench.reports.common import NotApplicable, Options, speedup_text
+from collbench.reports.data import load, parse_size
+from collbench.reports.style import ALGORITHM_STYLES, FALLBACK_STYLES, algorithm_style, format_size
+from collbench.reports.synthetic import write_run
 
 from collbench.store import read_results
-from reports import fig_compare, fig_point, fig_sweep
-from reports.common import NotApplicable, Options, speedup_text
-from reports.data import load, parse_size
-from reports.style import ALGORITHM_STYLES, FALLBACK_STYLES, algorithm_style, format_size
-from reports.synthetic import write_run
 
 SIZES = (64, 4096, 1 << 20, 1 << 24)
 BIG = 1 << 24

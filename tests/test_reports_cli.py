@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
+from collbench.reports.data import load
+from collbench.reports.synthetic import write_run
 
 from collbench.cli import main
 from collbench.errors import ResultsError
 from collbench.store import read_results
-from reports.data import load
-from reports.synthetic import write_run
 
 SIZES = (1024, 1 << 20)
 
@@ -119,8 +119,8 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
 
 
 def test_reports_never_load_mpi_cupy_pyverbs_or_the_simulator():
-    code = ("import sys, reports.build, reports.cli; "
-            "print(sorted(m for m in ('mpi4py', 'cupy', 'pyverbs', 'sim') if m in sys.modules))")
+    code = ("import sys, collbench.reports.build, collbench.reports.cli; "
+            "print(sorted(m for m in ('mpi4py', 'cupy', 'pyverbs', 'collbench.sim') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -2,10 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from algorithms import (
+from collbench.algorithms import (
     ALGORITHMS,
     Kind,
     Op,
@@ -16,9 +13,11 @@ from algorithms import (
     validate,
     validate_rank,
 )
-from algorithms.data import expected_output, make_input
-from algorithms.ops import DTYPES, ReduceOp
-from algorithms.reference import contributions, execute
+from collbench.algorithms.data import expected_output, make_input
+from collbench.algorithms.ops import DTYPES, ReduceOp
+from collbench.algorithms.reference import contributions, execute
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 VARIANTS = [("naive", {}), ("ring", {}), ("ring", {"segments": 4}), ("rabenseifner", {})]
 VARIANT_IDS = ["naive", "ring", "ring-seg4", "rabenseifner"]

@@ -4,15 +4,15 @@ sentence."""
 import json
 
 import pytest
+from collbench.algorithms import build
+from collbench.sim.analytic import Params
+from collbench.sim.calibrate import Calibration, fit, measured_points
+from collbench.sim.executor import simulate
+from collbench.sim.network import NetworkSpec
+from collbench.sim.results import summary_row
 
-from algorithms import build
 from collbench.cli import main
 from collbench.store import ResultsWriter
-from sim.analytic import Params
-from sim.calibrate import Calibration, fit, measured_points
-from sim.executor import simulate
-from sim.network import NetworkSpec
-from sim.results import summary_row
 from tests.sim_data import model_run
 
 

@@ -3,13 +3,13 @@
 import math
 
 import pytest
+from collbench.sim.presets import load_network, preset_names
+from collbench.sim.units import parse_bandwidth, parse_ranks, parse_sizes, parse_time
 
 from collbench.cli import main
 from collbench.schema import SUMMARY_COLUMNS
 from collbench.stats import busbw_factor
 from collbench.store import read_results
-from sim.presets import load_network, preset_names
-from sim.units import parse_bandwidth, parse_ranks, parse_sizes, parse_time
 
 
 def test_predictions_are_stored_as_results(tmp_path, capsys):
@@ -91,7 +91,8 @@ def test_sim_never_loads_mpi_cupy_or_pyverbs():
     import subprocess
     import sys
 
-    code = ("import sys, sim.cli, sim.predict, sim.calibrate, sim.executor, sim.presets; "
+    code = ("import sys, collbench.sim.cli, collbench.sim.predict, collbench.sim.calibrate, "
+            "collbench.sim.executor, collbench.sim.presets; "
             "from collbench.cli import main; main(['sim', '--no-save', '--ranks', '2', '--sizes', '1K']); "
             "print(sorted(m for m in ('mpi4py', 'cupy', 'pyverbs') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

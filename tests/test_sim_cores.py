@@ -4,18 +4,18 @@ and their calibration by simulation. Times in seconds, sizes in bytes, float32."
 import json
 
 import pytest
+from collbench.algorithms import build
+from collbench.reports.fig_compare import models_the_measured_system
+from collbench.sim.calibrate import Calibration, measured_points
+from collbench.sim.calibrate_sim import fit_by_simulation
+from collbench.sim.executor import simulate
+from collbench.sim.fabric import Flow, Link, _max_min
+from collbench.sim.network import NetworkSpec, SpecError
+from collbench.sim.presets import spec_from_table
+from collbench.sim.reuse import ReuseTracker
+from collbench.sim.topology import Topology
 
-from algorithms import build
 from collbench.cli import main
-from reports.fig_compare import models_the_measured_system
-from sim.calibrate import Calibration, measured_points
-from sim.calibrate_sim import fit_by_simulation
-from sim.executor import simulate
-from sim.fabric import Flow, Link, _max_min
-from sim.network import NetworkSpec, SpecError
-from sim.presets import spec_from_table
-from sim.reuse import ReuseTracker
-from sim.topology import Topology
 from tests.sim_data import model_run
 
 B = 6e9  # one core's copy speed

@@ -5,12 +5,12 @@ import itertools
 
 import pytest
 import simpy
+from collbench.algorithms import build
+from collbench.sim import analytic
+from collbench.sim.executor import simulate
+from collbench.sim.fabric import Fabric, Flow, Link
+from collbench.sim.network import NetworkSpec
 
-from algorithms import build
-from sim import analytic
-from sim.executor import simulate
-from sim.fabric import Fabric, Flow, Link
-from sim.network import NetworkSpec
 from tests.sim_data import even_count
 
 B = 12.5e9  # 100 Gb/s per NIC
@@ -209,7 +209,7 @@ def test_every_shape_runs_every_algorithm_to_the_end(topology):
 
 def test_unmatched_messages_stop_the_run_with_a_reason():
     """A send met by a receive of another step, or never met, is an error, not a wrong time."""
-    from algorithms import Kind, Op, Schedule
+    from collbench.algorithms import Kind, Op, Schedule
 
     send, recv = Op(Kind.SEND, 1, 0, 5), Op(Kind.RECV_COPY, 0, 0, 5)
     skewed = Schedule("skewed", 2, 10, (((send,), ()), ((), (recv,))))

@@ -4,17 +4,17 @@ closed forms and hand-derived exact values. Times in seconds, sizes in bytes, fl
 import json
 
 import pytest
+from collbench.algorithms import build
+from collbench.sim import analytic
+from collbench.sim.calibrate import fit, measured_points
+from collbench.sim.executor import simulate
+from collbench.sim.network import NetworkSpec, SpecError
+from collbench.sim.presets import load_network, preset_names, spec_from_table
+from collbench.sim.results import summary_row
+from collbench.sim.topology import Topology
 
-from algorithms import build
 from collbench.cli import main
 from collbench.store import ResultsWriter
-from sim import analytic
-from sim.calibrate import fit, measured_points
-from sim.executor import simulate
-from sim.network import NetworkSpec, SpecError
-from sim.presets import load_network, preset_names, spec_from_table
-from sim.results import summary_row
-from sim.topology import Topology
 from tests.sim_data import even_count, model_run
 
 B = 6e9  # one core's copy speed
@@ -247,7 +247,7 @@ def test_one_segment_is_the_plain_ring_and_bad_segments_are_refused():
 @pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
 def test_ranks_of_one_node_have_the_intra_node_closed_form(algorithm):
     """dgx-h100: up to 8 ranks on one node's NVLink, which the closed forms now cover."""
-    from sim.predict import predict_seconds
+    from collbench.sim.predict import predict_seconds
 
     spec = load_network("dgx-h100")
     for p in (2, 4, 8):

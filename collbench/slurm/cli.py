@@ -51,7 +51,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     for flag, text in _FLAGS:
         p.add_argument(f"--{flag}", help=text)
     p.add_argument("--profile", metavar="FILE",
-                   help=f"site profile (TOML with [slurm]); default ${PROFILE_ENV} if set")
+                   help="site profile (TOML with [slurm]), or a shipped one by name (localhost, "
+                   f"example-site, gpu-site); default ${PROFILE_ENV} if set")
     p.add_argument("--template", metavar="FILE", help="an sbatch template of your own")
     p.add_argument("--sbatch-option", action="append", metavar="OPT", dest="sbatch",
                    help="extra sbatch option: --sbatch-option=--exclusive or --sbatch-option "

@@ -20,13 +20,14 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from collbench import provenance
+from collbench import provenance, templates
 from collbench.config import RunConfig, load_experiment, make_config
 from collbench.errors import CollbenchError
 from collbench.slurm.settings import PATH_CHARS, SHAPES, WORD, SlurmSettings, load_profile, merge
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "slurm"
-"""The project's ``slurm/`` folder: one template per cluster shape, and site profiles."""
+TEMPLATE_DIR = Path(templates.__file__).parent
+"""The shipped templates (the repository's ``slurm/`` folder, installed as
+``collbench.templates``): one per cluster shape, and site profiles in ``profiles/``."""
 JOURNAL = "slurm-jobs.tsv"
 BLOCKS = ("sbatch", "about", "setup", "env", "select", "journal", "launch")
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")

@@ -95,8 +95,15 @@ _TUPLES = {"srun_args", "mpiexec_args", "setup", "sbatch", "collbench"}
 
 
 def load_profile(path: str | Path) -> dict:
-    """The ``[slurm]`` table of a site profile; raises CollbenchError naming the file."""
+    """The ``[slurm]`` table of a site profile: a file, or the name of one shipped with
+    collbench (``localhost``, ``example-site``, ``gpu-site``). Raises CollbenchError naming
+    the file."""
     path = Path(path)
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+        from collbench import templates
+        shipped = Path(templates.__file__).parent / "profiles" / f"{path}.toml"
+        if shipped.is_file():
+            path = shipped
     data = read_toml(path, "site profile")
     table = data.get("slurm")
     if not isinstance(table, dict):

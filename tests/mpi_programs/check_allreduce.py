@@ -9,11 +9,11 @@ import argparse
 import json
 import sys
 
+from collbench.algorithms import build
+from collbench.algorithms.data import expected_output, make_input
+from collbench.algorithms.ops import DTYPES, ReduceOp
 from mpi4py import MPI
 
-from algorithms import build
-from algorithms.data import expected_output, make_input
-from algorithms.ops import DTYPES, ReduceOp
 from collbench.config import make_config
 from collbench.executor import Executor
 from collbench.transports import open_transport
