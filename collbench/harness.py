@@ -25,6 +25,7 @@ from collbench.algorithms.ops import ReduceOp
 from collbench.config import NATIVE, RunConfig
 from collbench.errors import CollbenchError
 from collbench.executor import Executor
+from collbench.launcher import check_world_size
 from collbench.output import PointPrinter
 from collbench.stats import summarise
 from collbench.store import ResultsWriter
@@ -234,6 +235,13 @@ class Sweep:
         return row
 
 
+def _library_name() -> str:
+    """The MPI library's first line, spaces squeezed (Open MPI's string ends in a NUL)."""
+    from mpi4py import MPI
+
+    return " ".join(MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].split())
+
+
 def _hostname() -> str:
     from mpi4py import MPI
 
@@ -243,9 +251,10 @@ def _hostname() -> str:
 def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
               show_progress: bool = False, argv: list[str] | None = None) -> int:
     """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status."""
-    if comm is None:
-        from mpi4py import MPI
+    from mpi4py import MPI
 
+    check_world_size(MPI.COMM_WORLD.size, _library_name())
+    if comm is None:
         comm = MPI.COMM_WORLD
     progress, sweep = Progress(), None
 
