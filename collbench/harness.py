@@ -31,7 +31,7 @@ from collbench.stats import summarise
 from collbench.store import ResultsWriter
 from collbench.transports import open_transport
 from collbench.transports.base import Progress
-from collbench.watchdog import Watchdog
+from collbench.watchdog import Watchdog, abort_on_failure
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,8 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
     def where() -> str:
         return sweep.where if sweep else ""
 
-    with Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where):
+    with (abort_on_failure(comm.rank, comm.size, comm.Abort),
+          Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where)):
         sweep = Sweep(config, comm, progress, argv)
         return sweep.run(output_format, show_progress)
 
