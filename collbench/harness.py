@@ -26,12 +26,13 @@ from collbench.config import NATIVE, RunConfig
 from collbench.dataflow import DataflowExecutor
 from collbench.errors import CollbenchError
 from collbench.executor import Executor
+from collbench.launcher import check_world_size
 from collbench.output import PointPrinter
 from collbench.stats import summarise
 from collbench.store import ResultsWriter
 from collbench.transports import open_transport
 from collbench.transports.base import Progress
-from collbench.watchdog import Watchdog
+from collbench.watchdog import Watchdog, abort_on_failure
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,13 @@ class Sweep:
         return row
 
 
+def _library_name() -> str:
+    """The MPI library's first line, spaces squeezed (Open MPI's string ends in a NUL)."""
+    from mpi4py import MPI
+
+    return " ".join(MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].split())
+
+
 def _hostname() -> str:
     from mpi4py import MPI
 
@@ -249,16 +257,18 @@ def _hostname() -> str:
 def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
               show_progress: bool = False, argv: list[str] | None = None) -> int:
     """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status."""
-    if comm is None:
-        from mpi4py import MPI
+    from mpi4py import MPI
 
+    check_world_size(MPI.COMM_WORLD.size, _library_name())
+    if comm is None:
         comm = MPI.COMM_WORLD
     progress, sweep = Progress(), None
 
     def where() -> str:
         return sweep.where if sweep else ""
 
-    with Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where):
+    with (abort_on_failure(comm.rank, comm.size, comm.Abort),
+          Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where)):
         sweep = Sweep(config, comm, progress, argv)
         return sweep.run(output_format, show_progress)
 

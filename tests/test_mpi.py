@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -45,3 +46,15 @@ def test_a_rank_leaving_early_aborts_the_job_naming_step_and_peer(mpiexec, tmp_p
     assert done.returncode != 0
     assert f"made no progress for 3 s in {algorithm}, step" in done.stderr
     assert "receiving from" in done.stderr or "sending to" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["RuntimeError", "CollbenchError"])
+def test_an_error_on_one_rank_aborts_the_job_at_once_with_its_message(mpiexec, tmp_path, kind):
+    start = time.monotonic()
+    done = mpiexec(3, sys.executable, PROGRAMS / "fail_on_rank.py", kind, tmp_path / "out", timeout=120)
+    assert time.monotonic() - start < 60  # the watchdog would take 300 s
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("collbench:")]
+    prefix = "collbench: error: rank 1: " + ("RuntimeError: " if kind == "RuntimeError" else "")
+    assert len(ours) == 1 and ours[0].startswith(prefix + "planted failure on rank 1"), done.stderr
+    assert "Traceback" not in done.stderr
