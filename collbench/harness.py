@@ -23,6 +23,7 @@ from collbench.algorithms import build
 from collbench.algorithms.data import expected_output, make_input
 from collbench.algorithms.ops import ReduceOp
 from collbench.config import NATIVE, RunConfig
+from collbench.dataflow import DataflowExecutor
 from collbench.errors import CollbenchError
 from collbench.executor import Executor
 from collbench.launcher import check_world_size
@@ -70,7 +71,8 @@ class PointRunner:
         else:
             schedule = build(point.algorithm, transport.size, self.count,
                              **_schedule_options(config, point.algorithm))
-            self._executor = Executor(schedule, transport, config.datatype, self.op, progress)
+            make = DataflowExecutor if config.execution == "dataflow" else Executor
+            self._executor = make(schedule, transport, config.datatype, self.op, progress)
 
     def _input(self, seed: int):
         return make_input(self.transport.rank, self.transport.size, self.count,
@@ -166,10 +168,14 @@ class Sweep:
         slurm = provenance.slurm()
         history = self.writer.provenance.get("slurm_history", []) + ([slurm] if slurm else [])
         self.writer.write_provenance(
-            hosts=hosts, ranks_per_node=per_node, transport=self.transport.describe(),
+            hosts=hosts, ranks_per_node=per_node, transport=self._describe(),
             versions=provenance.versions(), environment=provenance.environment(),
             slurm=slurm, slurm_history=history, git_commit=provenance.git_commit(),
             machine=provenance.machine())
+
+    def _describe(self) -> dict:
+        """The transport's facts and how schedules run on it, for run.json and the table."""
+        return {**self.transport.describe(), "execution": self.config.execution}
 
     def _key(self, point: Point) -> dict:
         c = self.config
@@ -187,7 +193,7 @@ class Sweep:
         todo = self.comm.bcast(todo, root=0)
         printer = PointPrinter(output_format, self.folder, enabled=self.rank == 0)
         skipped = len(points) - sum(todo)
-        printer.header(self.config, self.nranks, self.transport.describe(), skipped)
+        printer.header(self.config, self.nranks, self._describe(), skipped)
         wrong_points = 0
         try:
             with printer.progress(sum(todo), show_progress) as bar:

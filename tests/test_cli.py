@@ -128,6 +128,8 @@ BAD_INPUTS = {
     "bad iterations": (["-n", "0"], "iterations must be at least 1"),
     "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
     "native over verbs": (["-t", "verbs", "-a", "ring,native"], "the verbs transport has no native"),
+    "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
+    "dataflow over verbs": (["-t", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
 }
 
 

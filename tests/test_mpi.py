@@ -25,10 +25,24 @@ def test_algorithms_on_real_mpi_match_the_exact_result(mpiexec, nranks):
     assert report["checked"] >= 200
 
 
-@pytest.mark.parametrize("algorithm", ["ring", "naive"])
-def test_a_rank_leaving_early_aborts_the_job_naming_step_and_peer(mpiexec, tmp_path, algorithm):
+@pytest.mark.parametrize("nranks", [2, 3, 4, 5])
+def test_dataflow_execution_matches_the_exact_result(mpiexec, nranks):
+    """Odd counts, a large one (rendezvous, reduced in pieces), ring chunks in 5 segments, and a
+    window of one op of each kind: the tightest posting the executor allows."""
+    for window in ("16", "1"):
+        done = mpiexec(nranks, sys.executable, PROGRAMS / "check_allreduce.py", "--execution", "dataflow",
+                       "--window", window, "--segments", "5", "--counts", "0,1,3,7,1001,300001",
+                       "--dtypes", "float16,float64,int32", "--ops", "sum,prod,min")
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert report["failures"] == [] and report["checked"] == 3 * 3 * 6 * 5 * 2
+
+
+@pytest.mark.parametrize(("algorithm", "execution"), [("ring", "step"), ("naive", "step"),
+                                                      ("ring", "dataflow"), ("naive", "dataflow")])
+def test_a_rank_leaving_early_aborts_the_job_naming_step_and_peer(mpiexec, tmp_path, algorithm, execution):
     done = mpiexec(3, sys.executable, PROGRAMS / "early_exit.py", algorithm, "3", tmp_path / "out",
-                   timeout=120)
+                   execution, timeout=120)
     assert done.returncode != 0
     assert f"made no progress for 3 s in {algorithm}, step" in done.stderr
     assert "receiving from" in done.stderr or "sending to" in done.stderr
