@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from mpi4py import MPI
 
 from collbench.errors import CollbenchError
+from collbench.launcher import each_has_a_cpu
 from collbench.transports.base import Progress, Transfer, Transport
 
 _OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX}
@@ -61,11 +62,14 @@ class _Message(NamedTuple):
 
 
 def _more_ranks_than_cores(comm) -> bool:
+    """Whether the ranks on this node cannot each have a core of their own, judged from every
+    node-local rank's CPU mask (bound ranks have one core each, unbound ones share them all)."""
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return local.size > len(os.sched_getaffinity(0))
+        masks = local.allgather(sorted(os.sched_getaffinity(0)))
     finally:
         local.Free()
+    return not each_has_a_cpu(masks)
 
 
 def _wait_policy(comm) -> str:
