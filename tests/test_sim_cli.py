@@ -97,3 +97,41 @@ def test_sim_never_loads_mpi_cupy_or_pyverbs():
             "print(sorted(m for m in ('mpi4py', 'cupy', 'pyverbs') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("body, words", [
+    ('bandwidth = [1, 2]\nlatency = "1us"', "bandwidth must be a string with a unit, e.g. "),
+    ('bandwidth = "100Gbps"\nlatency = {value = 1}', "latency must be a string with a unit, e.g. "),
+    ('bandwidth = true\nlatency = "1us"', 'bandwidth must be a string with a unit, e.g. "100Gbps" or '
+     '"12.5GB/s", not true (a boolean)'),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\nnics_per_node = true', "nics_per_node must be a whole number, "
+     "not true (a boolean)"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\noversubscription = [2]', "oversubscription must be a number"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\ntopology = 3', "topology must be a string"),
+    ('bandwidth = "0Gbps"\nlatency = "1us"', "bandwidth must be a positive number"),
+    ('bandwidth = "-5Gbps"\nlatency = "1us"', "bandwidth must be a positive number"),
+    ('bandwidth = "100Gbps"\nlatency = "-1us"', "latency must be a non-negative number"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\nbandwdith = "1Gbps"', "unknown network keys bandwdith"),
+    ('bandwidth = 100\nlatency = "1us"', "bandwidth = 100 has no unit"),
+    ('bandwidth = "100Gbps"\nlatency = 1e-6', "latency = 1e-06 has no unit"),
+    ('latency = "1us"', "bandwidth is missing"),
+    ('bandwidth = "100Gbps"', "latency is missing"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\ntorus_dims = "4x4"', "torus_dims must be a list of whole"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\nplacement = [0, true]', "placement must be block, cyclic"),
+])
+def test_a_bad_network_file_is_one_sentence_naming_the_file_and_the_key(tmp_path, capsys, body, words):
+    network = tmp_path / "net.toml"
+    network.write_text(body + "\n")
+    assert main(["sim", "--no-save", "--network", str(network), "--ranks", "2", "--sizes", "1K"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"collbench: error: network file {network}: "), err
+    assert words in err[0]
+
+
+def test_numbers_from_json_or_python_must_be_numbers():
+    from collbench.sim.network import NetworkSpec, SpecError
+
+    with pytest.raises(SpecError, match="bandwidth must be a number, not True"):
+        NetworkSpec(bandwidth=True)
+    with pytest.raises(SpecError, match="hosts_per_leaf must be a number, not"):
+        NetworkSpec.from_dict({"hosts_per_leaf": [16]})
