@@ -135,3 +135,46 @@ def test_numbers_from_json_or_python_must_be_numbers():
         NetworkSpec(bandwidth=True)
     with pytest.raises(SpecError, match="hosts_per_leaf must be a number, not"):
         NetworkSpec.from_dict({"hosts_per_leaf": [16]})
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_a_parallel_sweep_at_once_and_quietly(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, twice) while two workers simulate long
+    points: the command ends within seconds, with one line and no traceback, exit 130,
+    leaving no worker behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "collbench", "sim", "--network", "ib-edr", "--algorithms", "ring",
+            "--ranks", "4096,4095,4094", "--sizes", "256MiB", "--jobs", "2", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stdout.readline().startswith("# network")  # the sweep has begun
+    time.sleep(3)  # the workers are simulating
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    began = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - began < 5
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "collbench: interrupted" in err
+    assert _alive_in_session(proc.pid) == []  # no worker left running
+
+
+def _alive_in_session(sid: int) -> list[int]:
+    """Processes of session *sid* that still run (zombies waiting for init excluded)."""
+    from pathlib import Path
+
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            alive.append(int(stat.parent.name))
+    return alive
