@@ -176,6 +176,12 @@ def _run_sim(args) -> int:
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
     points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
+    if args.model == "sim":
+        from collbench.sim.predict import cost_warning
+
+        warning = cost_warning(points)
+        if warning:
+            print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
     one = partial(_predict, spec, args.dtype, itemsize, args.model)
     from collbench.provenance import now
 

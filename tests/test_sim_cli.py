@@ -178,3 +178,34 @@ def _alive_in_session(sid: int) -> list[int]:
         if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
             alive.append(int(stat.parent.name))
     return alive
+
+
+def test_message_counts_are_the_schedules_own():
+    from collbench.algorithms import build
+    from collbench.sim.predict import messages
+
+    for algorithm in ("naive", "ring", "rabenseifner"):
+        for p in (1, 2, 3, 5, 8, 12, 33):
+            schedule = build(algorithm, p, 64 * p)
+            steps = (step for r in range(p) for step in schedule.stream_fields(r))
+            sent = sum(op[0].name == "SEND" for step in steps for op in step)
+            assert messages(algorithm, p) == sent, (algorithm, p)
+
+
+def test_an_expensive_simulation_is_announced_in_one_line_before_it_starts(capsys):
+    """P = 100000 ring: 2e10 messages, hours; a small sweep says nothing."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "collbench", "sim", "--no-save", "--ranks", "100000",
+                             "--sizes", "1MiB", "--algorithms", "ring"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stderr.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert line.startswith("collbench: warning: this sweep simulates 2e+10 messages (ring at P = 100000")
+    assert " h of one core" in line
+    assert main(["sim", "--no-save", "--ranks", "2,4", "--sizes", "1K"]) == 0
+    assert "warning" not in capsys.readouterr().err
