@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     cal = forms.add_parser("calibrate", help="fit latency, bandwidth, reduction and overhead to "
                            "measured results",
                            description="Fit the model to measured results by least squares.")
-    cal.add_argument("results", nargs="+", help="results folders written by 'collbench run'")
+    cal.add_argument("results", nargs="+", help="results folders written by 'collbench run', or folders "
+                     "above them such as a Slurm sweep; predictions among them are skipped")
     cal.add_argument("--topology", default="switch", choices=("switch", "half-duplex", "ideal"),
                      help="the model the figures are fitted on (default: switch; half-duplex suits "
                      "ranks of one shared-memory host)")
@@ -248,6 +249,7 @@ def _writer(args, spec, calibration):
     from dataclasses import asdict
 
     from collbench import provenance
+    from collbench.lineage import CALIBRATED_FROM
     from collbench.store import ResultsWriter
 
     name = f"sim-{spec.name}"
@@ -261,14 +263,26 @@ def _writer(args, spec, calibration):
     }
     if calibration:
         info["calibration"] = {**asdict(calibration), "file": str(args.calibration)}
+        info[CALIBRATED_FROM] = calibration.calibrated_from if _predicts_calibrated_system(args) else []
     return ResultsWriter(folder, info)
 
 
+def _predicts_calibrated_system(args) -> bool:
+    """True when a calibrated prediction models the fitted system itself: no --network and no
+    override, so a report may set it against the measurements it was fitted on."""
+    overrides = [v for k, v in vars(args).items() if k.startswith("o_") and v is not None]
+    return not args.network and not overrides
+
+
 def _run_calibrate(args) -> int:
-    from collbench.sim.calibrate import error_table, fit, measured_points
+    from dataclasses import replace
+
+    from collbench.sim.calibrate import error_table, fit, measured_inputs
     from collbench.sim.units import parse_ranks, parse_sizes
 
-    data = measured_points(args.results)
+    data, refs, skipped = measured_inputs(args.results)
+    for line in skipped:
+        print(f"# skipped {line}", file=sys.stderr)
     try:
         holdout = set(parse_ranks(args.holdout_ranks)) if args.holdout_ranks else set()
         data = data[data["size_bytes"] >= parse_sizes(args.min_size)[0]]
@@ -293,6 +307,7 @@ def _run_calibrate(args) -> int:
                                         note_sources=sources)
     else:
         calibration = fit(train, args.topology, note_sources=sources, memory=args.memory, cores=cores)
+    calibration = replace(calibration, calibrated_from=[refs[f] for f in dict.fromkeys(train["folder"])])
     print(f"# fitted: {calibration.describe()}")
     if calibration.note:
         print(f"# note: {calibration.note}")
