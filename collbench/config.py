@@ -19,6 +19,7 @@ from collbench.tomlfile import read_toml
 NATIVE = "native"
 TRANSPORTS = ("mpi", "nccl", "verbs")
 MODES = ("out", "in")
+EXECUTIONS = ("step", "dataflow")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class RunConfig:
     """``out`` (out-of-place) and/or ``in`` (in-place), run in that order as nccl-tests does."""
     segments: int = 1
     """Pipeline segments per ring chunk (1 = not pipelined)."""
+    execution: str = "step"
+    """How a schedule runs: ``step`` (post a step, wait for all of it, reduce) or ``dataflow``
+    (each op as soon as what it waits for is done; :mod:`collbench.dataflow`)."""
     timeout: float = 300.0
     """Seconds a rank may wait without progress before the job is aborted."""
     name: str = "run"
@@ -173,6 +177,11 @@ def _check(c: RunConfig) -> None:
     if c.iters < 1 or c.warmup_iters < 0 or c.check_iters < 0 or c.segments < 1:
         raise CollbenchError("iterations must be at least 1, warm-ups and checks at least 0, "
                              "segments at least 1")
+    if c.execution not in EXECUTIONS:
+        raise CollbenchError(f"unknown execution {c.execution!r}; choose step or dataflow")
+    if c.execution == "dataflow" and (c.transport != "mpi" or c.buffers != "numpy"):
+        raise CollbenchError("--execution dataflow runs on the mpi transport with numpy buffers only; "
+                             "use --execution step")
     if c.timeout <= 0:
         raise CollbenchError(f"the timeout must be positive, got {c.timeout}")
     if c.buffers not in ("numpy", "cupy"):

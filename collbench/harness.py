@@ -23,6 +23,7 @@ from collbench.algorithms import build
 from collbench.algorithms.data import expected_output, make_input
 from collbench.algorithms.ops import ReduceOp
 from collbench.config import NATIVE, RunConfig, resume_mismatches
+from collbench.dataflow import DataflowExecutor
 from collbench.errors import CollbenchError
 from collbench.executor import Executor
 from collbench.launcher import check_world_size
@@ -31,7 +32,7 @@ from collbench.stats import summarise
 from collbench.store import ResultsWriter, set_aside
 from collbench.transports import open_transport
 from collbench.transports.base import Progress
-from collbench.watchdog import Watchdog
+from collbench.watchdog import Watchdog, abort_on_failure
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ class PointRunner:
         else:
             schedule = build(point.algorithm, transport.size, self.count,
                              **_schedule_options(config, point.algorithm))
-            self._executor = Executor(schedule, transport, config.datatype, self.op, progress)
+            make = DataflowExecutor if config.execution == "dataflow" else Executor
+            self._executor = make(schedule, transport, config.datatype, self.op, progress)
 
     def _input(self, seed: int):
         return make_input(self.transport.rank, self.transport.size, self.count,
@@ -135,7 +137,6 @@ class Sweep:
         self.rank, self.nranks = comm.rank, comm.size
         self.argv = argv or sys.argv
         self.force_new = force_new
-        check_world_size(_world_size())
         progress.waiting("agreeing on the results folder")
         self.folder = self._agree_on_folder()
         progress.waiting(f"opening the {config.transport} transport")
@@ -183,10 +184,14 @@ class Sweep:
         slurm = provenance.slurm()
         history = self.writer.provenance.get("slurm_history", []) + ([slurm] if slurm else [])
         self.writer.write_provenance(
-            hosts=hosts, ranks_per_node=per_node, transport=self.transport.describe(),
+            hosts=hosts, ranks_per_node=per_node, transport=self._describe(),
             versions=provenance.versions(), environment=provenance.environment(),
             slurm=slurm, slurm_history=history, git_commit=provenance.git_commit(),
             machine=provenance.machine())
+
+    def _describe(self) -> dict:
+        """The transport's facts and how schedules run on it, for run.json and the table."""
+        return {**self.transport.describe(), "execution": self.config.execution}
 
     def _key(self, point: Point) -> dict:
         c = self.config
@@ -204,7 +209,7 @@ class Sweep:
         todo = self.comm.bcast(todo, root=0)
         printer = PointPrinter(output_format, self.folder, enabled=self.rank == 0)
         skipped = len(points) - sum(todo)
-        printer.header(self.config, self.nranks, self.transport.describe(), skipped)
+        printer.header(self.config, self.nranks, self._describe(), skipped)
         wrong_points = 0
         try:
             with printer.progress(sum(todo), show_progress) as bar:
@@ -253,10 +258,11 @@ class Sweep:
         return row
 
 
-def _world_size() -> int:
+def _library_name() -> str:
+    """The MPI library's first line, spaces squeezed (Open MPI's string ends in a NUL)."""
     from mpi4py import MPI
 
-    return MPI.COMM_WORLD.size
+    return " ".join(MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].split())
 
 
 def _hostname() -> str:
@@ -271,16 +277,18 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
     """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status.
     *force_new* moves an existing results folder aside (see :func:`collbench.store.set_aside`)
     instead of resuming it."""
-    if comm is None:
-        from mpi4py import MPI
+    from mpi4py import MPI
 
+    check_world_size(MPI.COMM_WORLD.size, _library_name())
+    if comm is None:
         comm = MPI.COMM_WORLD
     progress, sweep = Progress(), None
 
     def where() -> str:
         return sweep.where if sweep else ""
 
-    with Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where):
+    with (abort_on_failure(comm.rank, comm.size, comm.Abort),
+          Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where)):
         sweep = Sweep(config, comm, progress, argv, force_new)
         return sweep.run(output_format, show_progress)
 

@@ -76,7 +76,8 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str | None]:
     if "mpi4py.MPI" in sys.modules:
         from mpi4py import MPI
 
-        found["mpi_library"] = " ".join(MPI.Get_library_version().split())[:200]
+        # Open MPI's string ends in a NUL, which json writes as \u0000
+        found["mpi_library"] = " ".join(MPI.Get_library_version().replace("\0", " ").split())[:200]
         found["mpi_standard"] = "{}.{}".format(*MPI.Get_version())
     found.update(extra or {})
     return found

@@ -47,9 +47,10 @@ SUMMARY_COLUMNS = (
     "schema_version",
 )
 """``ci_low_us``/``ci_high_us``: distribution-free confidence interval of the median at level
-``ci_level`` (0.95 when there are at least 6 samples; with fewer the widest interval, min..max,
-and its lower level). ``algbw_GBps``/``busbw_GBps`` come from the median time. ``n_wrong`` is
-the number of wrong elements summed over ranks (-1 where not checked, e.g. simulated)."""
+``ci_level``, the interval's exact coverage for its number of samples (at least 0.95 from 6
+samples on; with fewer, min..max and its lower level: 0.75 for 3). ``algbw_GBps`` and
+``busbw_GBps`` come from the median time. ``n_wrong`` is the number of wrong elements summed
+over ranks (-1 where not checked, e.g. simulated)."""
 
 SOURCES = ("measured", "simulated", "model")
 

@@ -31,6 +31,9 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("#") and "busbw" in line and "#wrong" in line for line in lines)
+    # 3 samples: min..max covers the median with probability 1 - 2/2^3, which is all the header claims
+    assert "# ci: 75% confidence interval of the median" in done.stdout and "too few for 95%" in done.stdout
+    assert any(line.startswith("#") and "ci75-lo" in line and "ci75-hi" in line for line in lines)
     rows = [line.split() for line in lines if not line.startswith("#")]
     assert len(rows) == 4 * 4 * 2  # algorithms x sizes x (out, in)
     assert {r[4] for r in rows} == {"naive", "ring", "rabenseifner", "native"}
@@ -39,7 +42,8 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
     run = json.loads((out / "run.json").read_text())
     assert set(PROVENANCE_KEYS) - {"slurm"} <= set(run)
     assert run["nranks"] == 3 and sum(run["ranks_per_node"].values()) == 3
-    assert run["versions"]["mpi_library"].startswith("MPICH") and run["versions"]["numpy"]
+    assert run["versions"]["mpi_library"] and run["versions"]["numpy"]
+    assert "\\u0000" not in (out / "run.json").read_text()  # Open MPI's library string ends in a NUL
     autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")  # decides what a polling rank costs
     assert run["machine"]["sched_autogroup"] == (autogroup.read_text().strip() == "1" if autogroup.exists()
                                                  else None)
@@ -124,6 +128,8 @@ BAD_INPUTS = {
     "bad iterations": (["-n", "0"], "iterations must be at least 1"),
     "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
     "native over verbs": (["-t", "verbs", "-a", "ring,native"], "the verbs transport has no native"),
+    "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
+    "dataflow over verbs": (["-t", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
     "name with a path": (["--name", "../../x"], "run name '../../x' becomes a folder name under results/"),
 }
 
@@ -214,19 +220,6 @@ def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-
-
-def test_singletons_of_a_mismatched_launcher_stop_instead_of_storing_p1_rows(collbench_cmd, tmp_path):
-    """Three processes a PMI launcher meant as one 3-rank job, each initialised by MPI alone."""
-    out = tmp_path / "single"
-    jobs = [subprocess.Popen([*collbench_cmd, "run", *SMALL, "--out", str(out)], cwd=ROOT, text=True,
-                             env={**mpi_env(1), "PMI_SIZE": "3", "PMI_RANK": str(rank)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in range(3)]
-    for job in jobs:
-        stdout, stderr = job.communicate(timeout=120)
-        assert job.returncode == 2 and stderr.count("\n") == 1, stderr
-        assert "MPI sees 1 process(es) but a PMI launcher" in stderr and "started 3 (PMI_SIZE=3)" in stderr
-    assert not out.exists()
 
 
 def test_an_unwritable_results_folder_is_refused_on_every_rank(mpiexec, tmp_path):
