@@ -218,7 +218,8 @@ def _map(function, points: list, jobs: int) -> Iterator[dict]:
 
     Workers ignore SIGINT: a Ctrl-C reaches this process alone, which terminates them at
     once (a running point is lost, the points already yielded are kept) and lets the
-    KeyboardInterrupt end the command."""
+    KeyboardInterrupt end the command; from then on it ignores SIGINT, so that a second
+    Ctrl-C cannot break the cleanup."""
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1 or len(points) < 2:
         yield from map(function, points)
@@ -229,13 +230,17 @@ def _map(function, points: list, jobs: int) -> Iterator[dict]:
     try:
         yield from pool.imap(function, points)
         pool.close()
+    except KeyboardInterrupt:
+        _ignore_sigint()
+        raise
     finally:
         pool.terminate()
         pool.join()
 
 
 def _ignore_sigint() -> None:
-    """A worker's initialiser: leave Ctrl-C to the parent (see :func:`_map`)."""
+    """Leave Ctrl-C alone: a worker's initialiser, and the parent's once interrupted (see
+    :func:`_map`)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
