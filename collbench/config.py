@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from collbench import mpi_threads
 from collbench.algorithms import ALGORITHMS
 from collbench.algorithms.ops import DTYPES, ReduceOp
 from collbench.errors import CollbenchError
@@ -51,6 +52,9 @@ class RunConfig:
     """Array module of the buffers: ``numpy`` (host) or ``cupy`` (device)."""
     device: str | None = None
     """RDMA device for the verbs transport (e.g. mlx5_0); None = the first one found."""
+    mpi_thread_level: str = "funneled"
+    """MPI thread level to ask for (:mod:`collbench.mpi_threads`): single, funneled, serialized
+    or multiple; the native baseline depends on it."""
     extra: dict = field(default_factory=dict)
     """Tables of the experiment file other than ``[run]`` (``[slurm]``...), kept for provenance."""
 
@@ -136,6 +140,7 @@ def make_config(settings: dict) -> RunConfig:
             values["timeout"] = float(values["timeout"])
     except ValueError as e:
         raise CollbenchError(str(e)) from None
+    values["mpi_thread_level"] = mpi_threads.resolve(values.get("mpi_thread_level"))
     if values.get("transport") == "verbs" and "algorithms" not in values:
         values["algorithms"] = tuple(a for a in RunConfig.algorithms if a != NATIVE)
     config = RunConfig(**values)

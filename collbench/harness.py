@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collbench import provenance
+from collbench import mpi_threads, provenance
 from collbench.algorithms import build
 from collbench.algorithms.data import expected_output, make_input
 from collbench.algorithms.ops import ReduceOp
@@ -187,6 +187,7 @@ class Sweep:
             hosts=hosts, ranks_per_node=per_node, transport=self._describe(),
             versions=provenance.versions(), environment=provenance.environment(),
             slurm=slurm, slurm_history=history, git_commit=provenance.git_commit(),
+            mpi_threads=mpi_threads.record(self.config.mpi_thread_level),
             machine=provenance.machine())
 
     def _describe(self) -> dict:
@@ -277,6 +278,7 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
     """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status.
     *force_new* moves an existing results folder aside (see :func:`collbench.store.set_aside`)
     instead of resuming it."""
+    mpi_threads.request(config.mpi_thread_level)  # before mpi4py.MPI initialises MPI
     from mpi4py import MPI
 
     check_world_size(MPI.COMM_WORLD.size, _library_name())

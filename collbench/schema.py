@@ -68,6 +68,7 @@ PROVENANCE_KEYS = (
     "slurm_history",  # every Slurm job that wrote into this folder (requeues, resubmissions)
     "git_commit",
     "machine",  # {platform, processor, cpus}
+    "mpi_threads",  # {requested, provided, mpi4py_rc_environment}: MPI's thread level
     "start_time",  # ISO 8601, UTC
     "end_time",
     "schema_version",

@@ -128,6 +128,7 @@ BAD_INPUTS = {
     "bad iterations": (["-n", "0"], "iterations must be at least 1"),
     "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
     "native over verbs": (["-t", "verbs", "-a", "ring,native"], "the verbs transport has no native"),
+    "unknown thread level": (["--mpi-thread-level", "many"], "--mpi-thread-level must be one of single,"),
     "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
     "dataflow over verbs": (["-t", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
     "name with a path": (["--name", "../../x"], "run name '../../x' becomes a folder name under results/"),
@@ -250,3 +251,31 @@ def test_doctor_reports_mpi_and_the_optional_stacks(collbench_cmd):
     done = subprocess.run([*collbench_cmd, "doctor"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert "mpi" in done.stdout and "MPICH" in done.stdout
+
+
+@pytest.mark.parametrize(("flag", "variable", "level"), [
+    (None, None, "funneled"),  # an application with threads of its own, not mpi4py's MULTIPLE
+    ("single", None, "single"),
+    (None, "serialized", "serialized"),  # mpi4py follows the variable; so does the run
+    ("multiple", "multiple", "multiple"),
+])
+def test_mpi_starts_at_the_thread_level_asked_for_and_run_json_records_it(mpiexec, tmp_path, flag,
+                                                                           variable, level):
+    env = {"MPI4PY_RC_THREAD_LEVEL": variable} if variable else {}
+    args = ["--mpi-thread-level", flag] if flag else []
+    done = collbench(mpiexec, 2, "run", "-a", "native", "-b", "8", "-e", "8", "-n", "1", "-m", "in",
+                     *args, "--out", tmp_path / "t", env=env)
+    assert done.returncode == 0, done.stderr
+    run = json.loads((tmp_path / "t" / "run.json").read_text())
+    assert run["mpi_threads"] == {"requested": level, "provided": level,
+                                  "mpi4py_rc_environment": env}
+    assert run["transport"]["threads"] == level and f"threads={level}" in done.stdout
+    assert run["config"]["mpi_thread_level"] == level
+
+
+def test_a_thread_level_flag_that_contradicts_mpi4pys_variable_is_refused(collbench_cmd, tmp_path):
+    done = subprocess.run([*collbench_cmd, "run", "--mpi-thread-level", "single", "--out", tmp_path / "n"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "MPI4PY_RC_THREAD_LEVEL": "multiple"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--mpi-thread-level single contradicts MPI4PY_RC_THREAD_LEVEL=multiple" in done.stderr
