@@ -77,3 +77,29 @@ def test_bound_cores_are_refused_in_one_sentence():
     spec = NetworkSpec(topology="switch", ranks_per_node=2, intra_bandwidth=1e9, host_model="bound", cores=2)
     with pytest.raises(CollbenchError, match="not bound cores"):
         simulate_dataflow(build("ring", 2, 100), spec)
+
+
+def test_sim_command_predicts_both_executions_and_records_which(collbench_cmd, tmp_path):
+    import json
+    import subprocess
+
+    times = {}
+    for execution in ("step", "dataflow"):
+        out = tmp_path / execution
+        done = subprocess.run([*collbench_cmd, "sim", "--algorithms", "ring", "--ranks", "4", "--sizes",
+                               "16MiB", "--network", "ib-fdr", "--gamma", "3e-10", "-s", "16",
+                               "--execution", execution, "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        times[execution] = float(done.stdout.strip().splitlines()[-2].split()[3])
+        config = json.loads((out / "run.json").read_text())["config"]
+        assert (config["execution"], config["segments"]) == (execution, 16)
+    assert times["dataflow"] < 0.8 * times["step"]
+
+
+def test_sim_command_refuses_dataflow_closed_forms_in_one_sentence(collbench_cmd):
+    import subprocess
+
+    done = subprocess.run([*collbench_cmd, "sim", "--model", "analytic", "--execution", "dataflow",
+                           "--no-save"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--model sim" in done.stderr
