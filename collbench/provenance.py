@@ -14,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 
 ENV_PREFIXES = ("MPICH_", "MPIR_", "HYDRA_", "PMI_", "OMPI_", "PMIX_", "UCX_", "I_MPI_", "FI_",
-                "NCCL_", "CUDA_", "MV2_", "SLURM_", "OMP_", "RDMAV_", "IBV_", "COLLBENCH_")
+                "NCCL_", "CUDA_", "MV2_", "SLURM_", "OMP_", "RDMAV_", "IBV_", "COLLBENCH_",
+                "MPI4PY_")
 """Environment variables that change how MPI, NCCL, UCX or verbs behave, kept verbatim."""
 
 _SLURM_FIELDS = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",

@@ -154,7 +154,7 @@ def _run_sim(args) -> int:
     except ValueError as e:
         raise CollbenchError(f"{e}") from None
     spec, calibration = _network(args, max(ranks))
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    algorithms = list(dict.fromkeys(a.strip() for a in args.algorithms.split(",") if a.strip()))
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown or not algorithms:
         raise CollbenchError(f"unknown algorithm {', '.join(unknown) or '(none)'}; "
@@ -177,15 +177,27 @@ def _run_sim(args) -> int:
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
     points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
-    one = partial(_predict, spec, args.dtype, itemsize, args.model)
-    for (algorithm, p, size), row in zip(points, _map(one, points, args.jobs)):
-        print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
-              f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
-        if writer:
-            writer.add_point(row)
-    if writer:
-        from collbench.provenance import now
+    if args.model == "sim":
+        from collbench.sim.predict import cost_warning
 
+        warning = cost_warning(points)
+        if warning:
+            print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
+    one = partial(_predict, spec, args.dtype, itemsize, args.model)
+    from collbench.provenance import now
+
+    try:
+        for (algorithm, p, size), row in zip(points, _map(one, points, args.jobs)):
+            print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
+                  f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
+            if writer:
+                writer.add_point(row)
+    except KeyboardInterrupt:
+        if writer:
+            writer.write_provenance(end_time=now(), interrupted=True)
+            print(f"# interrupted; the points above are in {writer.folder}", file=sys.stderr)
+        raise
+    if writer:
         writer.write_provenance(end_time=now())
         print(f"# results in {writer.folder}")
     return 0
@@ -202,15 +214,36 @@ def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int,
 
 def _map(function, points: list, jobs: int) -> Iterator[dict]:
     """*function* over *points*, in order; on *jobs* processes when more than one (0: one
-    per CPU). Points are independent simulations, so a sweep scales with the cores."""
+    per CPU). Points are independent simulations, so a sweep scales with the cores.
+
+    Workers ignore SIGINT: a Ctrl-C reaches this process alone, which terminates them at
+    once (a running point is lost, the points already yielded are kept) and lets the
+    KeyboardInterrupt end the command; from then on it ignores SIGINT, so that a second
+    Ctrl-C cannot break the cleanup."""
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1 or len(points) < 2:
         yield from map(function, points)
         return
-    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
 
-    with ProcessPoolExecutor(min(jobs, len(points))) as pool:
-        yield from pool.map(function, points)
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(points)), initializer=_ignore_sigint)
+    try:
+        yield from pool.imap(function, points)
+        pool.close()
+    except KeyboardInterrupt:
+        _ignore_sigint()
+        raise
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _ignore_sigint() -> None:
+    """Leave Ctrl-C alone: a worker's initialiser, and the parent's once interrupted (see
+    :func:`_map`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _fmt(x: float) -> str:

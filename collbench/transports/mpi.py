@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from mpi4py import MPI
 
+from collbench import mpi_threads
 from collbench.errors import CollbenchError
 from collbench.launcher import each_has_a_cpu
 from collbench.transports.base import Progress, Transfer, Transport
@@ -228,7 +229,8 @@ class MpiTransport(Transport):
 
     def describe(self) -> dict:
         library = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]  # Open MPI ends in NUL
-        return {"transport": self.name, "library": library, "wait": self.wait, **(self._device or {})}
+        return {"transport": self.name, "library": library, "wait": self.wait,
+                "threads": mpi_threads.provided(), **(self._device or {})}
 
     def close(self) -> None:
         self.comm.Free()
