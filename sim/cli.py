@@ -78,6 +78,11 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
                    help="SimPy executor (default) or closed forms (ideal, switch and half-duplex "
                    "networks, one rank per node or all ranks on one node's intra-node fabric)")
     p.add_argument("--dtype", default="float32", choices=sorted(ITEMSIZE))
+    p.add_argument("-s", "--segments", type=int, default=1, metavar="N",
+                   help="pipeline segments per ring chunk (default 1)")
+    p.add_argument("--execution", default="step", choices=("step", "dataflow"),
+                   help="step (post a step, wait for all of it) or dataflow (each op once what it "
+                   "needs is done); as 'collbench run --execution'")
     p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
     p.add_argument("--no-save", action="store_true", help="print only")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
@@ -169,6 +174,10 @@ def _run_sim(args) -> int:
         from collbench.sim.predict import refuse_analytic
 
         refuse_analytic(spec)
+        if args.execution == "dataflow":
+            raise CollbenchError("the closed forms predict step execution; use --model sim for dataflow")
+    if args.segments < 1:
+        raise CollbenchError(f"segments must be at least 1, got {args.segments}")
     writer = None if args.no_save else _writer(args, spec, calibration)
     source = "simulated" if args.model == "sim" else "model"
     print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
@@ -183,7 +192,7 @@ def _run_sim(args) -> int:
         warning = cost_warning(points)
         if warning:
             print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
-    one = partial(_predict, spec, args.dtype, itemsize, args.model)
+    one = partial(_predict, spec, args.dtype, itemsize, args.model, args.segments, args.execution)
     from collbench.provenance import now
 
     try:
@@ -203,13 +212,14 @@ def _run_sim(args) -> int:
     return 0
 
 
-def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int, int]) -> dict:
+def _predict(spec, dtype: str, itemsize: int, model: str, segments: int, execution: str,
+             point: tuple[str, int, int]) -> dict:
     """The results row of one (algorithm, ranks, size) point; a module-level function so
     that worker processes can run it."""
     from collbench.sim.predict import predict_point
 
     algorithm, nranks, size = point
-    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model)
+    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model, segments, execution)
 
 
 def _map(function, points: list, jobs: int) -> Iterator[dict]:
@@ -262,7 +272,8 @@ def _writer(args, spec, calibration):
     info = {
         "name": name, "source": "simulated" if args.model == "sim" else "model",
         "command": sys.argv, "config": {"algorithms": args.algorithms, "ranks": args.ranks,
-                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model},
+                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model,
+                                        "segments": args.segments, "execution": args.execution},
         "versions": provenance.versions(), "git_commit": provenance.git_commit(),
         "machine": provenance.machine(), "start_time": provenance.now(), "network": spec.as_dict(),
     }

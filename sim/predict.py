@@ -51,13 +51,24 @@ def refuse_analytic(spec: NetworkSpec) -> None:
 
 
 def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: int,
-                    itemsize: int = 4, model: str = "sim") -> float:
-    """Predicted seconds of *algorithm* on *nranks* ranks of *spec* for *size_bytes* per rank.
+                    itemsize: int = 4, model: str = "sim", segments: int = 1,
+                    execution: str = "step") -> float:
+    """Predicted seconds of *algorithm* on *nranks* ranks of *spec* for *size_bytes* per rank,
+    the ring's chunks cut in *segments*, run step by step or as a dataflow (*execution*).
 
-    Raises CollbenchError if *model* is ``analytic`` and *spec* has no closed form."""
+    Raises CollbenchError if *model* is ``analytic`` and *spec* has no closed form, or
+    *execution* is ``dataflow`` (only the pipelined ring has one, a bound:
+    :func:`~collbench.sim.analytic.ring_dataflow_bound`)."""
     if nranks < 1:
         raise CollbenchError(f"the number of ranks must be at least 1, got {nranks}")
+    if segments < 1:
+        raise CollbenchError(f"segments must be at least 1, got {segments}")
+    if execution not in ("step", "dataflow"):
+        raise CollbenchError(f"unknown execution {execution!r}; choose step or dataflow")
+    options = {"segments": segments} if algorithm == "ring" and segments > 1 else {}
     if model == "analytic":
+        if execution == "dataflow":
+            raise CollbenchError("the closed forms predict step execution; use --model sim for dataflow")
         refuse_analytic(spec)
         # One rank per node, or all ranks on one node over its intra-node fabric.
         one_host = nranks <= spec.ranks_per_node and spec.intra_bandwidth > 0 and spec.topology != "ideal"
@@ -65,18 +76,22 @@ def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: 
             raise CollbenchError(f"network {spec.name} ({spec.topology}, {spec.ranks_per_node} ranks per "
                                  "node) has no closed form; use --model sim")
         q = analytic.Params.of_host(spec) if one_host else analytic.Params.of(spec)
-        return analytic.predict(algorithm, nranks, size_bytes, q, spec.topology)
-    schedule = build(algorithm, nranks, size_bytes // itemsize)
+        return analytic.predict(algorithm, nranks, size_bytes, q, spec.topology, **options)
+    schedule = build(algorithm, nranks, size_bytes // itemsize, **options)
     try:
+        if execution == "dataflow":
+            from collbench.sim.dataflow import simulate_dataflow
+
+            return simulate_dataflow(schedule, spec, itemsize).time
         return simulate(schedule, spec, itemsize).time
     except SpecError as e:
         raise CollbenchError(f"network {spec.name}: {e}") from None
 
 
 def predict_point(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: int, dtype: str,
-                  itemsize: int, model: str = "sim") -> dict:
+                  itemsize: int, model: str = "sim", segments: int = 1, execution: str = "step") -> dict:
     """The results row of one predicted point (see :mod:`collbench.sim.results`)."""
-    seconds = predict_seconds(spec, algorithm, nranks, size_bytes, itemsize, model)
+    seconds = predict_seconds(spec, algorithm, nranks, size_bytes, itemsize, model, segments, execution)
     return summary_row(source="simulated" if model == "sim" else "model", network=spec.name,
                        algorithm=algorithm, nranks=nranks, size_bytes=size_bytes, dtype=dtype,
                        itemsize=itemsize, seconds=seconds, ranks_per_node=spec.ranks_per_node)
