@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     cal = forms.add_parser("calibrate", help="fit latency, bandwidth, reduction and overhead to "
                            "measured results",
                            description="Fit the model to measured results by least squares.")
-    cal.add_argument("results", nargs="+", help="results folders written by 'collbench run'")
+    cal.add_argument("results", nargs="+", help="results folders written by 'collbench run', or folders "
+                     "above them such as a Slurm sweep; predictions among them are skipped")
     cal.add_argument("--topology", default="switch", choices=("switch", "half-duplex", "ideal"),
                      help="the model the figures are fitted on (default: switch; half-duplex suits "
                      "ranks of one shared-memory host)")
@@ -51,19 +52,13 @@ def register(subparsers) -> None:
     cal.add_argument("--cores", default="auto", metavar="N|auto",
                      help="the host's cores, so that more ranks than cores stretch CPU costs: auto (default) "
                      "takes each one-host run's cpus from its run.json; 0 ignores oversubscription")
-    cal.add_argument("--core-sharing", default="static", choices=("static", "bound"),
-                     help="static (default): CPU costs stretched by ranks/cores, closed forms; bound: "
-                     "ranks bound to cores share them only while they work, fitted by simulation "
-                     "(runs on one host)")
+    cal.add_argument("--host-model", default="static", choices=("static", "bound"),
+                     help="the host model of one-host runs: static (default): CPU costs stretched by "
+                     "ranks/cores, closed forms; bound: ranks bound to cores share them only while they "
+                     "work, fitted by simulation (runs on one host)")
     cal.add_argument("--cache", action="store_true",
                      help="also fit a cache knee: copies and reductions slow down once the ranks' "
                      "buffers outgrow the cache; fitted by simulation (runs on one host)")
-    cal.add_argument("--cache-model", default="node", choices=("node", "reuse"),
-                     help="with --cache: node (default) prices misses from the node's buffer total, reuse "
-                     "from each copy's and reduction's reuse distance in the schedule")
-    cal.add_argument("--waiting-share", action="store_true",
-                     help="with --core-sharing bound: also fit the share of its core a waiting rank "
-                     "takes from a working one bound there (its polling still gets time slices)")
     cal.add_argument("-o", "--output", default="calibration.json", help="where to save the fit")
     cal.set_defaults(func=_run_calibrate)
     pred = forms.add_parser("predict", help="predict with a saved calibration",
@@ -100,17 +95,17 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--placement", dest="o_placement", metavar="HOW", help="block, cyclic or 0,0,1,1,...")
     g.add_argument("--gamma", dest="o_gamma", metavar="S_PER_BYTE", help="seconds per byte reduced")
     g.add_argument("--overhead", dest="o_overhead", metavar="TIME", help="per message, e.g. 0.5us")
-    g.add_argument("--memory-bandwidth", dest="o_memory_bandwidth", metavar="RATE",
+    h = p.add_argument_group("host model (what a node's CPUs and memory add to the network)")
+    h.add_argument("--host-model", dest="o_host_model", choices=("none", "static", "bound"),
+                   help="none (presets' default): the network alone; static: ranks/cores stretch CPU costs, "
+                   "a memory link, a cache knee (closed forms); bound: ranks bound to cores, each core a "
+                   "link (needs intra_bandwidth)")
+    h.add_argument("--memory-bandwidth", dest="o_memory_bandwidth", metavar="RATE",
                    help="per node, shared by its intra-node messages, e.g. 20GB/s (0: not modelled)")
-    g.add_argument("--core-sharing", dest="o_core_sharing", choices=("static", "bound"),
-                   help="how a node's ranks share its cores (static or bound; bound needs intra_bandwidth)")
-    g.add_argument("--waiting-share", dest="o_waiting_share", type=float, metavar="S",
-                   help="bound cores: the share of its core a waiting rank takes beside a working one "
-                   "(0: none, 1: an equal share)")
-    g.add_argument("--cache-size", dest="o_cache_size", metavar="SIZE",
-                   help="bytes of a node's buffers its caches hold, e.g. 32MiB (0: no cache model)")
-    g.add_argument("--cores", dest="o_cores", type=int, metavar="N",
+    h.add_argument("--cores", dest="o_cores", type=int, metavar="N",
                    help="cores per node; more ranks than cores stretch their CPU costs (0: one per rank)")
+    h.add_argument("--cache-size", dest="o_cache_size", metavar="SIZE",
+                   help="bytes of a node's buffers its caches hold, e.g. 32MiB (0: no cache model)")
 
 
 def _network(args, one_host_ranks: int = 1):
@@ -143,7 +138,7 @@ def _network(args, one_host_ranks: int = 1):
             gamma=float(args.o_gamma) if args.o_gamma else None,
             overhead=parse_time(args.o_overhead) if args.o_overhead else None,
             memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
-            cores=args.o_cores, core_sharing=args.o_core_sharing, waiting_share=args.o_waiting_share,
+            cores=args.o_cores, host_model=args.o_host_model,
             cache_size=parse_size(args.o_cache_size) if args.o_cache_size else None)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
@@ -159,7 +154,7 @@ def _run_sim(args) -> int:
     except ValueError as e:
         raise CollbenchError(f"{e}") from None
     spec, calibration = _network(args, max(ranks))
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    algorithms = list(dict.fromkeys(a.strip() for a in args.algorithms.split(",") if a.strip()))
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown or not algorithms:
         raise CollbenchError(f"unknown algorithm {', '.join(unknown) or '(none)'}; "
@@ -182,15 +177,27 @@ def _run_sim(args) -> int:
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
     points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
-    one = partial(_predict, spec, args.dtype, itemsize, args.model)
-    for (algorithm, p, size), row in zip(points, _map(one, points, args.jobs)):
-        print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
-              f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
-        if writer:
-            writer.add_point(row)
-    if writer:
-        from collbench.provenance import now
+    if args.model == "sim":
+        from collbench.sim.predict import cost_warning
 
+        warning = cost_warning(points)
+        if warning:
+            print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
+    one = partial(_predict, spec, args.dtype, itemsize, args.model)
+    from collbench.provenance import now
+
+    try:
+        for (algorithm, p, size), row in zip(points, _map(one, points, args.jobs)):
+            print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
+                  f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
+            if writer:
+                writer.add_point(row)
+    except KeyboardInterrupt:
+        if writer:
+            writer.write_provenance(end_time=now(), interrupted=True)
+            print(f"# interrupted; the points above are in {writer.folder}", file=sys.stderr)
+        raise
+    if writer:
         writer.write_provenance(end_time=now())
         print(f"# results in {writer.folder}")
     return 0
@@ -207,15 +214,36 @@ def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int,
 
 def _map(function, points: list, jobs: int) -> Iterator[dict]:
     """*function* over *points*, in order; on *jobs* processes when more than one (0: one
-    per CPU). Points are independent simulations, so a sweep scales with the cores."""
+    per CPU). Points are independent simulations, so a sweep scales with the cores.
+
+    Workers ignore SIGINT: a Ctrl-C reaches this process alone, which terminates them at
+    once (a running point is lost, the points already yielded are kept) and lets the
+    KeyboardInterrupt end the command; from then on it ignores SIGINT, so that a second
+    Ctrl-C cannot break the cleanup."""
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1 or len(points) < 2:
         yield from map(function, points)
         return
-    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
 
-    with ProcessPoolExecutor(min(jobs, len(points))) as pool:
-        yield from pool.map(function, points)
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(points)), initializer=_ignore_sigint)
+    try:
+        yield from pool.imap(function, points)
+        pool.close()
+    except KeyboardInterrupt:
+        _ignore_sigint()
+        raise
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _ignore_sigint() -> None:
+    """Leave Ctrl-C alone: a worker's initialiser, and the parent's once interrupted (see
+    :func:`_map`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _fmt(x: float) -> str:
@@ -226,6 +254,7 @@ def _writer(args, spec, calibration):
     from dataclasses import asdict
 
     from collbench import provenance
+    from collbench.lineage import CALIBRATED_FROM
     from collbench.store import ResultsWriter
 
     name = f"sim-{spec.name}"
@@ -239,14 +268,26 @@ def _writer(args, spec, calibration):
     }
     if calibration:
         info["calibration"] = {**asdict(calibration), "file": str(args.calibration)}
+        info[CALIBRATED_FROM] = calibration.calibrated_from if _predicts_calibrated_system(args) else []
     return ResultsWriter(folder, info)
 
 
+def _predicts_calibrated_system(args) -> bool:
+    """True when a calibrated prediction models the fitted system itself: no --network and no
+    override, so a report may set it against the measurements it was fitted on."""
+    overrides = [v for k, v in vars(args).items() if k.startswith("o_") and v is not None]
+    return not args.network and not overrides
+
+
 def _run_calibrate(args) -> int:
-    from collbench.sim.calibrate import error_table, fit, measured_points
+    from dataclasses import replace
+
+    from collbench.sim.calibrate import error_table, fit, measured_inputs
     from collbench.sim.units import parse_ranks, parse_sizes
 
-    data = measured_points(args.results)
+    data, refs, skipped = measured_inputs(args.results)
+    for line in skipped:
+        print(f"# skipped {line}", file=sys.stderr)
     try:
         holdout = set(parse_ranks(args.holdout_ranks)) if args.holdout_ranks else set()
         data = data[data["size_bytes"] >= parse_sizes(args.min_size)[0]]
@@ -260,22 +301,18 @@ def _run_calibrate(args) -> int:
         raise CollbenchError(f"--cores takes a whole number or auto, not {args.cores!r}")
     cores = None if args.cores == "auto" else int(args.cores)
     sources = [str(r) for r in args.results]
-    if args.cache_model != "node" and not args.cache:
-        raise CollbenchError("--cache-model chooses how the cache is fitted: add --cache")
-    if args.waiting_share and args.core_sharing != "bound":
-        raise CollbenchError("--waiting-share is a figure of bound cores: add --core-sharing bound")
-    if args.core_sharing == "bound" or args.cache:
+    if args.host_model == "bound" or args.cache:
         from collbench.sim.calibrate_sim import fit_by_simulation
 
         if args.topology == "ideal":
             raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "
                                  "topology, not ideal")
-        calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=args.cache,
-                                        memory=args.memory, waiting_share=args.waiting_share, cores=cores,
-                                        topology=args.topology, cache_model=args.cache_model,
+        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=args.cache,
+                                        memory=args.memory, cores=cores, topology=args.topology,
                                         note_sources=sources)
     else:
         calibration = fit(train, args.topology, note_sources=sources, memory=args.memory, cores=cores)
+    calibration = replace(calibration, calibrated_from=[refs[f] for f in dict.fromkeys(train["folder"])])
     print(f"# fitted: {calibration.describe()}")
     if calibration.note:
         print(f"# note: {calibration.note}")

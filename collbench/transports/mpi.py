@@ -13,7 +13,9 @@ from typing import Any, NamedTuple
 
 from mpi4py import MPI
 
+from collbench import mpi_threads
 from collbench.errors import CollbenchError
+from collbench.launcher import each_has_a_cpu
 from collbench.transports.base import Progress, Transfer, Transport
 
 _OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX}
@@ -37,6 +39,15 @@ def _yielding_waitany(requests) -> int:
         os.sched_yield()
 
 
+def _yielding_waitsome(requests) -> list[int] | None:
+    """Waitsome that gives the core away between polls, like :func:`_yielding_waitany`."""
+    while True:
+        indices = MPI.Request.Testsome(requests)
+        if indices or indices is None:  # None: nothing active to wait for
+            return indices
+        os.sched_yield()
+
+
 def _yielding_waitall(requests) -> None:
     """Waitall that gives the core away between polls, like :func:`_yielding_waitany`."""
     while not MPI.Request.Testall(requests):
@@ -52,11 +63,14 @@ class _Message(NamedTuple):
 
 
 def _more_ranks_than_cores(comm) -> bool:
+    """Whether the ranks on this node cannot each have a core of their own, judged from every
+    node-local rank's CPU mask (bound ranks have one core each, unbound ones share them all)."""
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return local.size > len(os.sched_getaffinity(0))
+        masks = local.allgather(sorted(os.sched_getaffinity(0)))
     finally:
         local.Free()
+    return not each_has_a_cpu(masks)
 
 
 def _wait_policy(comm) -> str:
@@ -95,6 +109,7 @@ class MpiTransport(Transport):
             self._pinned: dict = {}
             self.exchange = self._exchange_device  # the host path stays free of device checks
             self.pair = functools.partial(Transport.pair, self)
+            self.dataflow = False  # device buffers need stream order and staging per op
         else:
             import numpy
 
@@ -103,6 +118,16 @@ class MpiTransport(Transport):
         self.wait = _wait_policy(self.comm)
         self._waitany = _yielding_waitany if self.wait == "yield" else MPI.Request.Waitany
         self._waitall = _yielding_waitall if self.wait == "yield" else MPI.Request.Waitall
+        self._waitsome = _yielding_waitsome if self.wait == "yield" else MPI.Request.Waitsome
+
+    dataflow = True
+
+    def start(self, message: _Message) -> MPI.Prequest:
+        message.request.Start()
+        return message.request
+
+    def completed(self, handles: list, block: bool) -> list[int] | None:
+        return self._waitsome(handles) if block else MPI.Request.Testsome(handles)
 
     def pair(self, send: Transfer | None, recv: Transfer | None, progress: Progress) -> None:
         if send is None or recv is None:
@@ -204,7 +229,8 @@ class MpiTransport(Transport):
 
     def describe(self) -> dict:
         library = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]  # Open MPI ends in NUL
-        return {"transport": self.name, "library": library, "wait": self.wait, **(self._device or {})}
+        return {"transport": self.name, "library": library, "wait": self.wait,
+                "threads": mpi_threads.provided(), **(self._device or {})}
 
     def close(self) -> None:
         self.comm.Free()
