@@ -61,11 +61,13 @@ def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: 
         refuse_analytic(spec)
         # One rank per node, or all ranks on one node over its intra-node fabric.
         one_host = nranks <= spec.ranks_per_node and spec.intra_bandwidth > 0 and spec.topology != "ideal"
-        if spec.topology not in analytic.MODEL_TOPOLOGIES or (spec.ranks_per_node != 1 and not one_host):
+        # On one node only its intra-node fabric carries messages, full duplex but on half-duplex.
+        topology = spec.topology if not one_host or spec.topology == "half-duplex" else "switch"
+        if topology not in analytic.MODEL_TOPOLOGIES or (spec.ranks_per_node != 1 and not one_host):
             raise CollbenchError(f"network {spec.name} ({spec.topology}, {spec.ranks_per_node} ranks per "
                                  "node) has no closed form; use --model sim")
         q = analytic.Params.of_host(spec) if one_host else analytic.Params.of(spec)
-        return analytic.predict(algorithm, nranks, size_bytes, q, spec.topology)
+        return analytic.predict(algorithm, nranks, size_bytes, q, topology)
     schedule = build(algorithm, nranks, size_bytes // itemsize)
     try:
         return simulate(schedule, spec, itemsize).time
