@@ -35,7 +35,10 @@ def register(sub) -> None:
                    "application with threads of its own), serialized or multiple")
     p.add_argument("--name", help="run name, the results folder's suffix (default run)")
     p.add_argument("--out", metavar="DIR", help="results folder (default results/<time>-<name>); "
-                   "an existing one is resumed")
+                   "an existing one is resumed if it was measured with the same settings")
+    p.add_argument("--force-new", action="store_true",
+                   help="do not resume: move an existing --out folder aside to DIR.<UTC time> "
+                   "(nothing is deleted) and start afresh in DIR")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="what rank 0 prints (the folder always gets CSV)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
@@ -54,4 +57,4 @@ def run_command(args: argparse.Namespace) -> int:
     from collbench.harness import run_sweep
 
     return run_sweep(config, output_format=args.format, show_progress=not args.no_progress,
-                     argv=sys.argv)
+                     argv=sys.argv, force_new=args.force_new)

@@ -79,6 +79,11 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
                    help="SimPy executor (default) or closed forms (ideal, switch and half-duplex "
                    "networks, one rank per node or all ranks on one node's intra-node fabric)")
     p.add_argument("--dtype", default="float32", choices=sorted(ITEMSIZE))
+    p.add_argument("-s", "--segments", type=int, default=1, metavar="N",
+                   help="pipeline segments per ring chunk (default 1)")
+    p.add_argument("--execution", default="step", choices=("step", "dataflow"),
+                   help="step (post a step, wait for all of it) or dataflow (each op once what it "
+                   "needs is done); as 'collbench run --execution'")
     p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
     p.add_argument("--no-save", action="store_true", help="print only")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
@@ -162,7 +167,7 @@ def _run_sim(args) -> int:
     except ValueError as e:
         raise CollbenchError(f"{e}") from None
     spec, calibration = _network(args, max(ranks))
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    algorithms = list(dict.fromkeys(a.strip() for a in args.algorithms.split(",") if a.strip()))
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown or not algorithms:
         raise CollbenchError(f"unknown algorithm {', '.join(unknown) or '(none)'}; "
@@ -177,8 +182,14 @@ def _run_sim(args) -> int:
         from collbench.sim.predict import predict_seconds, refuse_analytic
 
         refuse_analytic(spec)
-        for p in ranks:
-            predict_seconds(spec, algorithms[0], p, sizes[0], itemsize, "analytic")
+        if args.execution == "dataflow":
+            raise CollbenchError("the closed forms predict step execution; use --model sim for dataflow")
+    if args.segments < 1:
+        raise CollbenchError(f"segments must be at least 1, got {args.segments}")
+    if args.model == "analytic":
+        for algorithm in algorithms:
+            for p in ranks:
+                predict_seconds(spec, algorithm, p, sizes[0], itemsize, "analytic", args.segments)
     writer = None if args.no_save else _writer(args, spec, calibration)
     source = "simulated" if args.model == "sim" else "model"
     print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
@@ -194,10 +205,10 @@ def _run_sim(args) -> int:
     if args.model == "sim":
         from collbench.sim.predict import cost_warning
 
-        warning = cost_warning(points)
+        warning = cost_warning(points, args.segments)
         if warning:
             print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
-    one = partial(_predict, spec, args.dtype, itemsize, args.model)
+    one = partial(_predict, spec, args.dtype, itemsize, args.model, args.segments, args.execution)
     from collbench.provenance import now
 
     try:
@@ -217,13 +228,14 @@ def _run_sim(args) -> int:
     return 0
 
 
-def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int, int]) -> dict:
+def _predict(spec, dtype: str, itemsize: int, model: str, segments: int, execution: str,
+             point: tuple[str, int, int]) -> dict:
     """The results row of one (algorithm, ranks, size) point; a module-level function so
     that worker processes can run it."""
     from collbench.sim.predict import predict_point
 
     algorithm, nranks, size = point
-    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model)
+    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model, segments, execution)
 
 
 def _map(function, points: list, jobs: int) -> Iterator[dict]:
@@ -276,7 +288,8 @@ def _writer(args, spec, calibration):
     info = {
         "name": name, "source": "simulated" if args.model == "sim" else "model",
         "command": sys.argv, "config": {"algorithms": args.algorithms, "ranks": args.ranks,
-                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model},
+                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model,
+                                        "segments": args.segments, "execution": args.execution},
         "versions": provenance.versions(), "git_commit": provenance.git_commit(),
         "machine": provenance.machine(), "start_time": provenance.now(), "network": spec.as_dict(),
     }

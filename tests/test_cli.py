@@ -131,6 +131,7 @@ BAD_INPUTS = {
     "unknown thread level": (["--mpi-thread-level", "many"], "--mpi-thread-level must be one of single,"),
     "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
     "dataflow over verbs": (["-t", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
+    "name with a path": (["--name", "../../x"], "run name '../../x' becomes a folder name under results/"),
 }
 
 
@@ -152,6 +153,74 @@ def test_a_malformed_experiment_file_is_named(collbench_cmd, tmp_path):
     bad.write_text("[run]\nitres = 3\n")
     done = subprocess.run([*collbench_cmd, "run", "-x", str(bad)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unknown setting(s) itres" in done.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[runn]\niters = 3\n", "unknown table or key(s) runn; an experiment file holds name, [run] and [slurm]"),
+    ("iters = 3\n[run]\n", "unknown table or key(s) iters"),
+    ("", "has no [run] table"),
+    ('name = "x"\n', "has no [run] table"),
+])
+def test_an_experiment_file_that_would_run_something_else_is_refused(collbench_cmd, tmp_path, text, message):
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text(text)
+    done = subprocess.run([*collbench_cmd, "run", "-x", str(experiment), "--out", str(tmp_path / "never")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_repeated_algorithm_is_measured_once(mpiexec, tmp_path):
+    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring,native,ring", "-m", "out,out",
+                     "--out", tmp_path / "d")
+    assert done.returncode == 0, done.stderr
+    summary = pd.read_csv(tmp_path / "d" / "summary.csv")
+    assert list(summary.algorithm) == ["ring", "native"] * 4
+    assert json.loads((tmp_path / "d" / "run.json").read_text())["config"]["algorithms"] == ["ring", "native"]
+
+
+def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_aside(mpiexec, tmp_path):
+    out = tmp_path / "r"
+    assert collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "--out", out).returncode == 0
+    before = (out / "summary.csv").read_text()
+    for nranks, flags, differ in ((2, ["-n", "5", "-d", "int32"],
+                                   "iters 3 -> 5; datatype 'float32' -> 'int32'"), (3, [], "nranks 2 -> 3")):
+        done = collbench(mpiexec, nranks, "run", *SMALL, "-a", "ring", *flags, "--out", out)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"results folder {out} was measured with other settings ({differ}): rerun" in done.stderr
+        assert "--force-new" in done.stderr and (out / "summary.csv").read_text() == before
+    # settings that only choose points may change: a wider sweep extends the folder
+    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring,native", "--out", out)
+    assert done.returncode == 0 and "resuming: 8 point(s) already stored" in done.stdout, done.stderr
+
+    done = collbench(mpiexec, 2, "run", *SMALL[:-4], "-n", "5", "-w", "1", "-a", "ring", "--force-new",
+                     "--out", out)
+    assert done.returncode == 0, done.stderr
+    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("r.")]
+    assert f"moved the earlier results in {out} to {aside}" in done.stderr
+    assert len(pd.read_csv(aside / "summary.csv")) == 16  # nothing lost
+    fresh = pd.read_csv(out / "summary.csv")
+    assert len(fresh) == 8 and set(fresh.iters) == {5}
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):
+    out = tmp_path / "busy"
+    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
+            "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-m", "out", "--out", str(out)]
+    first = subprocess.Popen(args, env=mpi_env(2), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / "summary.csv").exists():
+            time.sleep(0.2)
+        assert first.poll() is None, "the first run should still be measuring"
+        done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "-m", "out", "--out", out)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"results folder {out} is in use by another run (pid " in done.stderr
+        assert done.stdout == "" and first.poll() is None
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
 
 
 def test_an_unwritable_results_folder_is_refused_on_every_rank(mpiexec, tmp_path):
