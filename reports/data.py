@@ -3,9 +3,11 @@
 Folders can come from different clusters, transports and sources, so rows from two of them
 may share a point key (two clusters both measured ring at P=8). Each row therefore keeps the
 ``run`` it came from, and its *series* (one line in a figure) is named by the algorithm plus
-only those of transport, source, dtype and op that vary across the inputs, and the run when
-two runs of the same kind would otherwise merge. Series names are fixed once here, so every
-figure and table names and draws a series the same way.
+only those of transport, source, dtype and op that vary across the inputs, and the run's
+lineage when two of the same kind would otherwise merge. Runs that differ only in P (one
+campaign, e.g. the run folders of a Slurm sweep) share a lineage and so make one line over P
+(see :func:`_lineages`). Series names are fixed once here, so every figure and table names and
+draws a series the same way.
 """
 
 from __future__ import annotations
@@ -177,14 +179,7 @@ def _name_series(data: ReportData) -> None:
     s = data.summary
     varying = [c for c in SERIES_PARTS if s[c].nunique() > 1]
     kind = ["algorithm", *SERIES_PARTS]
-    # A run is labelled by its name, or by its campaign's name when no other run of the campaign
-    # has a point of the same kind, so that runs differing only in P make one line.
-    overlap = s.groupby([*kind, "nranks", "size_bytes", "campaign"])["run"].nunique()
-    split = set(overlap[overlap > 1].index.get_level_values("campaign"))
-    campaign_of = s.drop_duplicates("run").set_index("run")["campaign"]
-    name_of = {c: c.split("|")[0] for c in campaign_of}
-    reused = {n for n, k in Counter(name_of.values()).items() if k > 1}  # one name, two campaigns
-    label = {run: run if c in split or name_of[c] in reused else name_of[c] for run, c in campaign_of.items()}
+    label = _lineages(s, kind)
     for frame in (data.summary, data.samples):
         frame["lineage"] = frame["run"].map(label).fillna(frame["run"]) if not frame.empty else frame["run"]
     need_run = (s.groupby(kind)["lineage"].nunique() > 1).any()
@@ -220,6 +215,35 @@ def _name_series(data: ReportData) -> None:
     data.summary["variant"] = data.summary["variant_name"].map(index).astype(int)
     if not data.samples.empty:
         data.samples["variant"] = data.samples["variant_name"].map(index).fillna(0).astype(int)
+
+
+def _lineages(s: pd.DataFrame, kind: list[str]) -> dict[str, str]:
+    """The name each run goes by in series labels. Runs differing only in P make one line:
+    a campaign's runs go by its name when no two of them hold a point of the same kind; else
+    by the name and their ranks per node (a sweep over nodes × tasks per node: one line per
+    tasks per node) when that separates them; else by their own run names."""
+    runs = s.drop_duplicates("run").set_index("run")
+    name_of = {c: c.split("|")[0] for c in runs["campaign"]}
+    reused = {n for n, k in Counter(name_of.values()).items() if k > 1}  # one name, two campaigns
+    rpn = s.groupby("run")["ranks_per_node"].agg(lambda v: int(v.iloc[0]) if v.nunique() == 1 else None) \
+        if "ranks_per_node" in s else pd.Series(dtype=object)
+
+    def overlapping(labels: dict[str, str]) -> bool:
+        held = s[s["run"].isin(labels)].assign(label=lambda f: f["run"].map(labels))
+        return bool((held.groupby([*kind, "nranks", "size_bytes", "label"])["run"].nunique() > 1).any())
+
+    out: dict[str, str] = {}
+    for campaign, members in runs.groupby("campaign"):
+        name, members = name_of[campaign], list(members.index)
+        by_name = dict.fromkeys(members, name)
+        by_rpn = {r: f"{name} ({rpn.get(r)} per node)" for r in members}
+        if name not in reused and not overlapping(by_name):
+            out.update(by_name)
+        elif name not in reused and all(rpn.get(r) for r in members) and not overlapping(by_rpn):
+            out.update(by_rpn)
+        else:
+            out.update({r: r for r in members})
+    return out
 
 
 def parse_size(text: str) -> int:

@@ -159,3 +159,22 @@ def test_the_latex_table_is_split_into_floats_of_whole_points(tmp_path):
     points = [ln.split(" & ")[1:3] for part in floats for ln in part.splitlines() if ln.endswith(r"\\")
               and "Implementation" not in ln]
     assert len(points) == 120 and len({tuple(p) for p in points}) == 30
+
+
+def test_a_nodes_by_tasks_sweep_makes_one_line_per_tasks_per_node(tmp_path):
+    root = tmp_path / "grid"
+    for i, (nodes, tasks) in enumerate(((1, 2), (1, 4), (2, 2), (2, 4))):
+        write_run(root / f"n{nodes}-t{tasks}", name="grid", ranks=(nodes * tasks,), sizes=(BIG,), seed=i,
+                  ranks_per_node=tasks, start_time=f"2025-03-14T09:0{i}:00Z")
+    data = load([root])  # P = 4 twice (n1-t4, n2-t2): one name no longer tells the runs apart
+    ring = data.summary[data.summary["algorithm"] == "ring"]
+    assert dict(zip(ring["run"], ring["series"], strict=True)) == {
+        "grid (n1-t2)": "ring · grid (2 per node)", "grid (n2-t2)": "ring · grid (2 per node)",
+        "grid (n1-t4)": "ring · grid (4 per node)", "grid (n2-t4)": "ring · grid (4 per node)"}
+    with paper_style("single"):
+        plot = fig_sweep.scaling(data, Options(sizes=(BIG,)))
+    lines = {ln.get_gid(): list(ln.get_xdata()) for ln in plot.figure.axes[0].lines
+             if ln.get_gid() in ("ring · grid (2 per node)", "ring · grid (4 per node)")
+             and ln.get_marker() == "s"}
+    assert lines == {"ring · grid (2 per node)": [2, 4], "ring · grid (4 per node)": [4, 8]}
+    plt.close(plot.figure)
