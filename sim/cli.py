@@ -334,7 +334,7 @@ def _run_calibrate(args) -> int:
         if args.topology == "ideal":
             raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "
                                  "topology, not ideal")
-        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=args.cache,
+        calibration = fit_by_simulation(train, host_model=args.host_model, cache=args.cache,
                                         memory=args.memory, cores=cores, topology=args.topology,
                                         note_sources=sources)
     else:
