@@ -204,7 +204,7 @@ class Sweep:
         slurm = provenance.slurm()
         history = self.writer.provenance.get("slurm_history", []) + ([slurm] if slurm else [])
         self.writer.write_provenance(
-            hosts=hosts, ranks_per_node=per_node, transport=self._describe(),
+            hosts=hosts, ranks_per_node=per_node, rank_hosts=names, transport=self._describe(),
             versions=provenance.versions(), environment=provenance.environment(),
             slurm=slurm, slurm_history=history, git_commit=provenance.git_commit(),
             mpi_threads=mpi_threads.record(self.config.mpi_thread_level),

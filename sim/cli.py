@@ -18,6 +18,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
                    help="simulate N points at once in separate processes (0: one per CPU; default 1)")
     g = p.add_argument_group("network overrides")
     g.add_argument("--topology", dest="o_topology", metavar="NAME",
-                   help="ideal, switch, half-duplex, fat-tree or torus")
+                   help="ideal, switch, half-duplex, fat-tree, torus or pcie-rails")
     g.add_argument("--bandwidth", dest="o_bandwidth", metavar="RATE", help="per NIC, e.g. 400Gbps")
     g.add_argument("--latency", dest="o_latency", metavar="TIME", help="e.g. 1us")
     g.add_argument("--oversubscription", dest="o_oversubscription", type=float, metavar="RATIO",
@@ -99,6 +100,8 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hosts-per-leaf", dest="o_hosts_per_leaf", type=int, metavar="N")
     g.add_argument("--nics-per-node", dest="o_nics_per_node", type=int, metavar="N")
     g.add_argument("--ranks-per-node", dest="o_ranks_per_node", type=int, metavar="N")
+    g.add_argument("--pcie-bandwidth", dest="o_pcie_bandwidth", metavar="RATE",
+                   help="pcie-rails: a GPU's PCIe link, each direction, e.g. 15.75GB/s")
     g.add_argument("--placement", dest="o_placement", metavar="HOW", help="block, cyclic or 0,0,1,1,...")
     g.add_argument("--gamma", dest="o_gamma", metavar="S_PER_BYTE", help="seconds per byte reduced")
     g.add_argument("--overhead", dest="o_overhead", metavar="TIME", help="per message, e.g. 0.5us")
@@ -126,9 +129,9 @@ def _network(args, one_host_ranks: int = 1):
     try:
         calibration = Calibration.load(args.calibration) if args.calibration else None
         if calibration and not args.network:
-            spec = calibration.network(one_host_ranks)
+            spec = base = calibration.network(one_host_ranks)
         else:
-            spec = load_network(args.network or "ib-edr")
+            spec = base = load_network(args.network or "ib-edr")
             if calibration:
                 spec = spec.with_overrides(gamma=calibration.params.gamma,
                                            overhead=calibration.params.overhead)
@@ -146,9 +149,14 @@ def _network(args, one_host_ranks: int = 1):
             overhead=parse_time(args.o_overhead) if args.o_overhead else None,
             memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
             cores=args.o_cores, host_model=args.o_host_model,
+            pcie_bandwidth=parse_bandwidth(args.o_pcie_bandwidth) if args.o_pcie_bandwidth else None,
             cache_size=parse_size(args.o_cache_size) if args.o_cache_size else None)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
+    changed = [f.name for f in fields(spec)
+               if f.name != "name" and getattr(spec, f.name) != getattr(base, f.name)]
+    if changed:  # no longer the preset or file it was loaded from: say so in its name
+        spec = replace(spec, name=f"{base.name}+{'+'.join(changed)}")
     return spec, calibration
 
 
@@ -172,8 +180,8 @@ def _run_sim(args) -> int:
     bad = [s for s in sizes if s % itemsize]
     if bad:
         raise CollbenchError(f"size {bad[0]} B is not a whole number of {args.dtype} elements")
-    if args.model == "analytic":  # before the header: every point would be refused
-        from collbench.sim.predict import refuse_analytic
+    if args.model == "analytic":  # before anything is printed: a closed form that does not exist
+        from collbench.sim.predict import predict_seconds, refuse_analytic
 
         refuse_analytic(spec)
         if args.execution == "dataflow":
@@ -183,6 +191,10 @@ def _run_sim(args) -> int:
     if args.trace and (args.execution != "dataflow" or args.model != "sim"):
         raise CollbenchError("--trace records the simulated dataflow executor; add --execution dataflow "
                              "(and --model sim)")
+    if args.model == "analytic":
+        for algorithm in algorithms:
+            for p in ranks:
+                predict_seconds(spec, algorithm, p, sizes[0], itemsize, "analytic", args.segments)
     writer = None if args.no_save else _writer(args, spec, calibration)
     source = "simulated" if args.model == "sim" else "model"
     print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
@@ -191,10 +203,14 @@ def _run_sim(args) -> int:
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
     points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
+    from collbench.sim.topology import idle_settings
+
+    for note in idle_settings(spec, ranks):
+        print(f"collbench: warning: {note}", file=sys.stderr)
     if args.model == "sim":
         from collbench.sim.predict import cost_warning
 
-        warning = cost_warning(points)
+        warning = cost_warning(points, args.segments)
         if warning:
             print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
     one = partial(_predict, spec, args.dtype, itemsize, args.model, args.segments, args.execution)

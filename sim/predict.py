@@ -16,29 +16,31 @@ SECONDS_PER_MESSAGE = 2e-6
 VM for a ring at P = 256-4096 (``benchmarks/sim_speed.py``)."""
 
 
-def messages(algorithm: str, nranks: int) -> int:
-    """How many messages one all-reduce of *algorithm* on *nranks* ranks sends."""
+def messages(algorithm: str, nranks: int, segments: int = 1) -> int:
+    """How many messages one all-reduce of *algorithm* on *nranks* ranks sends (the ring's
+    chunks cut in *segments*)."""
     p = nranks
     if p < 2:
         return 0
     if algorithm == "naive":
         return 2 * (p - 1)
     if algorithm == "ring":
-        return 2 * p * (p - 1)
+        return 2 * p * (p - 1) * segments
     pof2 = 1 << (p.bit_length() - 1)
     return 2 * pof2 * (pof2.bit_length() - 1) + 4 * (p - pof2)
 
 
-def cost_warning(points: list[tuple[str, int, int]], limit: float = 60.0) -> str | None:
+def cost_warning(points: list[tuple[str, int, int]], segments: int = 1, limit: float = 60.0) -> str | None:
     """One line warning of a sweep of (algorithm, ranks, size) *points* whose simulation
     would take more than *limit* seconds of one core, or None."""
-    total = sum(messages(a, p) for a, p, _ in points)
+    total = sum(messages(a, p, segments) for a, p, _ in points)
     seconds = total * SECONDS_PER_MESSAGE
     if seconds <= limit:
         return None
-    a, p, _ = max(points, key=lambda point: messages(point[0], point[1]))
+    a, p, _ = max(points, key=lambda point: messages(point[0], point[1], segments))
     when = f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
-    return (f"this sweep simulates {total:.3g} messages ({a} at P = {p}: {messages(a, p):.3g} per point), "
+    most = messages(a, p, segments)
+    return (f"this sweep simulates {total:.3g} messages ({a} at P = {p}: {most:.3g} per point), "
             f"about {when} of one core; --jobs N spreads the points over N processes, and --model "
             "analytic answers switch-like networks at once")
 
@@ -72,11 +74,13 @@ def predict_seconds(spec: NetworkSpec, algorithm: str, nranks: int, size_bytes: 
         refuse_analytic(spec)
         # One rank per node, or all ranks on one node over its intra-node fabric.
         one_host = nranks <= spec.ranks_per_node and spec.intra_bandwidth > 0 and spec.topology != "ideal"
-        if spec.topology not in analytic.MODEL_TOPOLOGIES or (spec.ranks_per_node != 1 and not one_host):
+        # On one node only its intra-node fabric carries messages, full duplex but on half-duplex.
+        topology = spec.topology if not one_host or spec.topology == "half-duplex" else "switch"
+        if topology not in analytic.MODEL_TOPOLOGIES or (spec.ranks_per_node != 1 and not one_host):
             raise CollbenchError(f"network {spec.name} ({spec.topology}, {spec.ranks_per_node} ranks per "
                                  "node) has no closed form; use --model sim")
         q = analytic.Params.of_host(spec) if one_host else analytic.Params.of(spec)
-        return analytic.predict(algorithm, nranks, size_bytes, q, spec.topology, **options)
+        return analytic.predict(algorithm, nranks, size_bytes, q, topology, **options)
     schedule = build(algorithm, nranks, size_bytes // itemsize, **options)
     try:
         if execution == "dataflow":
