@@ -169,9 +169,11 @@ def probe() -> list[tuple[bool, str, str]]:
 # ---------------------------------------------------------------- the verbs calls
 
 class Device:
-    """An opened device port: context, protection domain, one completion queue."""
+    """An opened device port: context, protection domain, one completion queue (with a
+    completion channel when *blocking*, for :meth:`wait`)."""
 
-    def __init__(self, name: str | None, port: int, gid_index: int | None, cqe: int) -> None:
+    def __init__(self, name: str | None, port: int, gid_index: int | None, cqe: int,
+                 blocking: bool = False) -> None:
         _, self.e = pyverbs_modules()
         names = device_names()
         if not names:
@@ -181,7 +183,7 @@ class Device:
             name = names[0]
         elif name not in names:
             raise VerbsUnavailable(f"RDMA device {name!r} not found; devices here: {', '.join(names)}")
-        from pyverbs.cq import CQ
+        from pyverbs.cq import CQ, CompChannel
         from pyverbs.device import Context
         from pyverbs.pd import PD
 
@@ -205,7 +207,10 @@ class Device:
                                        + (f" at index {gid_index}" if gid_index is not None else ""))
             self.gid_index, self.gid = chosen[0]
         self.pd = PD(self.ctx)
-        self.cq = CQ(self.ctx, cqe)
+        self.channel = CompChannel(self.ctx) if blocking else None
+        self.cq = CQ(self.ctx, cqe, None, self.channel, 0)
+        if blocking:
+            self.cq.req_notify()
         self.access = (self.e.IBV_ACCESS_LOCAL_WRITE | self.e.IBV_ACCESS_REMOTE_WRITE)
 
     def register(self, addr: int, nbytes: int):
@@ -286,10 +291,19 @@ class Device:
                  socket.ntohl(wc.imm_data) if wc.opcode == recv_imm else 0, wc.byte_len)
                 for wc in wcs[:count]]
 
+    def wait(self, timeout: float) -> None:
+        """Sleep until the completion queue signals a completion (blocking mode), then arm it
+        again. The caller polls after every wait, so a completion that arrives between an
+        event and the re-arming is found by that poll, never lost. *timeout* is not enforced
+        here (``ibv_get_cq_event`` blocks): the harness watchdog ends a rank that never wakes."""
+        self.channel.get_cq_event(self.cq)
+        self.cq.ack_events(1)
+        self.cq.req_notify()
+
     @staticmethod
     def status_text(status: int) -> str:
         """libibverbs' name of a completion status (pyverbs has no public function for it)."""
         return wc_status_text(status)
 
     def close(self) -> None:
-        self.ctx.close()
+        self.ctx.close()  # closes the queue pairs, regions, CQ and channel it holds
