@@ -67,15 +67,18 @@ HELD_OUT = [Setup("switch-4", 4), Setup("switch-8", 8),
 ALGORITHMS = "naive,ring,rabenseifner"
 
 
-def measure(setup: Setup, mbit: int, sizes: tuple[str, str], iters: int, out: Path) -> None:
-    """``collbench run`` with one rank per node of *setup*'s cluster, links of *mbit* Mbit/s,
-    into *out*."""
+def measure(setup: Setup, mbit: int, burst: str, sizes: tuple[str, str], iters: int, out: Path) -> None:
+    """``collbench run`` with one rank per node of *setup*'s cluster, links of *mbit* Mbit/s
+    with buckets of *burst*, into *out*."""
     rate, uplink = f"{mbit}mbit", f"{round(mbit * 1000 * setup.uplink_factor)}kbit"
-    with emulated_cluster(setup.nodes, rate, setup.hosts_per_leaf, uplink) as cluster:
+    with emulated_cluster(setup.nodes, rate, setup.hosts_per_leaf, uplink, burst=burst) as cluster:
         print(f"# measuring {setup.name}: {setup.describe(rate)}", file=sys.stderr, flush=True)
         done = cluster.mpiexec(setup.nodes, VENV / "bin" / "collbench", "run", "-b", sizes[0],
                                "-e", sizes[1], "-f", "2", "--algorithms", ALGORITHMS, "-n", str(iters),
                                "-w", "1", "-m", "out", "--out", out, "--no-progress", timeout=3600)
+        tcp = cluster.tcp_counters()
+    print(f"# {setup.name}: TCP sent {tcp['sent']} segments, retransmitted {tcp['retransmitted']}, "
+          f"{tcp['timeouts']} retransmission timeouts", file=sys.stderr, flush=True)
     if done.returncode != 0:
         raise SystemExit(f"collbench run on {setup.name} failed: {done.stderr[-2000:]}")
 
@@ -85,6 +88,9 @@ def main() -> None:
     parser.add_argument("--mbit", type=int, default=100, help="node link rate in Mbit/s (default 100)")
     parser.add_argument("--out", default=None,
                         help="folder of the measured runs (default results/<time>-cluster)")
+    parser.add_argument("--burst", default="32kb",
+                        help="each shaper's token bucket (tc units, default 32kb): what an idle link "
+                        "sends at once, above its rate; a real NIC has none")
     parser.add_argument("--no-measure", action="store_true", help="use the runs already in --out")
     parser.add_argument("--iters", type=int, default=3, help="timed iterations per point (default 3)")
     parser.add_argument("--fit-sizes", default="16K,4M", help="smallest and largest fitted size")
@@ -99,10 +105,9 @@ def main() -> None:
         reason = skip_reason()
         if reason:
             raise SystemExit(f"cannot build the emulated cluster: {reason}")
-        for setup in FIT:
-            measure(setup, args.mbit, tuple(args.fit_sizes.split(",")), args.iters, out / setup.name)
-        for setup in held:
-            measure(setup, args.mbit, tuple(args.sizes.split(",")), args.iters, out / setup.name)
+        for setups, sizes in ((FIT, args.fit_sizes), (held, args.sizes)):
+            for setup in setups:
+                measure(setup, args.mbit, args.burst, tuple(sizes.split(",")), args.iters, out / setup.name)
 
     data = measured_points([out / s.name for s in FIT])
     calibration = fit(data[data["size_bytes"] >= args.min_size], "switch")
