@@ -67,6 +67,9 @@ def register(subparsers) -> None:
                             "bandwidth, latency and topology and takes gamma and overhead from the fit.")
     _prediction_options(pred)
     pred.add_argument("--calibration", required=True, help="file written by 'collbench sim calibrate'")
+    pred.add_argument("--against", nargs="+", default=None, metavar="RESULTS",
+                      help="measured results (not fitted) to check the predictions on: predict each of "
+                      "their points on this network and print the error (no --ranks, --sizes or saving)")
     pred.set_defaults(func=_run_sim)
 
 
@@ -168,6 +171,8 @@ def _run_sim(args) -> int:
     from collbench.algorithms import ALGORITHMS
     from collbench.sim.units import parse_ranks, parse_sizes
 
+    if getattr(args, "against", None):
+        return _run_against(args)
     try:
         ranks, sizes = parse_ranks(args.ranks), parse_sizes(args.sizes)
     except ValueError as e:
@@ -238,6 +243,33 @@ def _run_sim(args) -> int:
     if writer:
         writer.write_provenance(end_time=now())
         print(f"# results in {writer.folder}")
+    return 0
+
+
+def _run_against(args) -> int:
+    """``sim predict --against``: every measured point of the given folders predicted on the
+    network, with its error, and the held-out score (points of 1 MiB or more within 10%)."""
+    from collbench.sim.calibrate import measured_inputs
+    from collbench.sim.heldout import compare, score
+    from collbench.sim.topology import idle_settings
+
+    data, _, skipped = measured_inputs(args.against)
+    for line in skipped:
+        print(f"# skipped {line}", file=sys.stderr)
+    ranks = sorted(set(data["nranks"].astype(int)))
+    spec, _ = _network(args, max(ranks))
+    for note in idle_settings(spec, ranks):
+        print(f"collbench: warning: {note}", file=sys.stderr)
+    print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
+          f"{spec.nics_per_node} per node, latency {spec.latency * 1e6:g} us, "
+          f"{spec.ranks_per_node} ranks/node; measured vs predicted ({args.model})")
+    print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'measured(us)':>14} {'predicted(us)':>14} "
+          f"{'error':>8}")
+    rows = compare(spec, data, args.model)
+    for r in rows:
+        print(f"{r['algorithm']:>13} {r['nranks']:>7} {r['size_bytes']:>12} {r['measured_us']:>14.2f} "
+              f"{r['predicted_us']:>14.2f} {r['error_pct']:>7.1f}%")
+    print(f"# held out: {score(rows).describe()}")
     return 0
 
 
