@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from collbench.errors import CollbenchError
+from collbench.rdma import MTU_BYTES
 from collbench.transports.base import Progress, Transfer, Transport
 from collbench.verbs.protocol import (
     CONTROL_BYTES,
@@ -355,8 +356,9 @@ class VerbsTransport(Transport):
         if self.dev is not None:
             d.update(device=self.dev.name, port=self.dev.port,
                      link_layer="Ethernet (RoCE)" if self.dev.is_global else "InfiniBand",
-                     gid_index=self.dev.gid_index, **{f"verbs_{k}": v for k, v in
-                                                      self.settings.as_dict().items()})
+                     gid_index=self.dev.gid_index, gid_type=self.dev.gid_type,
+                     active_mtu_bytes=MTU_BYTES.get(self.dev.mtu, self.dev.mtu),
+                     **{f"verbs_{k}": v for k, v in self.settings.as_dict().items()})
         return d
 
     def _teardown(self) -> None:

@@ -146,7 +146,8 @@ class FakeDevice:
 
     def __init__(self, fabric: Fabric, name: str, port: int, gid_index: int | None, cqe: int) -> None:
         self.fabric, self.name, self.port = fabric, name, port
-        self.is_global, self.gid_index, self.gid, self.lid = False, 0, "::", 1
+        self.is_global, self.gid_index, self.gid, self.gid_type, self.lid = False, 0, "::", "", 1
+        self.mtu = ENUMS.IBV_MTU_4096
         self.access = ENUMS.IBV_ACCESS_LOCAL_WRITE | ENUMS.IBV_ACCESS_REMOTE_WRITE
         self.cqe = cqe
         self.cq: deque = deque()
@@ -190,7 +191,7 @@ class FakeDevice:
             return qp
 
     def address(self, qp: FakeQP, psn: int) -> tuple:
-        return (self.lid, self.gid, qp.qp_num, psn)
+        return (self.lid, self.gid, qp.qp_num, psn, self.mtu)
 
     def connect(self, qp: FakeQP, local_psn: int, remote: tuple) -> None:
         with self.fabric.lock:
