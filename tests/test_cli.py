@@ -132,7 +132,7 @@ BAD_INPUTS = {
     "native over verbs": (["-t", "verbs", "-a", "ring,native"], "the verbs transport has no native"),
     "unknown thread level": (["--mpi-thread-level", "many"], "--mpi-thread-level must be one of single,"),
     "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
-    "dataflow over verbs": (["-t", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
+    "dataflow over nccl": (["-t", "nccl", "--execution", "dataflow"], "runs on the mpi and verbs transports"),
     "name with a path": (["--name", "../../x"], "run name '../../x' becomes a folder name under results/"),
 }
 
