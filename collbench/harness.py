@@ -107,6 +107,26 @@ class PointRunner:
         return wrong
 
 
+    def traced_events(self, comm, offset_us: float) -> list[dict]:
+        """Untimed: one more call with every op's events recorded (dataflow execution), as this
+        rank's Chrome trace events (:mod:`collbench.trace`), shifted by *offset_us*. The ranks
+        start together after a barrier; their clocks agree on one host only."""
+        from collbench.trace import Trace, chrome_events
+
+        executor = self._executor
+        if not isinstance(executor, DataflowExecutor):
+            return []
+        executor.trace = trace = Trace()
+        self.prepare()
+        comm.Barrier()
+        trace.start()
+        self.call()
+        executor.trace = None
+        name = f"{self.point.algorithm} {self.point.size_bytes} B {'in' if self.point.in_place else 'out'}"
+        return chrome_events(self.transport.rank, executor.plan.ops, executor.plan.steps, trace.records,
+                             offset_us, name)
+
+
 def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress) -> np.ndarray:
     """Local seconds of every call: first, warm-ups, timed."""
     total = 1 + config.warmup_iters + config.iters
@@ -211,6 +231,7 @@ class Sweep:
         printer = PointPrinter(output_format, self.folder, enabled=self.rank == 0)
         skipped = len(points) - sum(todo)
         printer.header(self.config, self.nranks, self._describe(), skipped)
+        self.trace_events = []
         wrong_points = 0
         try:
             with printer.progress(sum(todo), show_progress) as bar:
@@ -229,10 +250,22 @@ class Sweep:
             self.writer.write_provenance(end_time=provenance.now())
             self.writer.close()
             printer.footer(wrong_points)
+            if self.config.trace:
+                from collbench import trace
+
+                counts = trace.write(self.config.trace, self.trace_events,
+                                     {"source": "measured", "execution": self.config.execution,
+                                      "nranks": self.nranks, "results": str(self.folder)})
+                if output_format == "table":
+                    print(trace.describe(self.config.trace, counts), flush=True)
         return 1 if self.comm.bcast(wrong_points, root=0) else 0
 
     where = ""
     """The point being measured, for the watchdog's message."""
+    trace_events: list[dict]
+    """With ``--trace``: the Chrome trace events of every point so far (rank 0)."""
+    trace_end = 0.0
+    """Where the next point's trace begins, in microseconds: the points follow each other."""
 
     def _measure(self, point: Point) -> dict:
         c = self.config
@@ -241,6 +274,14 @@ class Sweep:
         runner = PointRunner(c, self.transport, point, self.progress)
         local = time_point(runner, self.comm, c, self.progress)
         wrong = sum(runner.count_wrong(seed) for seed in range(1, c.check_iters + 1))
+        if c.trace:
+            self.progress.waiting("tracing")
+            events = self.comm.gather(runner.traced_events(self.comm, self.trace_end), root=0)
+            if self.rank == 0:
+                self.trace_events += [e for rank_events in events for e in rank_events]
+                self.trace_end = max((e["ts"] + e.get("dur", 0) for e in self.trace_events if "ts" in e),
+                                     default=self.trace_end)
+            self.trace_end = self.comm.bcast(self.trace_end, root=0)
         self.progress.waiting("collecting results")
         n_wrong = self.comm.allreduce(wrong) if c.check_iters else -1
         times = self.comm.gather(local, root=0)

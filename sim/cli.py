@@ -81,6 +81,8 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=sorted(ITEMSIZE))
     p.add_argument("-s", "--segments", type=int, default=1, metavar="N",
                    help="pipeline segments per ring chunk (default 1)")
+    p.add_argument("--trace", metavar="FILE", help="write every op's events in Chrome trace format "
+                   "(Perfetto) to FILE; with --execution dataflow")
     p.add_argument("--execution", default="step", choices=("step", "dataflow"),
                    help="step (post a step, wait for all of it) or dataflow (each op once what it "
                    "needs is done); as 'collbench run --execution'")
@@ -186,6 +188,9 @@ def _run_sim(args) -> int:
             raise CollbenchError("the closed forms predict step execution; use --model sim for dataflow")
     if args.segments < 1:
         raise CollbenchError(f"segments must be at least 1, got {args.segments}")
+    if args.trace and (args.execution != "dataflow" or args.model != "sim"):
+        raise CollbenchError("--trace records the simulated dataflow executor; add --execution dataflow "
+                             "(and --model sim)")
     if args.model == "analytic":
         for algorithm in algorithms:
             for p in ranks:
@@ -222,10 +227,32 @@ def _run_sim(args) -> int:
             writer.write_provenance(end_time=now(), interrupted=True)
             print(f"# interrupted; the points above are in {writer.folder}", file=sys.stderr)
         raise
+    if args.trace:
+        _write_trace(args, spec, itemsize, points)
     if writer:
         writer.write_provenance(end_time=now())
         print(f"# results in {writer.folder}")
     return 0
+
+
+def _write_trace(args, spec, itemsize: int, points: list[tuple[str, int, int]]) -> None:
+    """Simulate every point again with a tracer and write one trace, the points one after
+    another in simulated time."""
+    from collbench.algorithms import build
+    from collbench.sim.dataflow import traced
+
+    from collbench import trace
+
+    events, offset = [], 0.0
+    for algorithm, p, size in points:
+        options = {"segments": args.segments} if algorithm == "ring" and args.segments > 1 else {}
+        result, more = traced(build(algorithm, p, size // itemsize, **options), spec, itemsize,
+                              offset_us=offset, name=f"{algorithm} P={p} {size} B")
+        events += more
+        offset += result.time * 1e6
+    counts = trace.write(args.trace, events, {"source": "simulated", "network": spec.name,
+                                              "execution": args.execution, "segments": args.segments})
+    print(trace.describe(args.trace, counts))
 
 
 def _predict(spec, dtype: str, itemsize: int, model: str, segments: int, execution: str,
@@ -334,7 +361,7 @@ def _run_calibrate(args) -> int:
         if args.topology == "ideal":
             raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "
                                  "topology, not ideal")
-        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=args.cache,
+        calibration = fit_by_simulation(train, host_model=args.host_model, cache=args.cache,
                                         memory=args.memory, cores=cores, topology=args.topology,
                                         note_sources=sources)
     else:
