@@ -127,19 +127,30 @@ class PointRunner:
                              offset_us, name)
 
 
-def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress) -> np.ndarray:
-    """Local seconds of every call: first, warm-ups, timed."""
+COUNTERS = ("registrations", "hits", "misses")
+"""The transport counters recorded per call (:meth:`~collbench.transports.base.Transport.counters`)."""
+
+
+def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress,
+               counts: np.ndarray | None = None) -> np.ndarray:
+    """Local seconds of every call: first, warm-ups, timed. *counts* (calls x COUNTERS), if
+    given, receives what each call added to the transport's counters, read outside the clock."""
     total = 1 + config.warmup_iters + config.iters
     local = np.empty(total)
+    counters = runner.transport.counters
     for i in range(total):
         runner.prepare()
         runner.transport.synchronize()  # a device-side restore must not leak into the timing
         progress.waiting("barrier before an iteration")
         runner.transport.barrier(comm)
         progress.waiting(runner.point.algorithm)
+        before = counters() if counts is not None else None
         start = time.perf_counter()
         runner.call()
         local[i] = time.perf_counter() - start
+        if before:
+            after = counters()
+            counts[i] = [after[k] - before[k] for k in COUNTERS]
     return local
 
 
@@ -272,7 +283,9 @@ class Sweep:
         self.where = (f"{point.algorithm}, {point.size_bytes} B, "
                        f"{'in' if point.in_place else 'out-of'}-place")
         runner = PointRunner(c, self.transport, point, self.progress)
-        local = time_point(runner, self.comm, c, self.progress)
+        counts = np.zeros((1 + c.warmup_iters + c.iters, len(COUNTERS)), dtype=np.int64)
+        local = time_point(runner, self.comm, c, self.progress, counts)
+        counted = bool(self.transport.counters())
         wrong = sum(runner.count_wrong(seed) for seed in range(1, c.check_iters + 1))
         if c.trace:
             self.progress.waiting("tracing")
@@ -284,18 +297,24 @@ class Sweep:
             self.trace_end = self.comm.bcast(self.trace_end, root=0)
         self.progress.waiting("collecting results")
         n_wrong = self.comm.allreduce(wrong) if c.check_iters else -1
-        times = self.comm.gather(local, root=0)
+        gathered = self.comm.gather((local, counts), root=0)
         if self.rank != 0:
             return {}
-        per_iter_us = np.max(np.stack(times), axis=0) * 1e6
+        per_iter_us = np.max(np.stack([t for t, _ in gathered]), axis=0) * 1e6
+        per_iter_counts = np.sum([n for _, n in gathered], axis=0)
+        regs = [int(n) if counted else "" for n in per_iter_counts[:, 0]]
         key = self._key(point)
-        samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t}
-                   for (phase, i), t in zip(_phases(c), per_iter_us)]
+        samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t,
+                    "registrations": r}
+                   for (phase, i), t, r in zip(_phases(c), per_iter_us, regs)]
+        timed = per_iter_counts[1 + c.warmup_iters:].sum(axis=0)
+        registration = (dict(zip(("reg_timed", "reg_hits", "reg_misses"), map(int, timed))) if counted
+                        else {"reg_timed": "", "reg_hits": "", "reg_misses": ""})
         stats = summarise(per_iter_us[1 + c.warmup_iters:], point.size_bytes, self.nranks)
         hosts = self.writer.provenance.get("ranks_per_node", {}) or {}
         row = {**key, "count": runner.count,
                "ranks_per_node": max(hosts.values()) if hosts else self.nranks,
-               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong}
+               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong, **registration}
         self.writer.add_point(row, samples)
         return row
 

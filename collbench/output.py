@@ -82,6 +82,10 @@ class PointPrinter:
             print(json.dumps({"results": str(self.folder), "points": self.rows}, indent=1, default=float))
         else:
             print(f"# {len(self.rows)} point(s) measured; results in {self.folder}")
+            registering = [r for r in self.rows if isinstance(r.get("reg_timed"), int) and r["reg_timed"]]
+            if registering:
+                print(f"# {len(registering)} point(s) registered memory inside timed calls (reg_timed in "
+                      "summary.csv); raise COLLBENCH_VERBS_REGCACHE_LIMIT to keep their buffers registered")
         if wrong_points:
             print(f"collbench: error: {wrong_points} point(s) had wrong results (see #wrong)",
                   file=sys.stderr)

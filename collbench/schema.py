@@ -21,10 +21,14 @@ or ``model`` (closed form), so measured and predicted rows share every other col
 POINT_KEY = ("source", "transport", "algorithm", "nranks", "size_bytes", "dtype", "op", "in_place")
 """Columns that identify a point; a resumed run skips points whose key is already stored."""
 
-SCHEMA_VERSION = 2
-"""Version of the results layout: 2 added ``schema_version`` and the append-only CSV files."""
+SCHEMA_VERSION = 3
+"""Version of the results layout: 2 added ``schema_version`` and the append-only CSV files,
+3 the memory-registration columns (:data:`ADDED_COLUMNS`)."""
 
-SAMPLE_COLUMNS = (*POINT_KEY, "count", "phase", "iter", "time_us", "schema_version")
+SAMPLE_COLUMNS = (*POINT_KEY, "count", "phase", "iter", "time_us", "registrations", "schema_version")
+"""``registrations``: memory registrations the transport made during that call, summed over
+ranks (empty for transports that register nothing themselves): a timed call with a non-zero
+count paid for registering inside its time."""
 
 SUMMARY_COLUMNS = (
     *POINT_KEY,
@@ -44,13 +48,23 @@ SUMMARY_COLUMNS = (
     "algbw_GBps",
     "busbw_GBps",
     "n_wrong",
+    "reg_hits",
+    "reg_misses",
+    "reg_timed",
     "schema_version",
 )
 """``ci_low_us``/``ci_high_us``: distribution-free confidence interval of the median at level
 ``ci_level``, the interval's exact coverage for its number of samples (at least 0.95 from 6
 samples on; with fewer, min..max and its lower level: 0.75 for 3). ``algbw_GBps`` and
 ``busbw_GBps`` come from the median time. ``n_wrong`` is the number of wrong elements summed
-over ranks (-1 where not checked, e.g. simulated)."""
+over ranks (-1 where not checked, e.g. simulated). ``reg_hits``, ``reg_misses``: the
+transport's registration cache over the timed calls, summed over ranks; ``reg_timed``: the
+registrations made inside timed calls (non-zero flags a point whose timing includes
+registering); all three empty where the transport keeps no registration cache."""
+
+ADDED_COLUMNS = {"registrations": 3, "reg_hits": 3, "reg_misses": 3, "reg_timed": 3}
+"""Columns added after schema 2, with the version that added them: files of an older schema
+lack them and read as empty."""
 
 SOURCES = ("measured", "simulated", "model")
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from collbench.errors import ResultsError
-from collbench.schema import POINT_KEY, SAMPLE_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from collbench.schema import ADDED_COLUMNS, POINT_KEY, SAMPLE_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
 
 RUN_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.csv", "summary.csv"
 LOCK_FILE = ".collbench.lock"
@@ -199,7 +199,7 @@ def _parse(path: Path, lines: list[str]) -> tuple[list[str], list[list[str]]]:
 
 
 def _check_columns(path: Path, header: list[str], columns: tuple[str, ...]) -> None:
-    missing = set(columns) - set(header) - {VERSION_KEY}
+    missing = set(columns) - set(header) - {VERSION_KEY} - set(ADDED_COLUMNS)
     if missing:
         raise ResultsError(f"{path} lacks the columns {', '.join(sorted(missing))}")
 
@@ -263,6 +263,9 @@ class ResultsWriter:
         if torn or len(kept) != len(records) or header != list(columns):
             for r in kept:
                 r.setdefault(VERSION_KEY, str(UNVERSIONED))
+                for column in ADDED_COLUMNS:
+                    if column in columns:
+                        r.setdefault(column, "")
             extra = set(header) - set(columns)
             if extra:
                 raise ResultsError(f"{path} has columns this collbench does not know "
@@ -339,6 +342,9 @@ def _read_frame(path: Path, columns: tuple[str, ...]):
     _check_columns(path, header, columns)
     if VERSION_KEY not in frame:
         frame[VERSION_KEY] = UNVERSIONED
+    for column in ADDED_COLUMNS:
+        if column in columns and column not in frame:
+            frame[column] = float("nan")
     return frame
 
 

@@ -132,3 +132,37 @@ def test_registration_cache_below_the_working_set_never_frees_a_buffer_a_peer_wr
     settings = Settings(regcache_limit=1_200_000)
     results = _raise_first(allreduce(3, "ring", 1 << 20, settings))
     assert [wrong for wrong, _ in results] == [0] * 3
+
+
+def timed_registrations(nranks: int, algorithm: str, nbytes: int, limit: int) -> list:
+    """Per rank: registrations made in each call of one point, timed as the harness times it."""
+    from collbench.config import RunConfig
+    from collbench.harness import COUNTERS, Point, PointRunner, time_point
+    from collbench.transports.base import Progress
+
+    fabric = Fabric()
+    config = RunConfig(transport="verbs", iters=3, warmup_iters=1, timeout=10.0)
+
+    def rank(comm):
+        transport = VerbsTransport(comm, config, device=fabric.device,
+                                   settings=Settings(regcache_limit=limit))
+        try:
+            runner = PointRunner(config, transport, Point(algorithm, nbytes, False), Progress())
+            counts = np.zeros((5, len(COUNTERS)), dtype=np.int64)
+            time_point(runner, comm, config, Progress(), counts)
+            return counts[:, 0].tolist()
+        finally:
+            transport.close()
+
+    return _raise_first(run_ranks(nranks, rank))
+
+
+def test_registrations_inside_timed_calls_are_counted_per_call():
+    """Naive, P = 4, 1 MiB: the root's scratch area is 3 MiB, 4 MiB with its buffer.
+    Under a 3.5 MiB limit the root registers two buffers again in every call; the other ranks
+    and a large enough limit never register after the first call."""
+    small = timed_registrations(4, "naive", 1 << 20, limit=int(3.5 * (1 << 20)))
+    assert small[0][1:] == [2, 2, 2, 2] and all(r[1:] == [0] * 4 for r in small[1:])
+    assert small[0][0] >= 2
+    large = timed_registrations(4, "naive", 1 << 20, limit=16 << 20)
+    assert all(r[1:] == [0] * 4 for r in large)

@@ -331,6 +331,10 @@ class VerbsTransport(Transport):
     def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
         raise CollbenchError(NO_NATIVE)
 
+    def counters(self) -> dict[str, int]:
+        c = self.cache
+        return {"registrations": c.registrations, "hits": c.hits, "misses": c.misses}
+
     def describe(self) -> dict:
         d = {"transport": self.name, "protocol": "receiver-driven RDMA write with immediate"}
         if self.dev is not None:
