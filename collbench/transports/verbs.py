@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from collbench.errors import CollbenchError
+from collbench.rdma import MTU_BYTES
 from collbench.transports.base import Progress, Transfer, Transport
 from collbench.verbs.protocol import (
     CONTROL_BYTES,
-    Backoff,
     ClearToSend,
     CreditBook,
+    Idle,
     ProtocolError,
     ReceiveBook,
     Registration,
@@ -133,7 +134,8 @@ class VerbsTransport(Transport):
         s = self.settings
         self._send_depth = s.window + CONTROL_SEND_SLOTS
         peers = max(self.size - 1, 1)
-        self.dev = device(name, s.port, s.gid_index, cqe=peers * (self._send_depth + s.recv_depth) + 64)
+        self.dev = device(name, s.port, s.gid_index, cqe=peers * (self._send_depth + s.recv_depth) + 64,
+                          blocking=s.poll == "block")
         self.cache = RegistrationCache(self.dev.register, self.dev.deregister, s.regcache,
                                        s.regcache_limit)
         self.peers: dict[int, _Peer] = {}
@@ -145,15 +147,19 @@ class VerbsTransport(Transport):
             self.peers[peer] = _Peer(qp, control, list(range(CONTROL_SEND_SLOTS)))
 
     def _connect(self) -> None:
-        """Exchange (lid, gid, qpn, psn) over MPI, bring every QP to RTS, post receives."""
+        """Exchange (lid, gid, qpn, psn) and each rank's receiving settings over MPI, bring
+        every QP to RTS, post receives. A sender follows the receiver's settings (how
+        messages to it are cut), so ranks started with different settings still agree."""
         psns = {p: random.randrange(1 << 24) for p in self.peers}
-        mine = [self.dev.address(self.peers[p].qp, psns[p]) if p in self.peers else None
-                for p in range(self.size)]
+        mine = [(self.dev.address(self.peers[p].qp, psns[p]), self.settings.wire()) if p in self.peers
+                else None for p in range(self.size)]
         theirs = self.comm.alltoall(mine)
+        self.remote = {p: theirs[p][1] for p in self.peers}
+        """Each peer's :meth:`Settings.wire`: how this rank sends to it."""
         error = None
         try:
             for peer, info in self.peers.items():
-                self.dev.connect(info.qp, psns[peer], theirs[peer])
+                self.dev.connect(info.qp, psns[peer], theirs[peer][0])
                 for slot in range(self.settings.recv_depth):
                     self._post_recv(peer, slot)
         except Exception as e:
@@ -179,8 +185,8 @@ class VerbsTransport(Transport):
         if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
             raise CollbenchError("the verbs transport needs contiguous numpy buffers")
         root = _root(buf)
-        msg = _Message(buf, buf.ctypes.data, buf.nbytes, root,
-                       plan_segments(buf.nbytes, self.settings.segment_bytes))
+        segment = self.remote[peer]["segment_bytes"] if send else self.settings.segment_bytes
+        msg = _Message(buf, buf.ctypes.data, buf.nbytes, root, plan_segments(buf.nbytes, segment))
         if self.cache.enabled and buf.nbytes:  # registered now, outside the timed calls
             msg.reg = self.cache.acquire(root.ctypes.data, root.nbytes, root)
             self.cache.release(msg.reg)
@@ -220,7 +226,9 @@ class VerbsTransport(Transport):
         writes: deque[tuple[int, ClearToSend, int]] = deque()  # (send index, cts, segment)
         send_regs = [self._registration(t.message, pinned) for t in sends]
         recv_left = len(recvs)
-        backoff = Backoff(self.timeout)
+        idle = Idle(self.timeout)
+        blocking = self.settings.poll == "block"
+        step = self._step(sends, recvs)
 
         def match(key) -> None:
             queue = waiting.get(key)
@@ -230,9 +238,9 @@ class VerbsTransport(Transport):
                     return
                 i = queue.popleft()
                 if cts.nbytes != sends[i].message.nbytes:
-                    raise CollbenchError(f"verbs: rank {key[0]} expects {cts.nbytes} bytes for "
-                                         f"message {key[1]}, this rank sends "
-                                         f"{sends[i].message.nbytes}; the schedules disagree")
+                    raise self._error(step, key[0], f"the peer expects {cts.nbytes} bytes for message "
+                                      f"{key[1]}, this rank sends {sends[i].message.nbytes}; the "
+                                      "schedules disagree")
                 writes.extend((i, cts, s) for s in range(len(sends[i].message.segments)))
             waiting.pop(key, None)
 
@@ -253,34 +261,38 @@ class VerbsTransport(Transport):
                 break
             completions = dev.poll(POLL_BATCH)
             if not completions:
-                backoff.idle()
-                if backoff.expired():
+                if idle.expired():
                     raise CollbenchError(self._stuck(sends, recvs, waiting, writes))
+                if blocking:
+                    dev.wait(idle.remaining())
                 continue
-            backoff.reset()
+            idle.reset()
             landed = []
             for wr_id, status, opcode, imm, _byte_len in completions:
                 kind, peer, index = _split_wr_id(wr_id)
                 if status != 0:
                     what = {_RECV: "a receive from", _CONTROL: "a clear-to-send to",
                             _WRITE: "an RDMA write to"}.get(kind, "a work request with")
-                    raise CollbenchError(f"verbs: {what} rank {peer} failed on {dev.name} "
-                                         f"({dev.status_text(status)}, step {self._step(sends, recvs)})")
+                    raise self._error(step, peer, f"{what} rank {peer} failed on {dev.name} "
+                                      f"({dev.status_text(status)})")
                 if kind == _WRITE:
                     window.release(peer)
                 elif kind == _CONTROL:
                     self._control_in_flight -= 1
                     peers[peer].free_control.append(index)
                 elif kind == _RECV:
-                    if opcode == dev.e.IBV_WC_RECV_RDMA_WITH_IMM:
-                        done = self.book.landed(peer, *unpack_imm(imm))
-                        if done is not None:
-                            landed.append(done)
-                    else:
-                        data = peers[peer].control.read(CONTROL_BYTES, index * CONTROL_BYTES)
-                        cts = ClearToSend.unpack(bytes(data))
-                        self.credits.add(peer, cts)
-                        match((peer, cts.tag))
+                    try:
+                        if opcode == dev.e.IBV_WC_RECV_RDMA_WITH_IMM:
+                            done = self.book.landed(peer, *unpack_imm(imm))
+                            if done is not None:
+                                landed.append(done)
+                        else:
+                            data = peers[peer].control.read(CONTROL_BYTES, index * CONTROL_BYTES)
+                            cts = ClearToSend.unpack(bytes(data))
+                            self.credits.add(peer, cts)
+                            match((peer, cts.tag))
+                    except ProtocolError as e:
+                        raise self._error(step, peer, str(e)) from None
                     self._post_recv(peer, index)
             outstanding = {t.peer for t in recvs} if recv_left else set()
             outstanding |= {k[0] for k in waiting} | set(window.busy())
@@ -289,6 +301,10 @@ class VerbsTransport(Transport):
                 recv_left -= 1
                 yield index
         progress.tick(())
+
+    def _error(self, step, peer: int, what: str) -> CollbenchError:
+        """A failure of this rank's exchange with *peer*, as one line naming both and the step."""
+        return CollbenchError(f"verbs: rank {self.rank}, peer {peer}, step {step}: {what}")
 
     def _post_control(self) -> None:
         while self._control_queue:
@@ -323,8 +339,8 @@ class VerbsTransport(Transport):
         if busy:
             parts.append(f"write completions to rank(s) {', '.join(map(str, busy))}")
         what = "; ".join(parts) or "control-message completions"
-        return (f"verbs: no progress for {self.timeout:g} s in step {self._step(sends, recvs)} on rank "
-                f"{self.rank}, waiting for {what}")
+        return (f"verbs: rank {self.rank}, step {self._step(sends, recvs)}: no progress for "
+                f"{self.timeout:g} s, waiting for {what}")
 
     # ------------------------------------------------------------ the rest of the contract
 
@@ -340,8 +356,9 @@ class VerbsTransport(Transport):
         if self.dev is not None:
             d.update(device=self.dev.name, port=self.dev.port,
                      link_layer="Ethernet (RoCE)" if self.dev.is_global else "InfiniBand",
-                     gid_index=self.dev.gid_index, **{f"verbs_{k}": v for k, v in
-                                                      self.settings.as_dict().items()})
+                     gid_index=self.dev.gid_index, gid_type=self.dev.gid_type,
+                     active_mtu_bytes=MTU_BYTES.get(self.dev.mtu, self.dev.mtu),
+                     **{f"verbs_{k}": v for k, v in self.settings.as_dict().items()})
         return d
 
     def _teardown(self) -> None:
