@@ -205,6 +205,17 @@ def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_a
     assert len(fresh) == 8 and set(fresh.iters) == {5}
 
 
+def test_measuring_into_a_folder_of_predictions_is_refused(mpiexec, tmp_path):
+    out = tmp_path / "pred"
+    done = subprocess.run([sys.executable, "-m", "collbench", "sim", "--network", "ib-edr", "--algorithms", "ring",
+                           "--ranks", "2", "--sizes", "8,64", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    before = (out / "summary.csv").read_text()
+    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "--out", out)
+    assert done.returncode == 2 and "source 'simulated' -> 'measured'" in done.stderr, done.stderr
+    assert (out / "summary.csv").read_text() == before
+
+
 def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):
     out = tmp_path / "busy"
     args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
