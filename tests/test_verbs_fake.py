@@ -114,10 +114,18 @@ def test_fake_checks_bounds_and_queue_depths():
 # ---------------------------------------------------------------- the transport on it
 
 @pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
-@pytest.mark.parametrize("nranks", [2, 3, 5])
+@pytest.mark.parametrize("nranks", [2, 3, 5, 8])
 def test_every_algorithm_is_exact_on_the_fake_device(algorithm, nranks):
     results = _raise_first(allreduce(nranks, algorithm, 3000 * 4))
     assert [wrong for wrong, _ in results] == [0] * nranks
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_windows_at_their_edges(window):
+    """Writes in flight per peer at most *window*, with more segments than that per message."""
+    settings = Settings(segment_bytes=512, window=window)
+    results = _raise_first(allreduce(3, "rabenseifner", 12 << 10, settings, dtype="int64", op="max"))
+    assert [wrong for wrong, _ in results] == [0] * 3
 
 
 def test_segments_and_stop_and_wait_and_no_cache():
