@@ -187,9 +187,9 @@ def _check(c: RunConfig) -> None:
                              "segments at least 1")
     if c.execution not in EXECUTIONS:
         raise CollbenchError(f"unknown execution {c.execution!r}; choose step or dataflow")
-    if c.execution == "dataflow" and (c.transport != "mpi" or c.buffers != "numpy"):
-        raise CollbenchError("--execution dataflow runs on the mpi transport with numpy buffers only; "
-                             "use --execution step")
+    if c.execution == "dataflow" and (c.transport not in ("mpi", "verbs") or c.buffers != "numpy"):
+        raise CollbenchError("--execution dataflow runs on the mpi and verbs transports with numpy "
+                             "buffers only; use --execution step")
     if c.timeout <= 0:
         raise CollbenchError(f"the timeout must be positive, got {c.timeout}")
     if c.buffers not in ("numpy", "cupy"):

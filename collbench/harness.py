@@ -196,8 +196,9 @@ class Sweep:
     def _refuse_other_settings(self, previous: dict) -> None:
         """Refuse to resume a folder measured with other settings: its points would be skipped
         as if measured with these."""
-        recorded = {**previous.get("config", {}), "nranks": previous.get("nranks")}
-        current = {**self.config.as_dict(), "nranks": self.nranks}
+        recorded = {**previous.get("config", {}), "nranks": previous.get("nranks"),
+                    "source": previous.get("source")}
+        current = {**self.config.as_dict(), "nranks": self.nranks, "source": "measured"}
         differ = resume_mismatches({k: v for k, v in recorded.items() if v is not None}, current)
         if differ:
             raise CollbenchError(f"results folder {self.out} was measured with other settings "

@@ -197,7 +197,7 @@ class Fabric:
                 seen.add(flow)
         seen.difference_update(self._loose)
         starts = [f for f in self.fresh if f not in seen and f.group is None]
-        starts.extend(self._loose)
+        starts.extend(f for f in self._loose if f.group is None)
         self._loose = []
         starts.extend(f for link in self.dirty for f in link.flows if f not in seen and f.group is None)
         self.fresh, self.dirty = [], []
