@@ -15,7 +15,8 @@ from collbench.algorithms.schedule import Kind, Schedule, validate
 
 
 def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceOp.SUM) -> np.ndarray:
-    """Return every rank's buffer after running *schedule* on *inputs*.
+    """Return every rank's buffer after running *schedule* on *inputs* and finishing the
+    operator (AVG divides every result by P).
 
     *inputs* has shape ``(nranks, count, ...)``: trailing axes are carried along untouched,
     which the symbolic check uses. The input is not modified. Raises ScheduleError if
@@ -44,6 +45,7 @@ def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceO
                     reduce(target, data, out=target)
                 else:
                     target[...] = data
+    op.finish(bufs, schedule.nranks, np)
     return bufs
 
 

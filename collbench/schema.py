@@ -4,11 +4,14 @@ A results folder (one run) contains:
 
 - ``run.json``: provenance (config, hosts, versions, environment, git commit, times, and for
   predictions the network description or calibration used).
-- ``samples.csv``: one row per iteration (:data:`SAMPLE_COLUMNS`); ``phase`` is ``first``
-  (the very first call of a point, kept on its own), ``warmup`` or ``timed``; ``time_us`` is
-  the maximum over ranks of that iteration. Simulated and model runs write no samples.
+- ``samples.csv``: one row per iteration and rank (:data:`SAMPLE_COLUMNS`); ``phase`` is
+  ``first`` (the very first call of a point, kept on its own), ``warmup`` or ``timed``. Rows
+  with ``rank`` -1 hold the iteration's time with the ranks combined as the run's
+  ``average`` says (the maximum over ranks unless asked otherwise for per-call timing, the
+  mean for aggregate timing); rows with ``rank`` r >= 0 hold rank r's own time, so a slow
+  rank can be found. Simulated and model runs write no samples.
 - ``summary.csv``: one row per point (:data:`SUMMARY_COLUMNS`), statistics over the ``timed``
-  samples only, from :func:`collbench.stats.summarise`.
+  samples with ``rank`` -1 only, from :func:`collbench.stats.summarise`.
 
 Units are in the column names; GB means 1e9 bytes. ``source`` is ``measured``, ``simulated``
 or ``model`` (closed form), so measured and predicted rows share every other column.
@@ -17,7 +20,10 @@ or ``model`` (closed form), so measured and predicted rows share every other col
 POINT_KEY = ("source", "transport", "algorithm", "nranks", "size_bytes", "dtype", "op", "in_place")
 """Columns that identify a point; a resumed run skips points whose key is already stored."""
 
-SAMPLE_COLUMNS = (*POINT_KEY, "count", "phase", "iter", "time_us")
+SAMPLE_COLUMNS = (*POINT_KEY, "count", "phase", "iter", "time_us", "rank")
+
+COMBINED_RANKS = -1
+"""``rank`` of the sample rows that hold an iteration's time with the ranks combined."""
 
 SUMMARY_COLUMNS = (
     *POINT_KEY,
@@ -37,11 +43,22 @@ SUMMARY_COLUMNS = (
     "algbw_GBps",
     "busbw_GBps",
     "n_wrong",
+    "time_us",
+    "timing",
 )
 """``ci_low_us``/``ci_high_us``: distribution-free confidence interval of the median at level
 ``ci_level`` (0.95 when there are at least 6 samples; with fewer the widest interval, min..max,
 and its lower level). ``algbw_GBps``/``busbw_GBps`` come from the median time. ``n_wrong`` is
-the number of wrong elements summed over ranks (-1 where not checked, e.g. simulated)."""
+the number of wrong elements summed over ranks (-1 where not checked, e.g. simulated).
+``time_us`` is the point's reported time, from which algbw and busbw come: per-call timing's
+median, aggregate timing's mean (nccl-tests' number). ``timing`` is ``per-call`` or
+``aggregate`` (empty for predictions)."""
+
+OPTIONAL_SAMPLE_COLUMNS = {"rank": COMBINED_RANKS}
+OPTIONAL_SUMMARY_COLUMNS = {"time_us": None, "timing": "per-call"}
+"""Columns that folders written before they existed lack, and the value they read as
+(``time_us`` None: the row's ``median_us``, which was then the reported time; ``timing``
+only for measured rows)."""
 
 SOURCES = ("measured", "simulated", "model")
 

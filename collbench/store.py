@@ -16,7 +16,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from collbench.errors import ResultsError
-from collbench.schema import POINT_KEY, SAMPLE_COLUMNS, SUMMARY_COLUMNS
+from collbench.schema import (
+    OPTIONAL_SAMPLE_COLUMNS,
+    OPTIONAL_SUMMARY_COLUMNS,
+    POINT_KEY,
+    SAMPLE_COLUMNS,
+    SUMMARY_COLUMNS,
+)
+
+_OPTIONAL = {SAMPLE_COLUMNS: OPTIONAL_SAMPLE_COLUMNS, SUMMARY_COLUMNS: OPTIONAL_SUMMARY_COLUMNS}
 
 RUN_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.csv", "summary.csv"
 
@@ -115,12 +123,27 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
-            missing = set(columns) - set(reader.fieldnames or ())
+            missing = set(columns) - set(reader.fieldnames or ()) - set(_OPTIONAL[columns])
             if missing:
                 raise ResultsError(f"{path} lacks the columns {', '.join(sorted(missing))}")
             return [dict(row) for row in reader]
     except (OSError, csv.Error, UnicodeDecodeError) as e:
         raise ResultsError(f"cannot read {path}: {e}") from None
+
+
+def _fill_optional(frame, columns: tuple[str, ...]):
+    """Give rows written before an optional column existed the value it stands for."""
+    for name, default in _OPTIONAL[columns].items():
+        if name not in frame.columns:
+            frame[name] = float("nan") if default is None else default
+        if name == "time_us":
+            frame[name] = frame[name].fillna(frame["median_us"])
+        elif name == "timing":
+            measured = frame["source"] == "measured"
+            frame.loc[measured, name] = frame.loc[measured, name].fillna(default)
+        else:
+            frame[name] = frame[name].fillna(default).astype(type(default))
+    return frame
 
 
 def read_results(folder: Path | str):
@@ -147,9 +170,9 @@ def read_results(folder: Path | str):
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise ResultsError(f"{path} is not a readable CSV file ({e})") from None
-        missing = set(columns) - set(frame.columns)
+        missing = set(columns) - set(frame.columns) - set(_OPTIONAL[columns])
         if missing:
             raise ResultsError(f"{path} lacks the columns {', '.join(sorted(missing))}")
-        frames.append(frame)
+        frames.append(_fill_optional(frame, columns))
     summary, samples = frames
     return provenance, summary, samples

@@ -54,13 +54,13 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
 
 
 def test_csv_and_json_outputs_are_machine_readable(mpiexec, tmp_path):
-    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "-m", "in", "--format", "csv",
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--modes", "in", "--format", "csv",
                      "--out", tmp_path / "c")
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [int(r["size_bytes"]) for r in rows] == [8, 64, 512, 4096]
-    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "native", "-m", "out", "--format", "json",
-                     "--out", tmp_path / "j")
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "native", "--modes", "out",
+                     "--format", "json", "--out", tmp_path / "j")
     assert done.returncode == 0, done.stderr
     points = json.loads(done.stdout)["points"]
     assert [p["algorithm"] for p in points] == ["native"] * 4 and points[0]["n_wrong"] == 0
@@ -81,8 +81,9 @@ def test_an_experiment_file_describes_the_same_sweep(mpiexec, tmp_path):
 
 def test_a_run_killed_midway_keeps_its_points_and_resumes(tmp_path):
     out = tmp_path / "k"
-    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
-            "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-w", "2", "-m", "out", "--out", str(out)]
+    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "--algorithms",
+            "ring,native", "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-w", "2", "--modes", "out",
+            "--out", str(out)]
     job = subprocess.Popen(args, env=mpi_env(2), cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     summary = out / "summary.csv"
@@ -113,17 +114,28 @@ def test_a_wrong_element_is_counted_and_fails_the_command(mpiexec, tmp_path):
 
 
 BAD_INPUTS = {
-    "unknown algorithm": (["-a", "ring,tree"], "unknown algorithm 'tree'"),
+    "unknown algorithm": (["--algorithms", "ring,tree"], "unknown algorithm 'tree'"),
     "unknown dtype": (["-d", "float8"], "unknown data type 'float8'"),
-    "unknown op": (["-o", "avg"], "unknown op 'avg'"),
-    "unknown transport": (["-t", "tcp"], "unknown transport 'tcp'"),
+    "nccl-tests fp8": (["-d", "f8e4m3"], "unknown data type 'f8e4m3'"),
+    "unknown op": (["-o", "mulsum"], "unknown op 'mulsum'"),
+    "unknown transport": (["--transport", "tcp"], "unknown transport 'tcp'"),
+    "-a given algorithms": (["-a", "ring"], "-a is nccl-tests' --average (0, 1, 2 or 3); choose "
+                            "algorithms with --algorithms"),
+    "-m given a mode": (["-m", "in"], "-m is nccl-tests' --agg_iters (a count); choose out/in-place "
+                        "with --modes"),
+    "average out of range": (["-a", "4"], "-a/--average must be 0 (rank 0), 1 (mean), 2 (min) or 3"),
+    "no aggregation": (["-m", "0"], "-m/--agg_iters must be at least 1"),
+    "unknown timing": (["--timing", "batched"], "unknown timing 'batched'; choose per-call or aggregate"),
+    "bfloat16 on the GPU": (["-d", "bfloat16", "--buffers", "cupy"], "bfloat16 needs host buffers"),
+    "bad bandwidth gate": (["--min-busbw", "fast"], "--min-busbw takes a bandwidth in GB/s, got 'fast'"),
     "negative size": (["-b=-8"], "is not a size"),
     "non-numeric size": (["-e", "lots"], "'lots' is not a size"),
     "reversed bounds": (["-b", "1M", "-e", "1K"], "is larger than the largest"),
     "size not a multiple": (["-b", "6", "-e", "6"], "not a multiple of the element size (4 B)"),
     "bad iterations": (["-n", "0"], "iterations must be at least 1"),
     "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
-    "native over verbs": (["-t", "verbs", "-a", "ring,native"], "the verbs transport has no native"),
+    "native over verbs": (["--transport", "verbs", "--algorithms", "ring,native"],
+                          "the verbs transport has no native"),
 }
 
 
@@ -158,7 +170,7 @@ def test_an_unwritable_results_folder_is_refused_on_every_rank(mpiexec, tmp_path
 
 @pytest.mark.parametrize("policy", ["busy", "yield"])
 def test_both_wait_policies_give_exact_results_and_say_which(mpiexec, tmp_path, policy):
-    done = collbench(mpiexec, 3, "run", *SMALL, "-a", "naive,ring", "--out", tmp_path / policy,
+    done = collbench(mpiexec, 3, "run", *SMALL, "--algorithms", "naive,ring", "--out", tmp_path / policy,
                      env={"COLLBENCH_MPI_WAIT": policy})
     assert done.returncode == 0, done.stderr
     assert f"wait={policy}" in done.stdout.splitlines()[0]
