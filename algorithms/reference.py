@@ -5,13 +5,23 @@ follows the schedule's semantics literally: in each step every rank's sends read
 as they were when the step began, then every receive is applied in the order listed. It
 validates the schedule first (all ranks, every send matched), so every schedule the property
 tests execute is also checked against the rules of :mod:`collbench.algorithms.schedule`.
+
+:func:`execute_dataflow` runs the same schedule as a dataflow instead: one op at a time, any
+op whose waits (:mod:`collbench.algorithms.dependencies`) are done, in an order a random
+generator picks. That every order gives the exact result is what makes the derived waits
+safe for the real transports' dataflow execution.
 """
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
 import numpy as np
+from collbench.algorithms.dependencies import dependencies, flat_ops, successors
 from collbench.algorithms.ops import ReduceOp
-from collbench.algorithms.schedule import Kind, Schedule, validate
+from collbench.algorithms.schedule import Kind, Schedule, ScheduleError, validate
 
 
 def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceOp.SUM) -> np.ndarray:
@@ -23,9 +33,7 @@ def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceO
     *schedule* breaks a rule (see :func:`~collbench.algorithms.schedule.validate`).
     """
     op = ReduceOp.parse(op) if isinstance(op, str) else op
-    if inputs.shape[:2] != (schedule.nranks, schedule.count):
-        raise ValueError(f"inputs have shape {inputs.shape}, expected "
-                         f"({schedule.nranks}, {schedule.count}, ...)")
+    _check_inputs(schedule, inputs)
     validate(schedule)
     reduce = getattr(np, op.ufunc)
     bufs = inputs.copy()
@@ -49,15 +57,100 @@ def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceO
     return bufs
 
 
-def contributions(schedule: Schedule) -> np.ndarray:
+def _check_inputs(schedule: Schedule, inputs: np.ndarray) -> None:
+    if inputs.shape[:2] != (schedule.nranks, schedule.count):
+        raise ValueError(f"inputs have shape {inputs.shape}, expected "
+                         f"({schedule.nranks}, {schedule.count}, ...)")
+
+
+def message_keys(schedule: Schedule, rank: int) -> list[tuple[int, int, int, int]]:
+    """For each op of *rank* (numbered as by :func:`~collbench.algorithms.dependencies.flat_ops`),
+    the message it sends or receives as ``(src, dst, step, k)``: the schedule's matching rule,
+    the k-th send from src to dst in a step meets the k-th receive at dst from src."""
+    keys, seen = [], defaultdict(int)
+    for index, op in flat_ops(schedule.steps[rank]):
+        sending = op.kind is Kind.SEND
+        src, dst = (rank, op.peer) if sending else (op.peer, rank)
+        k = seen[(index, sending, op.peer)]
+        seen[(index, sending, op.peer)] += 1
+        keys.append((src, dst, index, k))
+    return keys
+
+
+def execute_dataflow(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
+                     rng: random.Random | None = None,
+                     waits: Sequence[Sequence[Sequence[int]]] | None = None) -> np.ndarray:
+    """Return every rank's buffer after running *schedule* as a dataflow on *inputs*.
+
+    An op runs whole when its waits are done (a receive also needs its message sent), one at
+    a time, chosen among all ranks' runnable ops by *rng* (the first runnable one if None):
+    a send copies its range into its message, a receive reduces or copies its message into
+    place. *waits* (per rank, per op) replaces the derived :func:`dependencies`, so a test can
+    show what a weaker rule breaks. Raises ScheduleError if *schedule* breaks a rule or some
+    op can never run."""
+    op = ReduceOp.parse(op) if isinstance(op, str) else op
+    _check_inputs(schedule, inputs)
+    validate(schedule)
+    reduce = getattr(np, op.ufunc)
+    p = schedule.nranks
+    ops = [[o for _, o in flat_ops(schedule.steps[r])] for r in range(p)]
+    waits = waits if waits is not None else [dependencies(schedule.steps[r]) for r in range(p)]
+    after = [successors(w) for w in waits]
+    left = [[len(w) for w in per_rank] for per_rank in waits]
+    keys = [message_keys(schedule, r) for r in range(p)]
+    sent: dict[tuple[int, int, int, int], np.ndarray] = {}
+    parked: dict[tuple[int, int, int, int], tuple[int, int]] = {}  # receives whose message is not sent
+    runnable: list[tuple[int, int]] = []
+
+    def free(rank: int, i: int) -> None:
+        """Op *i* of *rank* has no waits left: runnable, or parked until its message is sent."""
+        if ops[rank][i].kind is Kind.SEND or keys[rank][i] in sent:
+            runnable.append((rank, i))
+        else:
+            parked[keys[rank][i]] = (rank, i)
+
+    for rank in range(p):
+        for i, n in enumerate(left[rank]):
+            if not n:
+                free(rank, i)
+    bufs, done = inputs.copy(), 0
+    while runnable:
+        pick = rng.randrange(len(runnable)) if rng is not None else 0
+        runnable[pick], runnable[-1] = runnable[-1], runnable[pick]
+        rank, i = runnable.pop()
+        o, key = ops[rank][i], keys[rank][i]
+        if o.kind is Kind.SEND:
+            sent[key] = bufs[rank, o.start:o.stop].copy()
+            if key in parked:
+                runnable.append(parked.pop(key))
+        else:
+            target = bufs[rank, o.start:o.stop]
+            if o.kind is Kind.RECV_REDUCE:
+                reduce(target, sent.pop(key), out=target)
+            else:
+                target[...] = sent.pop(key)
+        done += 1
+        for j in after[rank][i]:
+            left[rank][j] -= 1
+            if not left[rank][j]:
+                free(rank, j)
+    if done != sum(map(len, ops)):
+        raise ScheduleError(f"{schedule.name}: the dataflow stops with {sum(map(len, ops)) - done} "
+                            "ops that can never run")
+    op.finish(bufs, schedule.nranks, np)
+    return bufs
+
+
+def contributions(schedule: Schedule, run=execute) -> np.ndarray:
     """How many times each rank's input reached each element of each rank's result.
 
     Returns an int array of shape ``(nranks, count, nranks)``; a correct all-reduce gives all
     ones. Runs the oracle on one-hot inputs with SUM, so a missing or doubled contribution
-    shows exactly, with no floating point in the way (MSCCLang's symbolic check).
+    shows exactly, with no floating point in the way (MSCCLang's symbolic check). *run* is
+    the executor: :func:`execute`, or :func:`execute_dataflow` with its order bound.
     """
     p, n = schedule.nranks, schedule.count
     one_hot = np.zeros((p, n, p), dtype=np.int64)
     for rank in range(p):
         one_hot[rank, :, rank] = 1
-    return execute(schedule, one_hot, ReduceOp.SUM)
+    return run(schedule, one_hot, ReduceOp.SUM)

@@ -1,5 +1,5 @@
-"""What a waiting rank takes from a working rank bound to the same core: the measurement
-behind the simulator's ``waiting_share``.
+"""What a waiting rank takes from a working rank bound to the same core (a probe of this
+host's scheduler; the simulator does not model it).
 
     mpiexec -bind-to core -n 3 .venv/bin/python benchmarks/core_sharing.py
 

@@ -7,10 +7,8 @@ print the error per algorithm and size (target: within 15% for sizes of 64 KiB a
 
 The model is the one-host model, fitted by simulation (``sim.calibrate_sim``): ranks bound
 to the host's cores (their count from each run's ``run.json``) share them while they work,
-a waiting rank keeps a fitted share of its core (``--no-waiting-share``: none), and a cache
-slows each copy and reduction by the bytes its node touched since it last touched the same
-data (``sim.reuse``; ``--cache-model node``: one knee where the node's buffers outgrow it).
-``--core-sharing static --no-cache`` fits the closed-form model of ``sim.analytic`` instead
+and a cache knee slows copies and reductions once the node's buffers outgrow it.
+``--host-model static --no-cache`` fits the closed-form model of ``sim.analytic`` instead
 (CPU costs stretched by ranks/cores, and the host's memory bandwidth unless ``--no-memory``).
 Several folders of one P (repeated runs) are combined point by point into the median of
 their medians, which damps the run-to-run spread of a shared machine; the table shows that
@@ -37,15 +35,10 @@ def main() -> None:
     parser.add_argument("--min-size", type=int, default=0, help="fit only points of this many bytes or more")
     parser.add_argument("--no-memory", action="store_true",
                         help="do not fit the host's memory bandwidth (closed-form model only)")
-    parser.add_argument("--core-sharing", default="bound", choices=("bound", "static"),
+    parser.add_argument("--host-model", default="bound", choices=("bound", "static"),
                         help="bound (default): ranks bound to cores share them while they work; "
                              "static: CPU costs stretched by ranks/cores")
     parser.add_argument("--no-cache", action="store_true", help="no cache knee")
-    parser.add_argument("--cache-model", default="reuse", choices=("node", "reuse"),
-                        help="reuse (default): misses from each copy's and reduction's reuse distance "
-                             "(sim.reuse); node: from the node's buffer total, one knee")
-    parser.add_argument("--no-waiting-share", action="store_true",
-                        help="bound cores: a waiting rank takes none of its core (default: fit its share)")
     parser.add_argument("--cores", default="auto",
                         help="the host's cores: auto (from run.json, default) or a number; 0 ignores them")
     args = parser.parse_args()
@@ -64,14 +57,12 @@ def main() -> None:
         print(f"# up to {runs} runs per point, combined by the median of their medians")
     train = data[data["nranks"].isin(fit_ranks) & (data["size_bytes"] >= args.min_size)]
     cores = None if args.cores == "auto" else int(args.cores)
-    if args.core_sharing == "static" and args.no_cache:
+    if args.host_model == "static" and args.no_cache:
         calibration = fit(train, args.topology, memory=not args.no_memory and args.topology != "ideal",
                           cores=cores)
     else:
-        waiting_share = args.core_sharing == "bound" and not args.no_waiting_share
-        calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=not args.no_cache,
-                                        cores=cores, topology=args.topology, cache_model=args.cache_model,
-                                        waiting_share=waiting_share)
+        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=not args.no_cache,
+                                        cores=cores, topology=args.topology)
     print(f"# fitted on P in {sorted(fit_ranks)}: {calibration.describe()}")
     if calibration.note:
         print(f"# {calibration.note}")

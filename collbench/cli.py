@@ -62,9 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mpi_rank() -> int:
-    """This process's MPI rank if MPI is running, else 0 (never starts MPI itself)."""
+    """This process's rank in its job if MPI is running, else 0 (never starts MPI itself). A
+    singleton started by another MPI's launcher is rank 0 of its own world; its rank in the
+    job is the launcher's, so that the job's shared error is printed once."""
     if "mpi4py.MPI" not in sys.modules:
         return 0
     from mpi4py import MPI
 
-    return MPI.COMM_WORLD.rank if MPI.Is_initialized() and not MPI.Is_finalized() else 0
+    if not MPI.Is_initialized() or MPI.Is_finalized():
+        return 0
+    if MPI.COMM_WORLD.size == 1:
+        from collbench.launcher import rank_from_env
+
+        return rank_from_env() or 0
+    return MPI.COMM_WORLD.rank

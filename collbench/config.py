@@ -23,6 +23,7 @@ TIMINGS = ("per-call", "aggregate")
 AVERAGES = {0: "rank 0", 1: "mean", 2: "min", 3: "max"}
 """nccl-tests' ``-a`` codes: how one iteration's times on the ranks become one number."""
 DEFAULT_AVERAGE = {"per-call": 3, "aggregate": 1}
+EXECUTIONS = ("step", "dataflow")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class RunConfig:
     aggregate."""
     agg_iters: int = 1
     """Calls per timed iteration, run back to back; the iteration's time is their mean."""
+    execution: str = "step"
+    """How a schedule runs: ``step`` (post a step, wait for all of it, reduce) or ``dataflow``
+    (each op as soon as what it waits for is done; :mod:`collbench.dataflow`)."""
     timeout: float = 300.0
     """Seconds a rank may wait without progress before the job is aborted."""
     name: str = "run"
@@ -171,6 +175,11 @@ def _check(c: RunConfig) -> None:
     if c.iters < 1 or c.warmup_iters < 0 or c.check_iters < 0 or c.segments < 1:
         raise CollbenchError("iterations must be at least 1, warm-ups and checks at least 0, "
                              "segments at least 1")
+    if c.execution not in EXECUTIONS:
+        raise CollbenchError(f"unknown execution {c.execution!r}; choose step or dataflow")
+    if c.execution == "dataflow" and (c.transport != "mpi" or c.buffers != "numpy"):
+        raise CollbenchError("--execution dataflow runs on the mpi transport with numpy buffers only; "
+                             "use --execution step")
     if c.timeout <= 0:
         raise CollbenchError(f"the timeout must be positive, got {c.timeout}")
     if c.buffers not in ("numpy", "cupy"):

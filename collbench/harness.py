@@ -32,15 +32,17 @@ from collbench.algorithms import build
 from collbench.algorithms.data import expected_output, make_input
 from collbench.algorithms.ops import ReduceOp
 from collbench.config import NATIVE, RunConfig
+from collbench.dataflow import DataflowExecutor
 from collbench.errors import CollbenchError
 from collbench.executor import Executor
+from collbench.launcher import check_world_size
 from collbench.output import PointPrinter
 from collbench.schema import COMBINED_RANKS
 from collbench.stats import summarise
 from collbench.store import ResultsWriter
 from collbench.transports import open_transport
 from collbench.transports.base import Progress
-from collbench.watchdog import Watchdog
+from collbench.watchdog import Watchdog, abort_on_failure
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class PointRunner:
         else:
             schedule = build(point.algorithm, transport.size, self.count,
                              **_schedule_options(config, point.algorithm))
-            self._executor = Executor(schedule, transport, config.datatype, self.op, progress)
+            make = DataflowExecutor if config.execution == "dataflow" else Executor
+            self._executor = make(schedule, transport, config.datatype, self.op, progress)
 
     def _input(self, seed: int):
         return make_input(self.transport.rank, self.transport.size, self.count,
@@ -235,10 +238,14 @@ class Sweep:
         slurm = provenance.slurm()
         history = self.writer.provenance.get("slurm_history", []) + ([slurm] if slurm else [])
         self.writer.write_provenance(
-            hosts=hosts, ranks_per_node=per_node, rank_hosts=names, transport=self.transport.describe(),
+            hosts=hosts, ranks_per_node=per_node, rank_hosts=names, transport=self._describe(),
             versions=provenance.versions(), environment=provenance.environment(),
             slurm=slurm, slurm_history=history, git_commit=provenance.git_commit(),
             machine=provenance.machine())
+
+    def _describe(self) -> dict:
+        """The transport's facts and how schedules run on it, for run.json and the table."""
+        return {**self.transport.describe(), "execution": self.config.execution}
 
     def _key(self, point: Point) -> dict:
         c = self.config
@@ -258,7 +265,7 @@ class Sweep:
         todo = self.comm.bcast(todo, root=0)
         printer = PointPrinter(output_format, self.folder, enabled=self.rank == 0)
         skipped = len(points) - sum(todo)
-        printer.header(self.config, self.nranks, self.transport.describe(), skipped)
+        printer.header(self.config, self.nranks, self._describe(), skipped)
         wrong_points = 0
         try:
             with printer.progress(sum(todo), show_progress) as bar:
@@ -312,6 +319,13 @@ class Sweep:
         return row
 
 
+def _library_name() -> str:
+    """The MPI library's first line, spaces squeezed (Open MPI's string ends in a NUL)."""
+    from mpi4py import MPI
+
+    return " ".join(MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].split())
+
+
 def _hostname() -> str:
     from mpi4py import MPI
 
@@ -323,16 +337,18 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
               min_busbw: float | None = None) -> int:
     """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status
     (see :meth:`Sweep.run`)."""
-    if comm is None:
-        from mpi4py import MPI
+    from mpi4py import MPI
 
+    check_world_size(MPI.COMM_WORLD.size, _library_name())
+    if comm is None:
         comm = MPI.COMM_WORLD
     progress, sweep = Progress(), None
 
     def where() -> str:
         return sweep.where if sweep else ""
 
-    with Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where):
+    with (abort_on_failure(comm.rank, comm.size, comm.Abort),
+          Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where)):
         sweep = Sweep(config, comm, progress, argv)
         return sweep.run(output_format, show_progress, min_busbw)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from collbench.config import AVERAGES
 from collbench.schema import SUMMARY_COLUMNS
+from collbench.stats import CONFIDENCE, ci_order, level_percent
 
 BELOW_MIN_BUSBW = 3
 """Exit status of a run whose average bus bandwidth is below ``--min-busbw``."""
@@ -29,8 +30,8 @@ _COLUMNS = (  # (title, unit, width, row key or None, format)
     ("algorithm", "", 13, "algorithm", "s"),
     ("place", "", 6, None, "s"),
     ("time", "(us)", 11, "time_us", ".2f"),
-    ("ci95-lo", "(us)", 11, "ci_low_us", ".2f"),
-    ("ci95-hi", "(us)", 11, "ci_high_us", ".2f"),
+    ("ci{level}-lo", "(us)", 11, "ci_low_us", ".2f"),
+    ("ci{level}-hi", "(us)", 11, "ci_high_us", ".2f"),
     ("first", "(us)", 11, "first_us", ".2f"),
     ("cv", "", 7, "cv", ".3f"),
     ("algbw", "(GB/s)", 11, "algbw_GBps", ".3f"),
@@ -78,9 +79,14 @@ class PointPrinter:
               f"{config.iters} iters + {config.warmup_iters} warm-up + first, "
               f"{config.check_iters} check(s); {timing_words(config)}")
         print(f"# results: {self.folder}")
+        level = ci_order(config.iters)[1]
+        print(f"# ci: {level_percent(level)} confidence interval of the median (order statistics "
+              f"of {config.iters} timed iterations)"
+              + (f", too few for {level_percent(CONFIDENCE)}: raise -n" if level < CONFIDENCE else ""))
         if skipped:
             print(f"# resuming: {skipped} point(s) already stored are skipped")
-        print("#" + "".join(f"{t:>{w}}" for t, _, w, _, _ in _COLUMNS)[1:])
+        label = level_percent(level).rstrip("%")
+        print("#" + "".join(f"{t.format(level=label):>{w}}" for t, _, w, _, _ in _COLUMNS)[1:])
         print("#" + "".join(f"{u:>{w}}" for _, u, w, _, _ in _COLUMNS)[1:], flush=True)
 
     def row(self, row: dict) -> None:

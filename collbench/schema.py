@@ -47,10 +47,10 @@ SUMMARY_COLUMNS = (
     "timing",
 )
 """``ci_low_us``/``ci_high_us``: distribution-free confidence interval of the median at level
-``ci_level`` (0.95 when there are at least 6 samples; with fewer the widest interval, min..max,
-and its lower level). ``algbw_GBps``/``busbw_GBps`` come from the median time. ``n_wrong`` is
-the number of wrong elements summed over ranks (-1 where not checked, e.g. simulated).
-``time_us`` is the point's reported time, from which algbw and busbw come: per-call timing's
+``ci_level``, the interval's exact coverage for its number of samples (at least 0.95 from 6
+samples on; with fewer, min..max and its lower level: 0.75 for 3). ``n_wrong`` is the number
+of wrong elements summed over ranks (-1 where not checked, e.g. simulated). ``time_us`` is the
+point's reported time, from which ``algbw_GBps`` and ``busbw_GBps`` come: per-call timing's
 median, aggregate timing's mean (nccl-tests' number). ``timing`` is ``per-call`` or
 ``aggregate`` (empty for predictions)."""
 

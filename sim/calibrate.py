@@ -92,13 +92,9 @@ class Calibration:
             host += f", {q.cores} cores"
         if self.host:
             h = self.host
-            host += f" ({h['core_sharing']}"
-            host += f", context switch {h['context_switch'] * 1e6:.2f} us" if h["context_switch"] else ""
-            host += f", a waiting rank takes {h['waiting_share']:.3f}" if h.get("waiting_share") else ""
-            host += ")"
+            host += f" ({h['host_model']} host model)"
             if h["cache_size"]:
-                model = " (reuse distance)" if h.get("cache_model") == "reuse" else ""
-                host += (f", cache {h['cache_size'] / 2**20:.1f} MiB{model}, "
+                host += (f", cache {h['cache_size'] / 2**20:.1f} MiB, "
                          f"misses +{h['beta_miss'] * 1e9:.3f} ns/B copied, "
                          f"+{h['gamma_miss'] * 1e9:.3f} ns/B reduced")
         return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.2f} GB/s, reduction "

@@ -3,10 +3,9 @@ SimPy executor itself inside a nonlinear least-squares fit.
 
 Two parts of a shared-memory host's behaviour are beyond :mod:`collbench.sim.calibrate`'s linear fit:
 
-* **Bound cores** (``core_sharing = "bound"``): ranks time-share the cores they are bound
-  to, so a waiting rank leaves its core to the others but for the share it takes by polling
-  (``waiting_share``, fitted when asked; without it naive's root reduces at full speed
-  while the rest wait) and a core holding two busy ranks halves both (3 ranks on 2 cores).
+* **Bound cores** (``host_model = "bound"``): ranks time-share the cores they are bound
+  to, so a waiting rank leaves its core to the others and a core holding two busy ranks
+  halves both (3 ranks on 2 cores).
 * **The cache** (``cache_size``, ``beta_miss``, ``gamma_miss``): a core copies and reduces
   more slowly once the node's buffers outgrow its cache, a knee in time per byte that the
   measurements of one host show at tens of MiB.
@@ -32,19 +31,17 @@ from collbench.sim.units import ITEMSIZE
 from collbench.errors import CollbenchError
 
 _FLOOR = {"alpha": 1e-10, "beta": 1e-13, "gamma": 1e-14, "overhead": 1e-10, "memory": 1e-13,
-          "context_switch": 1e-10, "waiting_share": 1e-4, "cache_size": 1e4, "beta_miss": 1e-14,
-          "gamma_miss": 1e-14}
+          "cache_size": 1e4, "beta_miss": 1e-14, "gamma_miss": 1e-14}
 """The smallest value each figure is searched at (log space has no zero): each is far below
 what it could change in a measured time."""
 _CEILING = {"alpha": 1e-2, "beta": 1e-8, "gamma": 1e-7, "overhead": 1e-2, "memory": 1e-7,
-            "context_switch": 1e-2, "waiting_share": 1.0, "cache_size": 1e12, "beta_miss": 1e-7,
-            "gamma_miss": 1e-7}
+            "cache_size": 1e12, "beta_miss": 1e-7, "gamma_miss": 1e-7}
 
 
-def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores: int,
-              ranks: int, cache_model: str = "node") -> NetworkSpec:
+def host_spec(figures: dict[str, float], topology: str, host_model: str, cores: int,
+              ranks: int) -> NetworkSpec:
     """The one-host network of *figures* (α, β, γ, o and optionally μ and the cache's three,
-    priced by *cache_model*) with *ranks* ranks on *cores* cores: every rank copies through
+    of the knee) with *ranks* ranks on *cores* cores, in host model *host_model*: every rank copies through
     its core at 1/β."""
     memory = figures.get("memory", 0.0)
     return NetworkSpec(name="calibrated", topology=topology, bandwidth=1.0 / figures["beta"],
@@ -52,11 +49,8 @@ def host_spec(figures: dict[str, float], topology: str, core_sharing: str, cores
                        intra_bandwidth=1.0 / figures["beta"], intra_latency=figures["alpha"],
                        gamma=figures["gamma"], overhead=figures["overhead"],
                        memory_bandwidth=1.0 / memory if memory else 0.0, cores=cores,
-                       core_sharing=core_sharing, context_switch=figures.get("context_switch", 0.0),
-                       waiting_share=figures.get("waiting_share", 0.0),
-                       cache_size=figures.get("cache_size", 0.0),
-                       beta_miss=figures.get("beta_miss", 0.0), gamma_miss=figures.get("gamma_miss", 0.0),
-                       cache_model=cache_model)
+                       host_model=host_model, cache_size=figures.get("cache_size", 0.0),
+                       beta_miss=figures.get("beta_miss", 0.0), gamma_miss=figures.get("gamma_miss", 0.0))
 
 
 def simulated_seconds(spec: NetworkSpec, algorithm: str, nranks: int, nbytes: float,
@@ -69,11 +63,10 @@ def simulated_seconds(spec: NetworkSpec, algorithm: str, nranks: int, nbytes: fl
 
 
 def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, memory: bool = False,
-                      waiting_share: bool = False,
-                      cores: int | None = None, topology: str = "half-duplex", cache_model: str = "node",
+                      cores: int | None = None, topology: str = "half-duplex",
                       note_sources: list[str] | None = None) -> Calibration:
-    """Fit a one-host model with bound cores and/or a cache (priced by *cache_model*, see
-    :class:`~collbench.sim.network.NetworkSpec`) to *data* (from
+    """Fit a one-host model with bound cores (*core_sharing* ``bound``; else ``static``)
+    and/or a cache knee (see :class:`~collbench.sim.network.NetworkSpec`) to *data* (from
     :func:`collbench.sim.calibrate.measured_points`) by simulating every point. *cores* as in
     :func:`collbench.sim.calibrate.fit`. The result carries the fitted host as a network
     (``host``), from which predictions simulate.
@@ -93,16 +86,11 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
     rows = list(zip(data["algorithm"], data["nranks"].astype(int), data["bytes"], row_cores, itemsizes))
     times = data["time_s"].to_numpy(dtype=float)
     names = ["alpha", "beta", "gamma", "overhead"] + ["memory"] * memory
-    if core_sharing == "bound":
-        names.append("context_switch")
-        if waiting_share:
-            names.append("waiting_share")
     if cache:
         names += ["cache_size", "beta_miss", "gamma_miss"]
     q = start.params
     first = {"alpha": q.alpha, "beta": q.beta, "gamma": q.gamma, "overhead": q.overhead, "memory": q.memory,
-             "beta_miss": q.beta, "gamma_miss": max(q.gamma, q.beta), "context_switch": q.alpha + q.overhead,
-             "waiting_share": 0.3}
+             "beta_miss": q.beta, "gamma_miss": max(q.gamma, q.beta)}
     lower = np.log([_FLOOR[n] for n in names])
     upper = np.log([_CEILING[n] for n in names])
 
@@ -110,7 +98,7 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
         return dict(zip(names, np.exp(x).tolist()))
 
     def predicted(figures: dict[str, float]) -> np.ndarray:
-        return np.array([simulated_seconds(host_spec(figures, topology, core_sharing, c, p, cache_model),
+        return np.array([simulated_seconds(host_spec(figures, topology, core_sharing, c, p),
                                            a, p, n, i) for a, p, n, c, i in rows])
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -129,7 +117,7 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
     relative = predicted(figures) / times - 1.0
     used = {c for c in row_cores if c}
     saved_cores = used.pop() if len(used) == 1 else 0
-    host = host_spec(figures, topology, core_sharing, saved_cores, 1, cache_model)
+    host = host_spec(figures, topology, core_sharing, saved_cores, 1)
     params = Params(figures["alpha"], figures["beta"], figures["gamma"], figures["overhead"],
                     figures.get("memory", 0.0), saved_cores)
     notes = ["fitted by simulation"] + (["runs on hosts of different core counts: cores not saved"]

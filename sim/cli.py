@@ -51,19 +51,13 @@ def register(subparsers) -> None:
     cal.add_argument("--cores", default="auto", metavar="N|auto",
                      help="the host's cores, so that more ranks than cores stretch CPU costs: auto (default) "
                      "takes each one-host run's cpus from its run.json; 0 ignores oversubscription")
-    cal.add_argument("--core-sharing", default="static", choices=("static", "bound"),
-                     help="static (default): CPU costs stretched by ranks/cores, closed forms; bound: "
-                     "ranks bound to cores share them only while they work, fitted by simulation "
-                     "(runs on one host)")
+    cal.add_argument("--host-model", default="static", choices=("static", "bound"),
+                     help="the host model of one-host runs: static (default): CPU costs stretched by "
+                     "ranks/cores, closed forms; bound: ranks bound to cores share them only while they "
+                     "work, fitted by simulation (runs on one host)")
     cal.add_argument("--cache", action="store_true",
                      help="also fit a cache knee: copies and reductions slow down once the ranks' "
                      "buffers outgrow the cache; fitted by simulation (runs on one host)")
-    cal.add_argument("--cache-model", default="node", choices=("node", "reuse"),
-                     help="with --cache: node (default) prices misses from the node's buffer total, reuse "
-                     "from each copy's and reduction's reuse distance in the schedule")
-    cal.add_argument("--waiting-share", action="store_true",
-                     help="with --core-sharing bound: also fit the share of its core a waiting rank "
-                     "takes from a working one bound there (its polling still gets time slices)")
     cal.add_argument("-o", "--output", default="calibration.json", help="where to save the fit")
     cal.set_defaults(func=_run_calibrate)
     pred = forms.add_parser("predict", help="predict with a saved calibration",
@@ -100,17 +94,17 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--placement", dest="o_placement", metavar="HOW", help="block, cyclic or 0,0,1,1,...")
     g.add_argument("--gamma", dest="o_gamma", metavar="S_PER_BYTE", help="seconds per byte reduced")
     g.add_argument("--overhead", dest="o_overhead", metavar="TIME", help="per message, e.g. 0.5us")
-    g.add_argument("--memory-bandwidth", dest="o_memory_bandwidth", metavar="RATE",
+    h = p.add_argument_group("host model (what a node's CPUs and memory add to the network)")
+    h.add_argument("--host-model", dest="o_host_model", choices=("none", "static", "bound"),
+                   help="none (presets' default): the network alone; static: ranks/cores stretch CPU costs, "
+                   "a memory link, a cache knee (closed forms); bound: ranks bound to cores, each core a "
+                   "link (needs intra_bandwidth)")
+    h.add_argument("--memory-bandwidth", dest="o_memory_bandwidth", metavar="RATE",
                    help="per node, shared by its intra-node messages, e.g. 20GB/s (0: not modelled)")
-    g.add_argument("--core-sharing", dest="o_core_sharing", choices=("static", "bound"),
-                   help="how a node's ranks share its cores (static or bound; bound needs intra_bandwidth)")
-    g.add_argument("--waiting-share", dest="o_waiting_share", type=float, metavar="S",
-                   help="bound cores: the share of its core a waiting rank takes beside a working one "
-                   "(0: none, 1: an equal share)")
-    g.add_argument("--cache-size", dest="o_cache_size", metavar="SIZE",
-                   help="bytes of a node's buffers its caches hold, e.g. 32MiB (0: no cache model)")
-    g.add_argument("--cores", dest="o_cores", type=int, metavar="N",
+    h.add_argument("--cores", dest="o_cores", type=int, metavar="N",
                    help="cores per node; more ranks than cores stretch their CPU costs (0: one per rank)")
+    h.add_argument("--cache-size", dest="o_cache_size", metavar="SIZE",
+                   help="bytes of a node's buffers its caches hold, e.g. 32MiB (0: no cache model)")
 
 
 def _network(args, one_host_ranks: int = 1):
@@ -143,7 +137,7 @@ def _network(args, one_host_ranks: int = 1):
             gamma=float(args.o_gamma) if args.o_gamma else None,
             overhead=parse_time(args.o_overhead) if args.o_overhead else None,
             memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
-            cores=args.o_cores, core_sharing=args.o_core_sharing, waiting_share=args.o_waiting_share,
+            cores=args.o_cores, host_model=args.o_host_model,
             cache_size=parse_size(args.o_cache_size) if args.o_cache_size else None)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
@@ -260,19 +254,14 @@ def _run_calibrate(args) -> int:
         raise CollbenchError(f"--cores takes a whole number or auto, not {args.cores!r}")
     cores = None if args.cores == "auto" else int(args.cores)
     sources = [str(r) for r in args.results]
-    if args.cache_model != "node" and not args.cache:
-        raise CollbenchError("--cache-model chooses how the cache is fitted: add --cache")
-    if args.waiting_share and args.core_sharing != "bound":
-        raise CollbenchError("--waiting-share is a figure of bound cores: add --core-sharing bound")
-    if args.core_sharing == "bound" or args.cache:
+    if args.host_model == "bound" or args.cache:
         from collbench.sim.calibrate_sim import fit_by_simulation
 
         if args.topology == "ideal":
             raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "
                                  "topology, not ideal")
-        calibration = fit_by_simulation(train, core_sharing=args.core_sharing, cache=args.cache,
-                                        memory=args.memory, waiting_share=args.waiting_share, cores=cores,
-                                        topology=args.topology, cache_model=args.cache_model,
+        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=args.cache,
+                                        memory=args.memory, cores=cores, topology=args.topology,
                                         note_sources=sources)
     else:
         calibration = fit(train, args.topology, note_sources=sources, memory=args.memory, cores=cores)

@@ -13,11 +13,9 @@ What a rank does in a step, and what it costs:
 - A ``RECV_REDUCE`` then costs ``gamma`` per byte of the rank's CPU; reductions of one step
   run one at a time, in order of arrival, and not before the step's sends are issued. A
   ``RECV_COPY`` costs nothing more. A send is complete when its message has arrived.
-- Overhead and reductions take :attr:`~collbench.sim.topology.Topology.cpu_slowdown` times longer on a
-  node whose ranks outnumber its cores. With bound cores (``core_sharing = "bound"``) only
-  the overhead is stretched so; a reduction is instead a flow on the rank's core link, which
-  it shares with the copies and reductions running there at the time, and with the ranks
-  bound there that wait (each takes ``waiting_share`` of a working rank's time).
+- The host model (:mod:`collbench.sim.host`) sets each rank's overhead and reduction speed;
+  with bound cores a reduction is instead a flow on the rank's core link, which it shares
+  with the copies and reductions running there at the time.
 - The step ends when all its ops are complete; the rank then starts its next step at once.
   No rank waits for any other except through the messages it needs: there is no global
   synchronisation between steps.
@@ -49,18 +47,12 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
-from heapq import heappush
-from typing import TYPE_CHECKING
 
 import simpy
 from collbench.algorithms.schedule import Kind, Schedule
-from collbench.sim.fabric import Fabric, Flow, Link
+from collbench.sim.fabric import Fabric, Flow, Link, Mark
 from collbench.sim.network import NetworkSpec
 from collbench.sim.topology import Route, Topology
-from simpy.events import NORMAL
-
-if TYPE_CHECKING:
-    from collbench.sim.reuse import ReuseTracker
 
 
 @dataclass(frozen=True)
@@ -83,28 +75,23 @@ class _Rank:
     """Book-keeping of one rank's current step."""
 
     __slots__ = ("cpu", "pending", "end", "reduces", "sends_left", "recvs_left", "wake",
-                 "parked", "overhead", "gamma", "gamma_miss", "core", "rank")
+                 "parked", "overhead", "gamma", "core", "rank")
 
     def __init__(self, env: simpy.Environment, rank: int, overhead: float = 0.0, gamma: float = 0.0,
-                 core: Link | None = None, gamma_miss: float = 0.0) -> None:
+                 core: Link | None = None) -> None:
         self.rank = rank
         self.overhead = overhead
-        """This rank's per-message overhead, stretched by its node's CPU sharing."""
+        """This rank's per-message overhead, as its host model stretches it."""
         self.gamma = gamma
-        """This rank's seconds per byte reduced, cache misses included; stretched likewise
-        under static sharing, while bound cores share it dynamically instead."""
-        self.gamma_miss = gamma_miss
-        """With the reuse cache (else 0): seconds more per byte reduced that misses, stretched
-        as :attr:`gamma` is (the node-wide knee has its misses in :attr:`gamma` already)."""
+        """This rank's seconds per byte reduced, as its host model sets it."""
         self.core = core
-        """The core link the rank is bound to (``core_sharing = "bound"``): its reductions
-        are flows on it, sharing the core with what else runs there."""
+        """The core link the rank is bound to (host model ``bound``): its reductions are flows
+        on it, sharing the core with what else runs there."""
         self.cpu = self.end = 0.0
         """When the CPU is free to reduce (the step's sends issued); when the ops so far end."""
         self.pending = self.sends_left = self.recvs_left = 0
-        self.reduces: list[tuple[float, int, int, float]] = []
-        """(arrival, bytes, first element, the node's count of bytes touched when the message
-        was copied; see :mod:`collbench.sim.reuse`) of the step's reducing receives that have arrived."""
+        self.reduces: list[tuple[float, int]] = []
+        """(arrival, bytes) of the step's reducing receives that have arrived."""
         self.parked = simpy.Event(env)
         """Never triggered: the rank's process waits on it while its step's end is unknown,
         and :meth:`Simulation._step_done` moves the waiting process to the step's instant."""
@@ -118,27 +105,25 @@ class _Channel:
     not yet matched, oldest first (at most one side has any)."""
 
     __slots__ = ("src", "dst", "sender", "receiver", "links", "latency", "bandwidth", "weights",
-                 "private", "simple", "sends", "recvs", "workers")
+                 "private", "simple", "sends", "recvs")
 
-    def __init__(self, src: int, dst: int, sender: _Rank, receiver: _Rank,
-                 route: Route, workers: tuple[int, ...] = ()) -> None:
+    def __init__(self, src: int, dst: int, sender: _Rank, receiver: _Rank, route: Route,
+                 topology: Topology) -> None:
         self.src, self.dst, self.sender, self.receiver = src, dst, sender, receiver
-        self.workers = workers
-        """The ranks whose cores copy the messages (see :attr:`~collbench.sim.fabric.Flow.workers`)."""
         self.links, self.latency, self.bandwidth, self.weights = route
-        self.private = _privacy(src, dst, self.links)
+        self.private = _privacy(src, dst, self.links, topology.sender_of, topology.receiver_of)
         """Which of the sender's or receiver's counts of ops still to start must be zero for
         a message to have its links to itself; None if some link is shared anyway."""
         self.simple = self.private == (True, False, True, False)
         """The sender's up link and the receiver's down link (a switch, one rank per node)."""
-        self.sends: list[tuple[int, float, float]] = []
-        """Sends posted and not matched: (step, ready, how many times a copy's bytes its
-        misses make it cost)."""
-        self.recvs: list[tuple[int, float, bool, int, int]] = []
-        """Receives posted and not matched: (step, ready, reduce, bytes, first element)."""
+        self.sends: list[tuple[int, float]] = []
+        """Sends posted and not matched: (step, ready)."""
+        self.recvs: list[tuple[int, float, bool, int]] = []
+        """Receives posted and not matched: (step, ready, reduce, bytes)."""
 
 
-def _privacy(src: int, dst: int, links: tuple[Link, ...]) -> tuple[bool, bool, bool, bool] | None:
+def _privacy(src: int, dst: int, links: tuple[Link, ...], sender_of: dict[Link, int],
+             receiver_of: dict[Link, int]) -> tuple[bool, bool, bool, bool] | None:
     """The rule of :meth:`Simulation._start` for the route *links* from *src* to *dst*,
     worked out once: ``(sender's sends, sender's receives, receiver's receives, receiver's
     sends)``, each True if that count must be zero. A sender's up link takes only its sends,
@@ -147,15 +132,15 @@ def _privacy(src: int, dst: int, links: tuple[Link, ...]) -> tuple[bool, bool, b
     both, which no topology builds, is refused too."""
     needs = [False, False, False, False]
     for link in links:
-        by_sender, by_receiver = link.sender == src, link.receiver == dst
+        by_sender, by_receiver = sender_of.get(link) == src, receiver_of.get(link) == dst
         if by_sender == by_receiver:
             return None
         if by_sender:
             needs[0] = True
-            needs[1] |= link.receiver == src
+            needs[1] |= receiver_of.get(link) == src
         else:
             needs[2] = True
-            needs[3] |= link.sender == dst
+            needs[3] |= sender_of.get(link) == dst
     return needs[0], needs[1], needs[2], needs[3]
 
 
@@ -171,20 +156,10 @@ class Simulation:
         self.topology = Topology(spec, schedule.nranks, schedule.count * itemsize)
         self.env = simpy.Environment()
         self.fabric = Fabric(self.env)
-        topology = self.topology
-        cores = topology.core or [None] * schedule.nranks
-        self.reuse: ReuseTracker | None = None
-        """With ``cache_model = "reuse"``: what each rank touched when (:mod:`collbench.sim.reuse`)."""
-        if spec.cache_size and spec.cache_model == "reuse":
-            from collbench.sim.reuse import ReuseTracker  # numpy: imported only by runs that use it
-
-            self.reuse = ReuseTracker(topology.node_of, schedule.count, itemsize, spec.cache_size)
-        reuse_miss = spec.gamma_miss if self.reuse is not None else 0.0
-        self.ranks = [_Rank(self.env, rank, spec.overhead * slow,
-                            (spec.gamma + miss * spec.gamma_miss) * (1.0 if core else slow), core,
-                            reuse_miss * (1.0 if core else slow))
-                      for rank, (slow, core, miss)
-                      in enumerate(zip(topology.cpu_slowdown, cores, topology.miss))]
+        host = self.topology.host
+        cores = host.core or [None] * schedule.nranks
+        self.ranks = [_Rank(self.env, rank, spec.overhead * slow, gamma, core)
+                      for rank, (slow, gamma, core) in enumerate(zip(host.slowdown, host.gamma, cores))]
         self.instants: dict[float, simpy.Event] = {}
         """The shared wake-up event of each future instant at which some step ends."""
         self.finished = [0.0] * schedule.nranks
@@ -227,8 +202,7 @@ class Simulation:
                 raise RuntimeError(f"{self.schedule.name}: a message from rank {src} to rank {dst}, "
                                    f"which is not a peer of {self.schedule.nranks} ranks")
             channel = self.channels[(src, dst)] = _Channel(
-                src, dst, self.ranks[src], self.ranks[dst], self.topology.route(src, dst),
-                self.topology.workers(src, dst))
+                src, dst, self.ranks[src], self.ranks[dst], self.topology.route(src, dst), self.topology)
         return channel
 
     def _rank(self, rank: int):
@@ -238,7 +212,7 @@ class Simulation:
         large run, so it does by hand what would read better as calls: a message is matched
         where its second side is posted, and a message alone on private links (the common
         case, see :meth:`_start`) gets its arrival at once."""
-        env, st, itemsize, reuse = self.env, self.ranks[rank], self.itemsize, self.reuse
+        env, st, itemsize = self.env, self.ranks[rank], self.itemsize
         overhead = st.overhead
         send, reduce = Kind.SEND, Kind.RECV_REDUCE
         fabric, step_done, start_message = self.fabric, self._step_done, self._start
@@ -251,7 +225,7 @@ class Simulation:
             index += 1
             if not step:
                 continue
-            now = env._now
+            now = env.now
             n = len(step)
             if n == 2:
                 sends = (step[0][0] is send) + (step[1][0] is send)
@@ -263,9 +237,6 @@ class Simulation:
             st.wake = st.parked
             issued = 0
             for kind, peer, first, stop, _lane in step:
-                slow, written = 1.0, 0.0
-                if reuse is not None and kind is not reduce:
-                    slow = self._copy_touch(rank, peer, first, stop, kind is send)
                 if kind is send:
                     if peer != out_peer:  # most algorithms send to the same peer step after step
                         out_peer = peer
@@ -275,9 +246,9 @@ class Simulation:
                     issued += 1
                     ready = now + issued * overhead
                     if not channel.recvs:
-                        channel.sends.append((index, ready, slow))
+                        channel.sends.append((index, ready))
                         continue
-                    other, posted, is_reduce, size, target = channel.recvs.pop(0)
+                    other, posted, is_reduce, size = channel.recvs.pop(0)
                     if other != index:
                         self._mismatch(channel, index, other)
                     start = ready if ready > posted else posted
@@ -287,39 +258,37 @@ class Simulation:
                         in_channel = incoming.get(peer) or incoming.setdefault(
                             peer, self._channel(peer, rank))
                     channel = in_channel
-                    is_reduce, size, target = kind is reduce, (stop - first) * itemsize, first
+                    is_reduce, size = kind is reduce, (stop - first) * itemsize
                     if not channel.sends:
-                        channel.recvs.append((index, now, is_reduce, size, target))
+                        channel.recvs.append((index, now, is_reduce, size))
                         continue
-                    other, ready, slow = channel.sends.pop(0)
+                    other, ready = channel.sends.pop(0)
                     if other != index:
                         self._mismatch(channel, other, index)
                     start = ready if ready > now else now
                 messages += 1
-                if reuse is not None and is_reduce:  # the scratch it lands in is written now
-                    written = reuse.count[reuse.node_of[channel.dst]]
                 sender, receiver = channel.sender, channel.receiver
                 if not (channel.simple and sender.sends_left == 1 and receiver.recvs_left == 1
                         and not fabric.flows):
-                    start_message(channel, is_reduce, size, start, target, written, slow)
+                    start_message(channel, is_reduce, size, start)
                     continue
                 # _start's shortcut for an up and a down link, then _arrived, written out.
                 sender.sends_left = receiver.recvs_left = 0
-                arrival = start + size * slow / channel.bandwidth + channel.latency
+                arrival = start + size / channel.bandwidth + channel.latency
                 if arrival > sender.end:
                     sender.end = arrival
                 sender.pending -= 1
                 if not sender.pending:
                     step_done(sender)
                 if is_reduce:
-                    receiver.reduces.append((arrival, size, target, written))
+                    receiver.reduces.append((arrival, size))
                 elif arrival > receiver.end:
                     receiver.end = arrival
                 receiver.pending -= 1
                 if not receiver.pending:
                     step_done(receiver)
             yield st.wake
-        self.finished[rank] = env._now
+        self.finished[rank] = env.now
         self.messages += messages
 
     def _mismatch(self, channel: _Channel, sent: int, received: int) -> None:
@@ -327,23 +296,8 @@ class Simulation:
                            f"rank {channel.dst}'s receive of step {received}: the schedule's "
                            "sends and receives do not match")
 
-    def _copy_touch(self, rank: int, peer: int, first: int, stop: int, sending: bool) -> float:
-        """The reuse model's record of a copy between *rank* and *peer* of *rank*'s elements
-        [first, stop): a send reads them (the copy's two sides touch twice its bytes), a
-        receive writes them. For a send between ranks of one node, return how many times
-        its bytes the copy costs, its misses included."""
-        nbytes = 2 * (stop - first) * self.itemsize if sending else 0
-        miss = self.reuse.touch(rank, first, stop, nbytes)
-        node_of = self.topology.node_of
-        if not sending or node_of[rank] != node_of[peer]:
-            return 1.0
-        return 1.0 + miss * self.spec.beta_miss * self.spec.intra_bandwidth
-
-    def _start(self, channel: _Channel, reduce: bool, size: int, start: float, first: int = 0,
-               written: float = 0.0, slow: float = 1.0) -> None:
-        """Start a message at *start* (now or later). A copy slowed by misses (*slow* > 1)
-        takes *slow* times its *size* of its links; *first* and *written* travel to its
-        reduction (see :class:`_Rank`). If every link of its route is free and
+    def _start(self, channel: _Channel, reduce: bool, size: int, start: float) -> None:
+        """Start a message at *start* (now or later). If every link of its route is free and
         private to its sender or its receiver, and that rank has no other message of this step
         still to start, nothing can join those links before it arrives, so its arrival is
         known at once and the sharing model is skipped: the common case, and the reason large
@@ -359,24 +313,21 @@ class Simulation:
                 if link.flows:
                     break
             else:
-                arrival = start + size * slow / channel.bandwidth + channel.latency
-                self._arrived(sender, receiver, reduce, size, arrival, first, written)
+                arrival = start + size / channel.bandwidth + channel.latency
+                self._arrived(sender, receiver, reduce, size, arrival)
                 return
-        now = self.env._now
+        now = self.env.now
         if start > now:  # not started yet after all: decide again when it does
             sender.sends_left += 1
             receiver.recvs_left += 1
             self.events += 1
-            self.env.timeout(start - now).callbacks.append(
-                lambda _e: self._start(channel, reduce, size, start, first, written, slow))
+            Mark(self.env, start - now, lambda _e: self._start(channel, reduce, size, start))
             return
-        self.fabric.start(Flow(channel.links, channel.latency, size * slow,
-                               lambda arrival: self._arrived(sender, receiver, reduce, size, arrival,
-                                                             first, written),
-                               channel.weights, channel.workers))
+        self.fabric.start(Flow(channel.links, channel.latency, size,
+                               lambda arrival: self._arrived(sender, receiver, reduce, size, arrival),
+                               channel.weights))
 
-    def _arrived(self, sender: _Rank, receiver: _Rank, reduce: bool, size: int, arrival: float,
-                 first: int = 0, written: float = 0.0) -> None:
+    def _arrived(self, sender: _Rank, receiver: _Rank, reduce: bool, size: int, arrival: float) -> None:
         """The message from *sender* to *receiver* arrives at *arrival* (now or later): it
         completes the sender's op, and the receiver's once reduced."""
         if arrival > sender.end:
@@ -385,7 +336,7 @@ class Simulation:
         if not sender.pending:
             self._step_done(sender)
         if reduce:
-            receiver.reduces.append((arrival, size, first, written))
+            receiver.reduces.append((arrival, size))
         elif arrival > receiver.end:
             receiver.end = arrival
         receiver.pending -= 1
@@ -398,24 +349,24 @@ class Simulation:
         end = st.end
         reduces = st.reduces
         if reduces:
-            if st.core is not None and (st.gamma > 0 or st.gamma_miss > 0):
+            if st.core is not None and st.gamma > 0:
                 queue = sorted(reduces)
                 reduces.clear()
                 self._reduce_on_core(st, queue, st.cpu)
                 return
-            cpu = st.cpu
-            for arrival, size, first, written in sorted(reduces) if len(reduces) > 1 else reduces:
-                cpu = (cpu if cpu > arrival else arrival) + size * self._gamma(st, size, first, written)
+            cpu, gamma = st.cpu, st.gamma
+            for arrival, size in sorted(reduces) if len(reduces) > 1 else reduces:
+                cpu = (cpu if cpu > arrival else arrival) + size * gamma
             if cpu > end:
                 end = cpu
             reduces.clear()
         self._wake_at(st, end)
 
-    def _reduce_on_core(self, st: _Rank, queue: list[tuple[float, int, int, float]], cpu: float) -> None:
+    def _reduce_on_core(self, st: _Rank, queue: list[tuple[float, int]], cpu: float) -> None:
         """Run the first reduction of *queue* on *st*'s core once the core is free of the
         rank's earlier work (*cpu*) and its message has arrived, as a flow sharing the core
         with whatever else runs there; then the next, and at the last wake the rank."""
-        arrival, size, first, written = queue.pop(0)
+        arrival, size = queue.pop(0)
         start = cpu if cpu > arrival else arrival
 
         def done(finished: float) -> None:
@@ -426,43 +377,27 @@ class Simulation:
 
         def begin(_event: simpy.Event | None = None) -> None:
             # a byte reduced uses the core this much
-            weight = self._gamma(st, size, first, written) * st.core.capacity
-            if weight > 0:
-                self.fabric.start(Flow((st.core,), 0.0, size, done, (weight,), (st.rank,)))
-            else:  # free: γ = 0 and, with the reuse cache, every byte hit
-                done(self.env._now)
+            self.fabric.start(Flow((st.core,), 0.0, size, done, (st.gamma * st.core.capacity,)))
 
-        now = self.env._now
+        now = self.env.now
         if not size:
             done(start)
         elif start > now:
             self.events += 1
-            self.env.timeout(start - now).callbacks.append(begin)
+            Mark(self.env, start - now, begin)
         else:
             begin()
 
-    def _gamma(self, st: _Rank, size: int, first: int, written: float) -> float:
-        """Seconds per byte of *st*'s reduction of *size* bytes into its elements from
-        *first*, of a message copied when its node's count was *written*: its own γ, or
-        with the reuse model, γ plus the misses of its operands as it starts."""
-        if self.reuse is None:
-            return st.gamma
-        miss = self.reuse.reduce(st.rank, first, first + size // self.itemsize, written)
-        return st.gamma + miss * st.gamma_miss
-
     def _wake_at(self, st: _Rank, end: float) -> None:
         """Wake *st*'s process at *end*, the instant its step is complete."""
-        # The instant, with simpy.Timeout's now + delay rounding, so equal ends meet.
+        # The instant, as SimPy will compute it (now + delay), so equal ends meet.
         env = self.env
-        now = env._now
+        now = env.now
         at = now + (end - now)
         instant = self.instants.get(at)
         if instant is None:
-            instant = self.instants[at] = simpy.Event(env)
+            instant = self.instants[at] = Mark(env, end - now, self._instant_begins)
             self.events += 1
-            instant._ok, instant._value = True, None
-            instant.callbacks.append(self._instant_begins)
-            heappush(env._queue, (at, NORMAL, next(env._eid), instant))  # as Environment.schedule
         waiting = st.parked.callbacks
         if waiting:  # the process already waits: move it to the instant
             instant.callbacks.append(waiting.pop())
@@ -471,7 +406,7 @@ class Simulation:
 
     def _instant_begins(self, instant: simpy.Event) -> None:
         """*instant* is being processed: later wake-ups for this time need an event of their own."""
-        del self.instants[self.env._now]
+        del self.instants[self.env.now]
 
 
 def simulate(schedule: Schedule, spec: NetworkSpec, itemsize: int = 4) -> SimResult:

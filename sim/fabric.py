@@ -28,15 +28,28 @@ from itertools import count
 import simpy
 from simpy.events import NORMAL
 
-REFLOW_PRIORITY = 2
+REFLOW_PRIORITY = NORMAL + 1
 """Rates are recomputed after every other event of the same instant (SimPy's URGENT is 0 and
 NORMAL 1), so a burst of flows starting together costs one recomputation."""
+
+
+class Mark(simpy.Event):
+    """An event already triggered that SimPy processes *delay* seconds from now with
+    *priority*: :class:`simpy.Timeout` with a priority, made the way SimPy's own event types
+    are (a subclass that triggers itself and calls :meth:`simpy.Environment.schedule`)."""
+
+    def __init__(self, env: simpy.Environment, delay: float, callback: Callable[[simpy.Event], None],
+                 priority: int = NORMAL) -> None:
+        super().__init__(env)
+        self._ok, self._value = True, None
+        self.callbacks.append(callback)
+        env.schedule(self, priority, delay)
 
 
 class Link:
     """One direction of a cable with *capacity* bytes per second and *latency* seconds."""
 
-    __slots__ = ("name", "capacity", "latency", "flows", "sender", "receiver", "bound", "spin")
+    __slots__ = ("name", "capacity", "latency", "flows")
 
     def __init__(self, name: str, capacity: float, latency: float) -> None:
         if not capacity > 0:
@@ -48,29 +61,6 @@ class Link:
         self.latency = latency
         self.flows: set[Flow] = set()
         """The flows draining through this link now (those the :class:`Fabric` tracks)."""
-        self.sender = -1
-        """The only rank whose sends can use this link (a host's up link), or -1."""
-        self.receiver = -1
-        """The only rank whose receives can use this link (a host's down link), or -1."""
-        self.bound: frozenset[int] = frozenset()
-        """A core's link: the ranks bound to the core."""
-        self.spin = 0.0
-        """A core's link: the share of the core a bound rank with no flow on it takes while
-        others work there (it polls for its messages), relative to a working rank's 1. Such a
-        rank may be waiting for a message, spending its per-message overhead, sending off the
-        node (which does not use its core), or finished (the harness's barrier polls too)."""
-
-    def available(self) -> float:
-        """The capacity left to the flows on this link: all of it, unless it is a core whose
-        bound ranks include some with no flow here. Then W working and k idle ranks share it
-        as a time-sharing kernel would, by weight 1 and :attr:`spin`: W / (W + spin·k) of it
-        goes to the work."""
-        if not self.spin or not self.flows:
-            return self.capacity
-        working = len({rank for flow in self.flows for rank in flow.workers if rank in self.bound})
-        if not working:
-            return self.capacity
-        return self.capacity * working / (working + self.spin * (len(self.bound) - working))
 
     def __repr__(self) -> str:
         return f"Link({self.name!r}, {self.capacity:g} B/s, {self.latency:g} s)"
@@ -80,19 +70,15 @@ class Flow:
     """A message of *size* bytes crossing *links*; *on_arrival* is called with its arrival
     time as soon as that time is certain (when its last byte leaves the route's bottleneck)."""
 
-    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival", "weights",
-                 "workers")
+    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival", "weights")
 
     def __init__(self, links: tuple[Link, ...], latency: float, size: float,
-                 on_arrival: Callable[[float], None], weights: tuple[float, ...] | None = None,
-                 workers: tuple[int, ...] = ()) -> None:
+                 on_arrival: Callable[[float], None], weights: tuple[float, ...] | None = None) -> None:
         self.links = links
-        self.workers = workers
-        """The ranks whose cores do this flow's work (see :attr:`Link.spin`)."""
         self.weights = weights
         """Per link of *links*, how much of its capacity one unit of this flow's rate uses;
-        None means 1 on every link. A core that both copies a message in and out uses 2 per
-        byte; a reduction uses a core's capacity at its own speed (see :mod:`collbench.sim.topology`)."""
+        None means 1 on every link (a resource a byte uses twice, or at another speed than
+        the wire's, has another weight)."""
         self.latency = latency
         self.remaining = float(size)
         self.rate = 0.0
@@ -121,6 +107,7 @@ class Fabric:
         self._order = count()
         self._timer_at = float("inf")
         """When the one pending completion timer fires (inf: none)."""
+        self._timer: simpy.Event | None = None
 
     def start(self, flow: Flow) -> None:
         """Put *flow* on its links now; its rate is set at the end of this instant."""
@@ -134,10 +121,7 @@ class Fabric:
     def _request_reflow(self) -> None:
         if not self._reflow_pending:
             self._reflow_pending = True
-            event = simpy.Event(self.env)
-            event._ok, event._value = True, None
-            event.callbacks.append(self._reflow)
-            self.env.schedule(event, REFLOW_PRIORITY)
+            Mark(self.env, 0.0, self._reflow, REFLOW_PRIORITY)
             self.events += 1
 
     def _reflow(self, _event: simpy.Event) -> None:
@@ -175,22 +159,19 @@ class Fabric:
             self._set_timer(finish)
 
     def _set_timer(self, at: float) -> None:
-        """Fire :meth:`_complete` at exactly *at* (the sum SimPy's timeout would have made);
-        a timer set before for later then fires for nothing."""
+        """Fire :meth:`_complete` at *at* (SimPy's ``now + (at - now)``, which may differ from
+        *at* by rounding); a timer set before for later then fires for nothing."""
         self._timer_at = at
-        timer = simpy.Event(self.env)
-        timer._ok, timer._value = True, None
-        timer.callbacks.append(self._complete)
-        heappush(self.env._queue, (at, NORMAL, next(self.env._eid), timer))  # as Environment.schedule
+        self._timer = Mark(self.env, at - self.env.now, self._complete)
         self.events += 1
 
-    def _complete(self, _timer: simpy.Event) -> None:
-        """Finish every flow whose current rate ends it now, then set the timer for the next."""
-        now, heap = self.env.now, self._completions
-        if now != self._timer_at:
+    def _complete(self, timer: simpy.Event) -> None:
+        """Finish every flow whose current rate ends it by now, then set the timer for the next."""
+        if timer is not self._timer:
             return  # superseded by an earlier timer
-        self._timer_at = float("inf")
-        while heap and (heap[0][2] != heap[0][3].version or heap[0][0] <= now):
+        heap, due = self._completions, max(self.env.now, self._timer_at)
+        self._timer_at, self._timer = float("inf"), None
+        while heap and (heap[0][2] != heap[0][3].version or heap[0][0] <= due):
             _, _, version, flow = heappop(heap)
             if version == flow.version:
                 self._finish(flow)
@@ -223,18 +204,12 @@ def _component(seed: Flow) -> tuple[set[Flow], set[Link]]:
     return flows, links
 
 
-def alone_rate(links: tuple[Link, ...], weights: tuple[float, ...] | None, now: bool = True) -> float:
+def alone_rate(links: tuple[Link, ...], weights: tuple[float, ...] | None) -> float:
     """The rate of a flow over *links*, using each by *weights* (None: 1 each), with them to
-    itself: the capacity per unit of use of its tightest link, less what the idle ranks of a
-    core take from it now (:meth:`Link.available`); with *now* false, the raw capacity."""
-    capacity = Link.available if now else _raw_capacity
+    itself: the capacity per unit of use of its tightest link."""
     if weights is None:
-        return min(capacity(link) for link in links)
-    return min(capacity(link) / w for link, w in zip(links, weights))
-
-
-def _raw_capacity(link: Link) -> float:
-    return link.capacity
+        return min(link.capacity for link in links)
+    return min(link.capacity / w for link, w in zip(links, weights))
 
 
 def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
@@ -242,7 +217,7 @@ def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
     share is smallest and freeze its flows at that share."""
     if any(flow.weights is not None for flow in flows):
         return _weighted_max_min(flows, links)
-    capacity = {link: link.available() for link in links}
+    capacity = {link: link.capacity for link in links}
     unfrozen = {link: set(link.flows) for link in links}
     rates: dict[Flow, float] = {}
     while len(rates) < len(flows):
@@ -262,7 +237,7 @@ def _weighted_max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
     flows' rates reaches its capacity, and its flows are frozen there. (With every weight 1
     this is :func:`_max_min`, which the common unweighted case keeps for speed: naive at
     P = 512 on ib-fdr takes 1.4x longer through this one.)"""
-    capacity = {link: link.available() for link in links}
+    capacity = {link: link.capacity for link in links}
     load = dict.fromkeys(links, 0.0)
     uses = {}
     for flow in flows:

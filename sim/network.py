@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 TOPOLOGIES = ("ideal", "switch", "half-duplex", "fat-tree", "torus")
 PLACEMENTS = ("block", "cyclic")
-CORE_SHARING = ("static", "bound")
-CACHE_MODELS = ("node", "reuse")
+HOST_MODELS = ("none", "static", "bound")
+HOST_FIGURES = ("memory_bandwidth", "cores", "cache_size", "beta_miss", "gamma_miss")
 
 
 class SpecError(ValueError):
@@ -59,54 +59,28 @@ class NetworkSpec:
     """Seconds per byte to reduce an incoming message into the buffer."""
     overhead: float = 0.0
     """Seconds of a sender's CPU per message, before the message leaves (LogP's o)."""
+    host_model: str = "none"
+    """What a node's CPUs and memory add to the network (:mod:`collbench.sim.host`): ``none``
+    (each rank a CPU of its own, nothing shared but links), ``static`` (cores time-shared by
+    ranks/cores, a memory link, a cache knee; closed forms) or ``bound`` (ranks bound to
+    cores, each core a link of the flow solver; needs *intra_bandwidth*)."""
     memory_bandwidth: float = 0.0
-    """Bytes per second of one node's memory system, shared by every message between two
-    ranks of that node (one link all of them cross, counted in message bytes, so about half
-    a STREAM copy figure for single-copy transports); 0 means not modelled. Reductions do
-    not use it."""
+    """Host model: bytes per second of one node's memory system, shared by every message
+    between two ranks of that node (one link all of them cross, counted in message bytes, so
+    about half a STREAM copy figure for single-copy transports); 0 means not modelled.
+    Reductions do not use it."""
     cores: int = 0
-    """CPU cores of one node; 0 means at least one per rank. When a node's ranks outnumber
-    its cores they time-share them, so each rank's overhead and reductions take ranks/cores
-    times longer. (Copies that compete for the cores share them only while they run: that
-    is left to *memory_bandwidth*, the node-wide link they all cross.)"""
-    core_sharing: str = "static"
-    """How a node's ranks share its cores. ``static``: overhead and reductions take
-    ranks/cores times longer, whether the other ranks run or wait. ``bound``: rank *i* of a
-    node is bound to core *i* mod *cores* (one per rank when *cores* is 0), and each core is
-    a link of *intra_bandwidth* (one core's copy speed) shared max-min fairly by what its
-    ranks do at the time: the sender's core copies a message in and the receiver's copies it
-    out (a core holding both copies twice), and a reduction uses its core at 1/*gamma* bytes
-    per second. A waiting rank costs only *waiting_share*; overhead is stretched by the ranks bound to the
-    core. Needs *intra_bandwidth*."""
-    context_switch: float = 0.0
-    """With bound cores: seconds added to the latency of a message whose sender or receiver
-    shares its core with other ranks, the wait for the core to switch to the rank that must
-    act next (a time-shared core runs one rank at a time, so each dependent message waits for
-    one switch)."""
-    waiting_share: float = 0.0
-    """With bound cores: the share of its core a rank with no copy or reduction of its own
-    takes from the work of the other ranks bound there, relative to a working rank's 1, so
-    W working and k such ranks leave W / (W + share·k) of the core to the work; 0 leaves it
-    wholly to the work. Such a rank may be waiting, spending its overhead, sending off the
-    node, or finished (the harness's next barrier polls). A
-    rank that waits by polling is runnable: if the kernel shares the core between the ranks
-    as groups (Linux's autogroup, with each rank in its own session, as MPICH's launcher
-    starts them), ``sched_yield`` cannot give its time away and the share approaches 1."""
+    """Host model: CPU cores of one node; 0 means one per rank."""
     cache_size: float = 0.0
-    """Bytes of a node's all-reduce buffers its caches hold; 0 means no cache is modelled.
-    With ``cache_model = "node"``, when the node's ranks hold more (its ranks times the bytes
-    per rank), the fraction ``φ = 1 - cache_size / that`` of every byte copied or reduced on
-    the node misses the cache and costs *beta_miss* and *gamma_miss* more."""
+    """Host model: bytes of a node's all-reduce buffers its caches hold; 0 means no cache is
+    modelled. When the node's ranks hold more (its ranks times the bytes per rank), the
+    fraction ``φ = 1 - cache_size / that`` of every byte copied or reduced on the node
+    misses the cache and costs *beta_miss* and *gamma_miss* more."""
     beta_miss: float = 0.0
-    """Seconds per byte added to a core's copy (an intra-node message) for bytes that miss
-    the cache (see *cache_size*)."""
+    """Host model: seconds per byte added to a copy between two ranks of a node for bytes
+    that miss the cache (see *cache_size*)."""
     gamma_miss: float = 0.0
-    """Seconds per byte added to a reduction for bytes that miss the cache."""
-    cache_model: str = "node"
-    """``node``: φ from the node's buffer total, the same for every copy and reduction of a
-    run; ``reuse``: each copy's and reduction's own φ, from the bytes its node touched since
-    it last touched the same data (:mod:`collbench.sim.reuse`), so algorithms that reuse data late
-    miss more. Reuse copies are priced on the cores, so it is meant for bound cores."""
+    """Host model: seconds per byte added to a reduction for bytes that miss the cache."""
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -115,8 +89,7 @@ class NetworkSpec:
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise SpecError(f"{name} must be a positive number, got {getattr(self, name)}")
         for name in ("latency", "intra_bandwidth", "intra_latency", "switch_latency", "gamma", "overhead",
-                     "memory_bandwidth", "context_switch", "waiting_share", "cache_size", "beta_miss",
-                     "gamma_miss"):
+                     "memory_bandwidth", "cache_size", "beta_miss", "gamma_miss"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise SpecError(f"{name} must be a non-negative number, got {value}")
@@ -129,14 +102,15 @@ class NetworkSpec:
             raise SpecError(f"oversubscription must be at least 1, got {self.oversubscription}")
         if any(int(d) != d or d < 1 for d in self.torus_dims):
             raise SpecError(f"torus_dims must be positive whole numbers, got {self.torus_dims}")
-        if self.cache_model not in CACHE_MODELS:
-            raise SpecError(f"unknown cache_model {self.cache_model!r}; choose node or reuse")
-        if self.core_sharing not in CORE_SHARING:
-            raise SpecError(f"unknown core_sharing {self.core_sharing!r}; choose static or bound")
-        if self.waiting_share and self.core_sharing != "bound":
-            raise SpecError("waiting_share is a figure of bound cores: set core_sharing = 'bound'")
-        if self.core_sharing == "bound" and not self.intra_bandwidth > 0:
-            raise SpecError("core_sharing = 'bound' needs intra_bandwidth, one core's copy speed")
+        if self.host_model not in HOST_MODELS:
+            raise SpecError(f"unknown host_model {self.host_model!r}; choose none, static or bound")
+        if self.host_model == "none":
+            used = [name for name in HOST_FIGURES if getattr(self, name)]
+            if used:
+                raise SpecError(f"{used[0]} is a figure of the host model, which is off: set host_model "
+                                "(--host-model) to static or bound")
+        if self.host_model == "bound" and not self.intra_bandwidth > 0:
+            raise SpecError("host_model = 'bound' needs intra_bandwidth, one core's copy speed")
         if isinstance(self.placement, str) and self.placement not in PLACEMENTS:
             raise SpecError(f"unknown placement {self.placement!r}; choose block, cyclic or a list of nodes")
 
@@ -144,7 +118,7 @@ class NetworkSpec:
         """φ: the fraction of the bytes a node copies or reduces that miss its cache, when
         *ranks* ranks hold *rank_bytes* each (see *cache_size*)."""
         held = ranks * rank_bytes
-        if not self.cache_size or held <= self.cache_size or self.cache_model != "node":
+        if not self.cache_size or held <= self.cache_size:
             return 0.0
         return 1.0 - self.cache_size / held
 

@@ -14,7 +14,7 @@ from collbench.errors import CollbenchError
 
 def refuse_analytic(spec: NetworkSpec) -> None:
     """Raise CollbenchError if *spec* has bound cores or a cache, which have no closed form."""
-    if spec.core_sharing != "static" or spec.cache_size:
+    if spec.host_model == "bound" or spec.cache_size:
         raise CollbenchError(f"network {spec.name} has bound cores or a cache, which have no closed "
                              "form; use --model sim")
 

@@ -8,20 +8,9 @@ are one bonded link of ``nics_per_node`` times the NIC bandwidth, up and down: t
 the node's traffic spreads evenly over its NICs (true for one rank per NIC, optimistic for
 one rank striping over two rails).
 
-Two node resources model a shared-memory host. ``memory_bandwidth`` adds one link per node
-that every message between two of its ranks crosses, whatever else it crosses, so all of a
-node's intra-node traffic shares it. ``cores`` fewer than a node's ranks slow that node's
-CPU work by ranks/cores (:attr:`Topology.cpu_slowdown`), which the executor applies to
-overhead and reductions. Copies are not stretched statically: when they compete for the
-cores, only the ones running at the time do, which the shared memory link models (a
-fitted ``memory_bandwidth`` includes it).
-
-With ``core_sharing = "bound"`` the cores are links instead (:attr:`Topology.core`): rank
-*i* of a node is bound to core *i* mod ``cores``, a message between two ranks of a node is
-copied by both ranks' cores (it crosses both core links; twice the same one when both ranks
-share a core), and the executor runs reductions on the core link too. Only the work running
-at a moment shares a core, so a rank that waits leaves its core to the others, but for
-``waiting_share`` (the time a polling rank still takes; see :class:`~collbench.sim.fabric.Link`).
+What a node's CPUs and memory add (a memory link, cores as links) is the host model's
+(:mod:`collbench.sim.host`): for a message between two ranks of one node the topology asks
+it for the links to use.
 """
 
 from __future__ import annotations
@@ -30,12 +19,13 @@ import math
 from collections import Counter
 
 from collbench.sim.fabric import Link, alone_rate
+from collbench.sim.host import host_model
 from collbench.sim.network import NetworkSpec, SpecError
 
 Route = tuple[tuple[Link, ...], float, float, tuple[float, ...] | None]
 """The links of a route, its latency, its bandwidth when alone (the smallest capacity per
-unit of use, before any core's idle ranks take their share), and how much of each link a
-byte uses (None: one each; see :attr:`~collbench.sim.fabric.Flow.weights`)."""
+unit of use), and how much of each link a byte uses (None: one each; see
+:attr:`~collbench.sim.fabric.Flow.weights`)."""
 
 
 class Topology:
@@ -56,35 +46,26 @@ class Topology:
         if spec.topology == "half-duplex":  # one port per node, both directions
             self.down = self.up
         population = Counter(self.node_of)
-        self.miss = [spec.miss_fraction(population[n], rank_bytes) for n in self.node_of]
-        """Per rank: the fraction φ of its node's copies and reductions that miss the cache
-        when each rank holds *rank_bytes* (0 without a cache model)."""
-        self.cpu_slowdown = [_slowdown(population[n], spec.cores) for n in self.node_of]
-        """Per rank: how many times longer its CPU work takes (its node's ranks over cores, at
-        least 1; with bound cores, its overhead only, by the ranks bound to its core)."""
-        self.core: list[Link] | None = None
-        """Per rank, with ``core_sharing = "bound"``: the link of the core it is bound to."""
-        if spec.core_sharing == "bound":
-            self.core = self._bind_cores(population)
-            load = Counter(map(id, self.core))
-            self.cpu_slowdown = [float(load[id(link)]) for link in self.core]
+        self.host = host_model(spec, self.node_of, rank_bytes)
         self.intra_up = self.intra_down = None
-        if spec.intra_bandwidth > 0 and spec.ranks_per_node > 1 and self.core is None:  # bound: the cores
+        if spec.intra_bandwidth > 0 and spec.ranks_per_node > 1 and self.host.core is None:
             ih = spec.intra_latency / 2
-            self.intra_up = [Link(f"rank{r}.intra_up", self._copy_speed(r), ih) for r in range(nranks)]
+            speed = self.host.copy_speed
+            self.intra_up = [Link(f"rank{r}.intra_up", speed(r), ih) for r in range(nranks)]
             self.intra_down = self.intra_up if spec.topology == "half-duplex" else [
-                Link(f"rank{r}.intra_down", self._copy_speed(r), ih) for r in range(nranks)]
-        self.memory = None
-        if spec.memory_bandwidth > 0 and spec.ranks_per_node > 1:
-            self.memory = [Link(f"node{n}.memory", spec.memory_bandwidth, 0.0) for n in range(self.nodes)]
-        # A node with a single rank has private links: only that rank's messages use them,
-        # which lets the executor skip the sharing model (see Simulation._start).
+                Link(f"rank{r}.intra_down", speed(r), ih) for r in range(nranks)]
+        self.sender_of: dict[Link, int] = {}
+        """Links only one rank's sends can use (a node's up link when it holds one rank)."""
+        self.receiver_of: dict[Link, int] = {}
+        """Links only one rank's receives can use (a node's down link when it holds one rank).
+        A message on links private to its sender or receiver can skip the sharing model
+        (see :meth:`collbench.sim.executor.Simulation._start`)."""
         for rank, node in enumerate(self.node_of):
             if population[node] == 1:
-                self.up[node].sender = self.down[node].receiver = rank
+                self.sender_of[self.up[node]] = self.receiver_of[self.down[node]] = rank
         if self.intra_up is not None:
             for rank in range(nranks):
-                self.intra_up[rank].sender = self.intra_down[rank].receiver = rank
+                self.sender_of[self.intra_up[rank]] = self.receiver_of[self.intra_down[rank]] = rank
         if spec.topology == "fat-tree":
             leaves = math.ceil(self.nodes / spec.hosts_per_leaf)
             core_bw = spec.hosts_per_leaf * node_bw / spec.oversubscription
@@ -97,29 +78,6 @@ class Topology:
                 raise SpecError(f"a torus of {'x'.join(map(str, self.dims))} holds fewer than the "
                                 f"{self.nodes} nodes needed")
             self._torus: dict[tuple[int, int], Link] = {}
-
-    def _bind_cores(self, population: Counter) -> list[Link]:
-        """The core link each rank is bound to: its index among its node's ranks, mod the
-        node's cores (one core per rank when ``cores`` is 0). Each core is one link."""
-        spec, half = self.spec, self.spec.intra_latency / 2
-        links: dict[tuple[int, int], Link] = {}
-        seen: Counter = Counter()
-        bound = []
-        for node in self.node_of:
-            core = seen[node] % (spec.cores or population[node])
-            seen[node] += 1
-            if (node, core) not in links:
-                links[(node, core)] = Link(f"node{node}.core{core}", self._copy_speed(len(bound)), half)
-                links[(node, core)].spin = spec.waiting_share
-            link = links[(node, core)]
-            link.bound |= {len(bound)}
-            bound.append(link)
-        return bound
-
-    def _copy_speed(self, rank: int) -> float:
-        """Bytes per second *rank*'s core copies: the intra-node bandwidth, slowed by the
-        bytes that miss the cache."""
-        return 1.0 / (1.0 / self.spec.intra_bandwidth + self.miss[rank] * self.spec.beta_miss)
 
     def _placement(self) -> list[int]:
         spec, p = self.spec, self.nranks
@@ -143,45 +101,36 @@ class Topology:
         key = (src, dst)
         route = self._routes.get(key)
         if route is None:
-            path = self._links(src, dst)
-            links = tuple(dict.fromkeys(path))  # out and back through one half-duplex port: one flow on it
-            weights = None
-            if self.core is not None and len(links) < len(path) and path[0] is path[1]:
-                weights = (2.0, *(1.0,) * (len(links) - 1))  # one core copies in and out
-            latency = sum(link.latency for link in path)
-            if self.core is not None and max(self.cpu_slowdown[src], self.cpu_slowdown[dst]) > 1:
-                latency += self.spec.context_switch  # a time-shared core switches to the rank
-            # Its links' raw capacity: what idle ranks take from a core is the fabric's to price.
-            route = self._routes[key] = (links, latency, alone_rate(links, weights, now=False), weights)
+            links, weights = self._links(src, dst)
+            latency = sum(link.latency for link in links)
+            links, weights = _merged(links, weights)
+            route = self._routes[key] = (links, latency, alone_rate(links, weights), weights)
         return route
 
-    def workers(self, src: int, dst: int) -> tuple[int, ...]:
-        """The ranks whose cores work at a message from *src* to *dst* (see
-        :attr:`~collbench.sim.fabric.Link.spin`): with bound cores on one node, both (the sender's
-        core copies it in, the receiver's out); else none."""
-        if self.core is None or self.node_of[src] != self.node_of[dst]:
-            return ()
-        return (src, dst)
-
-    def _links(self, src: int, dst: int) -> tuple[Link, ...]:
+    def _links(self, src: int, dst: int) -> tuple[tuple[Link, ...], tuple[float, ...] | None]:
+        """The links from *src* to *dst* in order (a link crossed twice appears twice), and
+        their weights (None: 1 each)."""
         a, b = self.node_of[src], self.node_of[dst]
-        if a == b and self.memory is not None:
-            return (*self._node_links(src, dst, a), self.memory[a])
-        return self._node_links(src, dst, a) if a == b else self._fabric_links(src, dst, a, b)
-
-    def _node_links(self, src: int, dst: int, node: int) -> tuple[Link, ...]:
-        """Links between two ranks of *node*, not counting its memory."""
-        if self.core is not None:
-            return (self.core[src], self.core[dst])
-        if self.intra_up is not None:
-            return (self.intra_up[src], self.intra_down[dst])
-        return self._fabric_links(src, dst, node, node)
+        if a != b:
+            return self._fabric_links(src, dst, a, b), None
+        on_host = self.host.node_links(src, dst)
+        if on_host is not None:
+            links, weights = on_host
+        elif self.intra_up is not None:
+            links, weights = (self.intra_up[src], self.intra_down[dst]), None
+        else:
+            links, weights = self._fabric_links(src, dst, a, a), None
+        memory = self.host.memory(a)
+        if memory is not None:
+            links = (*links, memory)
+            weights = None if weights is None else (*weights, 1.0)
+        return links, weights
 
     def _fabric_links(self, src: int, dst: int, a: int, b: int) -> tuple[Link, ...]:
         spec = self.spec
         if spec.topology == "ideal":
             link = Link(f"rank{src}->rank{dst}", spec.bandwidth * spec.nics_per_node, spec.latency)
-            link.sender = src
+            self.sender_of[link] = src
             return (link,)
         if spec.topology in ("switch", "half-duplex") or a == b:
             return (self.up[a], self.down[b])
@@ -214,9 +163,20 @@ class Topology:
         return link
 
 
-def _slowdown(ranks: int, cores: int) -> float:
-    """How many times longer CPU work takes when *ranks* share *cores* (0: one each)."""
-    return ranks / cores if 0 < cores < ranks else 1.0
+def _merged(links: tuple[Link, ...], weights: tuple[float, ...] | None
+            ) -> tuple[tuple[Link, ...], tuple[float, ...] | None]:
+    """*links* with each link once, at the weight of its first crossing: out and back
+    through one half-duplex port is one flow on it (a port carries a message once whichever
+    way it goes); a core that copies a message out and in has its weight 2 already."""
+    unique = tuple(dict.fromkeys(links))
+    if len(unique) == len(links):
+        return links, weights
+    if weights is None:
+        return unique, None
+    first = {}
+    for link, w in zip(links, weights):
+        first.setdefault(link, w)
+    return unique, tuple(first[link] for link in unique)
 
 
 def _coords(index: int, dims: tuple[int, ...]) -> list[int]:

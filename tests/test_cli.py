@@ -31,6 +31,9 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("#") and "busbw" in line and "#wrong" in line for line in lines)
+    # 3 samples: min..max covers the median with probability 1 - 2/2^3, which is all the header claims
+    assert "# ci: 75% confidence interval of the median" in done.stdout and "too few for 95%" in done.stdout
+    assert any(line.startswith("#") and "ci75-lo" in line and "ci75-hi" in line for line in lines)
     rows = [line.split() for line in lines if not line.startswith("#")]
     assert len(rows) == 4 * 4 * 2  # algorithms x sizes x (out, in)
     assert {r[4] for r in rows} == {"naive", "ring", "rabenseifner", "native"}
@@ -136,6 +139,8 @@ BAD_INPUTS = {
     "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
     "native over verbs": (["--transport", "verbs", "--algorithms", "ring,native"],
                           "the verbs transport has no native"),
+    "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
+    "dataflow over verbs": (["--transport", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
 }
 
 

@@ -22,10 +22,11 @@ ALPHA, GAMMA, OVERHEAD = 4e-6, 3e-10, 2e-6
 
 
 def host(topology="half-duplex", memory=0.0, cores=0, overhead=OVERHEAD, gamma=GAMMA):
-    """All ranks on one node of a shared-memory host, each rank's port its core."""
+    """All ranks on one node of a shared-memory host (the static host model), each rank's
+    port its core."""
     return NetworkSpec(topology=topology, bandwidth=B, latency=ALPHA, ranks_per_node=64, intra_bandwidth=B,
-                       intra_latency=ALPHA, memory_bandwidth=memory, cores=cores, gamma=gamma,
-                       overhead=overhead)
+                       intra_latency=ALPHA, host_model="static", memory_bandwidth=memory, cores=cores,
+                       gamma=gamma, overhead=overhead)
 
 
 @pytest.mark.parametrize("memory", [0.0, 20e9, 5e9])
@@ -68,28 +69,30 @@ def test_more_ranks_than_cores_stretch_cpu_costs_by_ranks_over_cores():
     assert simulate(build("ring", p, n // 4), spec, 4).time == pytest.approx(expected, rel=1e-12)
     assert simulate(build("ring", 2, n // 4), spec, 4).time == simulate(
         build("ring", 2, n // 4), host("switch"), 4).time  # 2 ranks, 2 cores: no sharing
-    assert Topology(spec, 4).cpu_slowdown == [2.0] * 4
+    assert Topology(spec, 4).host.slowdown == [2.0] * 4
 
 
-def test_defaults_leave_the_network_as_it_was():
+def test_presets_have_no_host_model():
     for name in preset_names():
         spec = load_network(name)
-        assert spec.memory_bandwidth == 0.0 and spec.cores == 0
+        assert spec.host_model == "none" and spec.memory_bandwidth == 0.0 and spec.cores == 0
         topology = Topology(spec, 16)
-        assert topology.memory is None and set(topology.cpu_slowdown) == {1.0}
+        assert topology.host.memory(0) is None and set(topology.host.slowdown) == {1.0}
 
 
 def test_memory_link_only_between_ranks_of_one_node():
-    spec = NetworkSpec(topology="switch", ranks_per_node=2, memory_bandwidth=1e9)
+    spec = NetworkSpec(topology="switch", ranks_per_node=2, host_model="static", memory_bandwidth=1e9)
     topology = Topology(spec, 4)
-    assert topology.memory[0] in topology.route(0, 1)[0]
-    assert not any(link in topology.memory for link in topology.route(1, 2)[0])
+    memory = [topology.host.memory(n) for n in range(2)]
+    assert memory[0] in topology.route(0, 1)[0]
+    assert not any(link in memory for link in topology.route(1, 2)[0])
 
 
 @pytest.mark.parametrize("table, words", [
-    ({"memory_bandwidth": -1.0}, "memory_bandwidth must be a non-negative number"),
-    ({"cores": -1}, "cores must be a whole number"),
-    ({"cores": 1.5}, "cores must be a whole number"),
+    ({"host_model": "static", "memory_bandwidth": -1.0}, "memory_bandwidth must be a non-negative number"),
+    ({"host_model": "static", "cores": -1}, "cores must be a whole number"),
+    ({"host_model": "static", "cores": 1.5}, "cores must be a whole number"),
+    ({"memory_bandwidth": "20GB/s"}, "memory_bandwidth is a figure of the host model, which is off"),
 ])
 def test_bad_host_figures_are_one_clear_error(table, words):
     with pytest.raises(SpecError, match=words):
@@ -97,7 +100,7 @@ def test_bad_host_figures_are_one_clear_error(table, words):
 
 
 def test_host_figures_in_toml_take_units():
-    spec = spec_from_table({"memory_bandwidth": "20GB/s", "cores": 8})
+    spec = spec_from_table({"host_model": "static", "memory_bandwidth": "20GB/s", "cores": 8})
     assert (spec.memory_bandwidth, spec.cores) == (20e9, 8)
 
 
@@ -110,7 +113,7 @@ def one_error_line(capsys, argv):
 
 def test_cli_takes_and_checks_host_figures(capsys):
     base = ["sim", "--no-save", "--ranks", "4", "--sizes", "1M", "--algorithms", "ring",
-            "--topology", "switch", "--ranks-per-node", "4"]
+            "--topology", "switch", "--ranks-per-node", "4", "--host-model", "static"]
     assert "cores must be" in one_error_line(capsys, [*base, "--cores", "-1"])
     assert "is not a bandwidth" in one_error_line(capsys, [*base, "--memory-bandwidth", "lots"])
     assert main([*base, "--memory-bandwidth", "1GB/s"]) == 0
@@ -172,10 +175,6 @@ def test_calibration_refuses_memory_on_runs_of_several_hosts(tmp_path, capsys):
     assert "only on runs of one host" in line
     assert "--cores takes a whole number" in one_error_line(
         capsys, ["sim", "calibrate", str(tmp_path / "run"), "--cores", "many"])
-    assert "add --core-sharing bound" in one_error_line(
-        capsys, ["sim", "calibrate", str(tmp_path / "run"), "--waiting-share"])
-    assert "add --cache" in one_error_line(
-        capsys, ["sim", "calibrate", str(tmp_path / "run"), "--cache-model", "reuse"])
 
 
 # The pipelined ring (segments > 1).

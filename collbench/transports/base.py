@@ -85,6 +85,20 @@ class Transport(ABC):
         for _ in self.exchange(sends, recvs, progress):
             pass
 
+    dataflow = False
+    """Whether :meth:`start` and :meth:`completed` work: what a dataflow executor
+    (:mod:`collbench.dataflow`) posts and completes single ops with."""
+
+    def start(self, message) -> Any:
+        """Post one prepared send or receive (a :meth:`message`); return the handle that
+        :meth:`completed` takes. Transports that set :attr:`dataflow` implement it."""
+        raise NotImplementedError(f"the {self.name} transport cannot post single ops")
+
+    def completed(self, handles: list, block: bool) -> list[int] | None:
+        """The indices of the *handles* that completed (at least one if *block*, else maybe
+        none: None or empty), as MPI_Waitsome / MPI_Testsome."""
+        raise NotImplementedError(f"the {self.name} transport cannot complete single ops")
+
     def message(self, buf, peer: int, tag: int, *, send: bool) -> Any:
         """Prepare whatever the transport needs to move *buf* to or from *peer* (called once
         per buffer, when the executor binds it; *send* says which way)."""

@@ -40,6 +40,15 @@ def _yielding_waitany(requests) -> int:
         os.sched_yield()
 
 
+def _yielding_waitsome(requests) -> list[int] | None:
+    """Waitsome that gives the core away between polls, like :func:`_yielding_waitany`."""
+    while True:
+        indices = MPI.Request.Testsome(requests)
+        if indices or indices is None:  # None: nothing active to wait for
+            return indices
+        os.sched_yield()
+
+
 def _yielding_waitall(requests) -> None:
     """Waitall that gives the core away between polls, like :func:`_yielding_waitany`."""
     while not MPI.Request.Testall(requests):
@@ -98,6 +107,7 @@ class MpiTransport(Transport):
             self._pinned: dict = {}
             self.exchange = self._exchange_device  # the host path stays free of device checks
             self.pair = functools.partial(Transport.pair, self)
+            self.dataflow = False  # device buffers need stream order and staging per op
         else:
             import numpy
 
@@ -120,6 +130,16 @@ class MpiTransport(Transport):
             self._user_types[ufunc] = (element, MPI.Op.Create(_bfloat16_reduction(ufunc), commute=True))
         element, mpi_op = self._user_types[ufunc]
         return [buf, buf.size, element], mpi_op
+        self._waitsome = _yielding_waitsome if self.wait == "yield" else MPI.Request.Waitsome
+
+    dataflow = True
+
+    def start(self, message: _Message) -> MPI.Prequest:
+        message.request.Start()
+        return message.request
+
+    def completed(self, handles: list, block: bool) -> list[int] | None:
+        return self._waitsome(handles) if block else MPI.Request.Testsome(handles)
 
     def pair(self, send: Transfer | None, recv: Transfer | None, progress: Progress) -> None:
         if send is None or recv is None:
