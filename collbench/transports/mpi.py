@@ -116,6 +116,7 @@ class MpiTransport(Transport):
         self.wait = _wait_policy(self.comm)
         self._waitany = _yielding_waitany if self.wait == "yield" else MPI.Request.Waitany
         self._waitall = _yielding_waitall if self.wait == "yield" else MPI.Request.Waitall
+        self._waitsome = _yielding_waitsome if self.wait == "yield" else MPI.Request.Waitsome
         self._user_types: dict[str, tuple] = {}
 
     def _native_buffer(self, buf, op: str) -> tuple[list | Any, MPI.Op]:
@@ -130,7 +131,6 @@ class MpiTransport(Transport):
             self._user_types[ufunc] = (element, MPI.Op.Create(_bfloat16_reduction(ufunc), commute=True))
         element, mpi_op = self._user_types[ufunc]
         return [buf, buf.size, element], mpi_op
-        self._waitsome = _yielding_waitsome if self.wait == "yield" else MPI.Request.Waitsome
 
     dataflow = True
 
