@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from collbench import mpi_threads
 from collbench.algorithms import ALGORITHMS
 from collbench.algorithms.ops import ReduceOp, canonical_dtype, numpy_dtype
 from collbench.errors import CollbenchError
@@ -63,6 +64,9 @@ class RunConfig:
     """Array module of the buffers: ``numpy`` (host) or ``cupy`` (device)."""
     device: str | None = None
     """RDMA device for the verbs transport (e.g. mlx5_0); None = the first one found."""
+    mpi_thread_level: str = "funneled"
+    """MPI thread level to ask for (:mod:`collbench.mpi_threads`): single, funneled, serialized
+    or multiple; the native baseline depends on it."""
     extra: dict = field(default_factory=dict)
     """Tables of the experiment file other than ``[run]`` (``[slurm]``...), kept for provenance."""
 
@@ -79,17 +83,45 @@ class RunConfig:
 
 _LIST_FIELDS = {"algorithms", "modes"}
 
+POINT_CHOICE = frozenset({"algorithms", "minbytes", "maxbytes", "stepfactor", "modes", "timeout", "name",
+                          "out", "extra"})
+"""Settings that choose which points run, or that do not change a measurement: a resumed
+folder may differ in these (a rerun with more sizes extends it). Every other setting, and the
+number of ranks, must match the folder's for its points to be comparable."""
+
+
+def resume_mismatches(recorded: dict, current: dict) -> list[str]:
+    """``name recorded -> current`` for every measurement setting in which the ``run.json``
+    settings *recorded* differ from *current* (both: config fields plus ``nranks``); settings
+    an older run.json lacks are not compared."""
+    def plain(value):
+        return list(value) if isinstance(value, tuple) else value
+
+    return [f"{key} {recorded[key]!r} -> {plain(value)!r}" for key, value in current.items()
+            if key not in POINT_CHOICE and key in recorded and recorded[key] != plain(value)]
+
 
 def _split(value) -> tuple[str, ...]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     return tuple(str(v).strip() for v in items if str(v).strip())
 
 
+EXPERIMENT_KEYS = frozenset({"name", "run", "slurm"})
+"""Top-level keys of an experiment file: anything else is a typo that would change the sweep."""
+
+
 def load_experiment(path: str | Path) -> dict:
     """Read an experiment file; raises CollbenchError naming the file and the problem."""
     path = Path(path)
     data = read_toml(path, "experiment file")
-    run = data.pop("run", {})
+    unknown = sorted(set(data) - EXPERIMENT_KEYS)
+    if unknown:
+        raise CollbenchError(f"experiment file {path}: unknown table or key(s) {', '.join(unknown)}; "
+                             "an experiment file holds name, [run] and [slurm]")
+    if "run" not in data:
+        raise CollbenchError(f"experiment file {path} has no [run] table; put the sweep's settings "
+                             "under [run] (an empty [run] means the default sweep)")
+    run = data.pop("run")
     if not isinstance(run, dict):
         raise CollbenchError(f"experiment file {path}: [run] must be a table")
     known = {f.name for f in fields(RunConfig)} - {"extra"}
@@ -107,7 +139,7 @@ def make_config(settings: dict) -> RunConfig:
     values = {k: v for k, v in settings.items() if v is not None}
     try:
         for key in _LIST_FIELDS & values.keys():
-            values[key] = _split(values[key])
+            values[key] = tuple(dict.fromkeys(_split(values[key])))  # a repeat would be one point twice
         for key in ("minbytes", "maxbytes"):
             if key in values:
                 values[key] = parse_size(values[key])
@@ -125,6 +157,7 @@ def make_config(settings: dict) -> RunConfig:
         raise CollbenchError(f"unknown timing {values['timing']!r}; choose per-call or aggregate")
     if values.get("average") is None:
         values["average"] = DEFAULT_AVERAGE[values.get("timing", "per-call")]
+    values["mpi_thread_level"] = mpi_threads.resolve(values.get("mpi_thread_level"))
     if values.get("transport") == "verbs" and "algorithms" not in values:
         values["algorithms"] = tuple(a for a in RunConfig.algorithms if a != NATIVE)
     config = RunConfig(**values)
@@ -152,6 +185,9 @@ def _check(c: RunConfig) -> None:
             raise CollbenchError(f"unknown algorithm {name!r}; choose from {', '.join(known)}")
     if not c.algorithms:
         raise CollbenchError("no algorithm given; choose from " + ", ".join(known))
+    if not c.name or "/" in c.name or "\\" in c.name or ".." in c.name or "\0" in c.name:
+        raise CollbenchError(f"run name {c.name!r} becomes a folder name under results/: use no "
+                             "'/', '\\' or '..' (choose the folder itself with --out)")
     if c.transport not in TRANSPORTS:
         raise CollbenchError(f"unknown transport {c.transport!r}; choose from {', '.join(TRANSPORTS)}")
     if c.transport == "verbs" and NATIVE in c.algorithms:

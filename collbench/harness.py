@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from collbench import provenance
+from collbench import mpi_threads, provenance
 from collbench.algorithms import build
 from collbench.algorithms.data import expected_output, make_input
 from collbench.algorithms.ops import ReduceOp
-from collbench.config import NATIVE, RunConfig
+from collbench.config import NATIVE, RunConfig, resume_mismatches
 from collbench.dataflow import DataflowExecutor
 from collbench.errors import CollbenchError
 from collbench.executor import Executor
@@ -39,7 +39,7 @@ from collbench.launcher import check_world_size
 from collbench.output import PointPrinter
 from collbench.schema import COMBINED_RANKS
 from collbench.stats import summarise
-from collbench.store import ResultsWriter
+from collbench.store import ResultsWriter, set_aside
 from collbench.transports import open_transport
 from collbench.transports.base import Progress
 from collbench.watchdog import Watchdog, abort_on_failure
@@ -202,10 +202,11 @@ class Sweep:
     """One ``collbench run``: a transport, a results folder and the points still to do."""
 
     def __init__(self, config: RunConfig, comm, progress: Progress,
-                 argv: list[str] | None = None) -> None:
+                 argv: list[str] | None = None, force_new: bool = False) -> None:
         self.config, self.comm, self.progress = config, comm, progress
         self.rank, self.nranks = comm.rank, comm.size
         self.argv = argv or sys.argv
+        self.force_new = force_new
         progress.waiting("agreeing on the results folder")
         self.folder = self._agree_on_folder()
         progress.waiting(f"opening the {config.transport} transport")
@@ -217,7 +218,11 @@ class Sweep:
         if self.rank == 0:
             try:
                 out = self.config.out or f"results/{provenance.timestamp()}-{self.config.name}"
-                self.writer = ResultsWriter(out, self._provenance_stub())
+                if self.force_new and (moved := set_aside(out)):
+                    print(f"collbench: note: moved the earlier results in {out} to {moved}",
+                          file=sys.stderr)
+                self.out = out
+                self.writer = ResultsWriter(out, self._provenance_stub(), self._refuse_other_settings)
                 answer = (out, None)
             except CollbenchError as e:
                 answer = ("", str(e))
@@ -225,6 +230,17 @@ class Sweep:
         if error:
             raise CollbenchError(error, shared=True)
         return Path(folder)
+
+    def _refuse_other_settings(self, previous: dict) -> None:
+        """Refuse to resume a folder measured with other settings: its points would be skipped
+        as if measured with these."""
+        recorded = {**previous.get("config", {}), "nranks": previous.get("nranks")}
+        current = {**self.config.as_dict(), "nranks": self.nranks}
+        differ = resume_mismatches({k: v for k, v in recorded.items() if v is not None}, current)
+        if differ:
+            raise CollbenchError(f"results folder {self.out} was measured with other settings "
+                                 f"({'; '.join(differ)}): rerun with its settings to resume it, or "
+                                 "pass --force-new to move it aside and start afresh")
 
     def _provenance_stub(self) -> dict:
         return {"name": self.config.name, "source": "measured", "command": self.argv,
@@ -241,6 +257,7 @@ class Sweep:
             hosts=hosts, ranks_per_node=per_node, rank_hosts=names, transport=self._describe(),
             versions=provenance.versions(), environment=provenance.environment(),
             slurm=slurm, slurm_history=history, git_commit=provenance.git_commit(),
+            mpi_threads=mpi_threads.record(self.config.mpi_thread_level),
             machine=provenance.machine())
 
     def _describe(self) -> dict:
@@ -283,6 +300,7 @@ class Sweep:
         status = 0
         if self.rank == 0:
             self.writer.write_provenance(end_time=provenance.now())
+            self.writer.close()
             printer.footer(wrong_points)
             status = 1 if wrong_points else printer.check_min_busbw(min_busbw)
         return self.comm.bcast(status, root=0)
@@ -334,9 +352,11 @@ def _hostname() -> str:
 
 def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
               show_progress: bool = False, argv: list[str] | None = None,
-              min_busbw: float | None = None) -> int:
+              force_new: bool = False, min_busbw: float | None = None) -> int:
     """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status
-    (see :meth:`Sweep.run`)."""
+    (see :meth:`Sweep.run`). *force_new* moves an existing results folder aside (see
+    :func:`collbench.store.set_aside`) instead of resuming it."""
+    mpi_threads.request(config.mpi_thread_level)  # before mpi4py.MPI initialises MPI
     from mpi4py import MPI
 
     check_world_size(MPI.COMM_WORLD.size, _library_name())
@@ -349,7 +369,7 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
 
     with (abort_on_failure(comm.rank, comm.size, comm.Abort),
           Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where)):
-        sweep = Sweep(config, comm, progress, argv)
+        sweep = Sweep(config, comm, progress, argv, force_new)
         return sweep.run(output_format, show_progress, min_busbw)
 
 

@@ -1,5 +1,6 @@
 """What the launcher (mpiexec, mpirun, srun) told this process about its job, read from the
-environment, so a job whose MPI library disagrees with its launcher stops before it measures.
+environment, so a job whose MPI library disagrees with its launcher stops before it measures;
+and whether the CPU masks it gave the ranks of a node leave each rank a core of its own.
 
 A launcher of one MPI starting ranks linked against another MPI's library does not fail: each
 rank finds no launcher it understands and runs as a singleton, MPI size 1, and the job would
@@ -63,3 +64,22 @@ def check_world_size(size: int, library: str, environ: dict[str, str] | None = N
         "belong to different MPI installations; start the job with that library's own launcher "
         "(e.g. the mpiexec in the virtual environment's bin folder)",
         shared=(rank_from_env(environ) or 0) != 0)
+
+
+def each_has_a_cpu(masks: list[list[int]]) -> bool:
+    """Whether every rank can run on a CPU of its own mask with no CPU given to two ranks: a
+    perfect matching of ranks to CPUs (Kuhn's augmenting paths; a node holds few ranks).
+    Comparing the rank count with one rank's mask is wrong both ways: bound ranks each see one
+    CPU, and two ranks bound to the same CPU see one between them."""
+    owner: dict[int, int] = {}
+
+    def place(rank: int, seen: set[int]) -> bool:
+        for cpu in masks[rank]:
+            if cpu not in seen:
+                seen.add(cpu)
+                if cpu not in owner or place(owner[cpu], seen):
+                    owner[cpu] = rank
+                    return True
+        return False
+
+    return all(place(rank, set()) for rank in range(len(masks)))

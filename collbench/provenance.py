@@ -14,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 
 ENV_PREFIXES = ("MPICH_", "MPIR_", "HYDRA_", "PMI_", "OMPI_", "PMIX_", "UCX_", "I_MPI_", "FI_",
-                "NCCL_", "CUDA_", "MV2_", "SLURM_", "OMP_", "RDMAV_", "IBV_", "COLLBENCH_")
+                "NCCL_", "CUDA_", "MV2_", "SLURM_", "OMP_", "RDMAV_", "IBV_", "COLLBENCH_",
+                "MPI4PY_")
 """Environment variables that change how MPI, NCCL, UCX or verbs behave, kept verbatim."""
 
 _SLURM_FIELDS = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
@@ -76,7 +77,8 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str | None]:
     if "mpi4py.MPI" in sys.modules:
         from mpi4py import MPI
 
-        found["mpi_library"] = " ".join(MPI.Get_library_version().split())[:200]
+        # Open MPI's string ends in a NUL, which json writes as \u0000
+        found["mpi_library"] = " ".join(MPI.Get_library_version().replace("\0", " ").split())[:200]
         found["mpi_standard"] = "{}.{}".format(*MPI.Get_version())
     found.update(extra or {})
     return found

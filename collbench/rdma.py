@@ -24,8 +24,26 @@ _LINK_LAYERS = {0: "unspecified", 1: "InfiniBand", 2: "Ethernet"}
 PORT_ACTIVE = 4
 LINK_ETHERNET = 2
 
-INSTALL_HINT = ("install Debian's python3-pyverbs and run 'scripts/rxe-guest.sh setup' to make it "
-                "visible to the venv (see docs/verbs.md)")
+def sysfs_devices() -> list[str]:
+    """RDMA devices the kernel lists (``/sys/class/infiniband``), read without pyverbs."""
+    try:
+        return sorted(p.name for p in SYSFS_IB.iterdir())
+    except OSError:
+        return []
+
+
+def install_hint() -> str:
+    """How to get pyverbs here. A machine with an RDMA device (InfiniBand, RoCE) uses it
+    directly; the Soft-RoCE QEMU guest of ``scripts/rxe-guest.sh`` is only for trying the
+    verbs path on a machine without one."""
+    devices = sysfs_devices()
+    if devices:
+        return (f"this machine has RDMA devices ({', '.join(devices[:4])}): install rdma-core's "
+                "python3-pyverbs from your distribution and make it importable here (a venv made with "
+                "--system-site-packages, or 'scripts/rxe-guest.sh venv' to link just pyverbs; see "
+                "docs/verbs.md)")
+    return ("this machine has no RDMA device; to try the verbs path without hardware, use the Soft-RoCE "
+            "test guest ('scripts/rxe-guest.sh setup', see docs/verbs.md)")
 
 
 class VerbsUnavailable(CollbenchError):
@@ -39,7 +57,7 @@ def pyverbs_modules():
         pyverbs = importlib.import_module("pyverbs")
     except ImportError as e:
         raise VerbsUnavailable(f"the verbs transport needs pyverbs, which is not importable ({e}); "
-                               f"{INSTALL_HINT}") from None
+                               f"{install_hint()}") from None
     for name in ("pyverbs.libibverbs_enums", "pyverbs.enums"):
         try:
             return pyverbs, importlib.import_module(name)

@@ -45,9 +45,15 @@ def register(sub) -> None:
     p.add_argument("-T", "--timeout", help="seconds without progress before the job aborts (default 300)")
     p.add_argument("--buffers", help="numpy (host, default) or cupy (device)")
     p.add_argument("--device", help="RDMA device for the verbs transport (default: the first)")
+    p.add_argument("--mpi-thread-level", dest="mpi_thread_level",
+                   help="MPI thread level to initialise with: single, funneled (default, as an "
+                   "application with threads of its own), serialized or multiple")
     p.add_argument("--name", help="run name, the results folder's suffix (default run)")
     p.add_argument("--out", metavar="DIR", help="results folder (default results/<time>-<name>); "
-                   "an existing one is resumed")
+                   "an existing one is resumed if it was measured with the same settings")
+    p.add_argument("--force-new", action="store_true",
+                   help="do not resume: move an existing --out folder aside to DIR.<UTC time> "
+                   "(nothing is deleted) and start afresh in DIR")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="what rank 0 prints (the folder always gets CSV)")
     p.add_argument("--min-busbw", metavar="GB/s",
@@ -60,7 +66,8 @@ def register(sub) -> None:
 
 _SETTINGS = ("algorithms", "transport", "minbytes", "maxbytes", "stepfactor", "iters",
              "warmup_iters", "agg_iters", "average", "timing", "check_iters", "datatype", "op",
-             "modes", "segments", "execution", "timeout", "buffers", "device", "name", "out")
+             "modes", "segments", "execution", "timeout", "buffers", "device", "mpi_thread_level",
+             "name", "out")
 
 
 def parse_gbps(text: str | None) -> float | None:
@@ -84,4 +91,4 @@ def run_command(args: argparse.Namespace) -> int:
     from collbench.harness import run_sweep
 
     return run_sweep(config, output_format=args.format, show_progress=not args.no_progress,
-                     argv=sys.argv, min_busbw=min_busbw)
+                     argv=sys.argv, force_new=args.force_new, min_busbw=min_busbw)

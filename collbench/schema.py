@@ -13,6 +13,10 @@ A results folder (one run) contains:
 - ``summary.csv``: one row per point (:data:`SUMMARY_COLUMNS`), statistics over the ``timed``
   samples with ``rank`` -1 only, from :func:`collbench.stats.summarise`.
 
+Every row and ``run.json`` carry the :data:`SCHEMA_VERSION` they were written with, in the
+column and key ``schema_version``; folders from before versioning (no such column) are
+schema 1 and still read.
+
 Units are in the column names; GB means 1e9 bytes. ``source`` is ``measured``, ``simulated``
 or ``model`` (closed form), so measured and predicted rows share every other column.
 """
@@ -20,7 +24,11 @@ or ``model`` (closed form), so measured and predicted rows share every other col
 POINT_KEY = ("source", "transport", "algorithm", "nranks", "size_bytes", "dtype", "op", "in_place")
 """Columns that identify a point; a resumed run skips points whose key is already stored."""
 
-SAMPLE_COLUMNS = (*POINT_KEY, "count", "phase", "iter", "time_us", "rank")
+SCHEMA_VERSION = 3
+"""Version of the results layout: 2 added ``schema_version`` and the append-only CSV files;
+3 added each rank's own sample rows (``rank``), ``time_us`` and ``timing``."""
+
+SAMPLE_COLUMNS = (*POINT_KEY, "count", "phase", "iter", "time_us", "rank", "schema_version")
 
 COMBINED_RANKS = -1
 """``rank`` of the sample rows that hold an iteration's time with the ranks combined."""
@@ -45,6 +53,7 @@ SUMMARY_COLUMNS = (
     "n_wrong",
     "time_us",
     "timing",
+    "schema_version",
 )
 """``ci_low_us``/``ci_high_us``: distribution-free confidence interval of the median at level
 ``ci_level``, the interval's exact coverage for its number of samples (at least 0.95 from 6
@@ -76,8 +85,10 @@ PROVENANCE_KEYS = (
     "slurm_history",  # every Slurm job that wrote into this folder (requeues, resubmissions)
     "git_commit",
     "machine",  # {platform, processor, cpus}
+    "mpi_threads",  # {requested, provided, mpi4py_rc_environment}: MPI's thread level
     "start_time",  # ISO 8601, UTC
     "end_time",
+    "schema_version",
 )
 """Top-level keys of ``run.json``. Simulated and model runs add ``network`` (the network
 description used) and, when calibrated, ``calibration``."""

@@ -14,6 +14,7 @@ from collbench.reports.common import NotApplicable, Options, Plot, baseline_of, 
 from collbench.reports.data import ReportData, load
 from collbench.reports.index import write_index
 from collbench.reports.style import format_size, paper_style
+from collbench.reports.systems import groups
 
 from collbench.errors import CollbenchError
 
@@ -31,20 +32,52 @@ class Report:
 
 
 def figure_makers(data: ReportData, opts: Options) -> list[tuple[str, Callable[[], Plot]]]:
-    """Every figure of the report, in the order of the index, as (title, thunk)."""
-    nranks = chosen_ranks(data, opts)
-    sizes = chosen_sizes(data, opts, nranks)
-    makers = [("Time vs message size", lambda: fig_sweep.time_vs_size(data, opts)),
-              ("Bus bandwidth vs message size", lambda: fig_sweep.busbw_vs_size(data, opts)),
-              ("Scaling with rank count", lambda: fig_sweep.scaling(data, opts))]
-    for size in sizes:
-        label = f"{format_size(size)}, P = {nranks}"
-        makers += [(f"Implementations at {label}", lambda s=size: fig_point.bars(data, opts, s)),
-                   (f"Iteration distribution at {label}",
-                    lambda s=size: fig_point.distribution(data, opts, s))]
+    """Every figure of the report, in the order of the index, as (title, thunk).
+
+    Predictions of other systems (:func:`collbench.reports.systems.groups`) get figures of
+    their own, so that no figure draws them beside this machine's measurements."""
+    makers = []
+    for label, part in groups(data):
+        makers += _group_makers(part, opts, label)
     makers += [("Predicted vs measured", lambda: fig_compare.predicted_vs_measured(data, opts)),
                ("Which algorithm wins", lambda: fig_compare.winner_map(data, opts))]
     return makers
+
+
+def _group_makers(data: ReportData, opts: Options, label: str) -> list[tuple[str, Callable[[], Plot]]]:
+    """The sweep and per-point figures of one group; *label* ("" for the measured group) is
+    added to titles and file names."""
+    suffix = f" ({label})" if label else ""
+
+    def named(make: Callable[[], Plot]) -> Callable[[], Plot]:
+        def run() -> Plot:
+            plot = make()
+            if label:
+                plot.name += "_" + label.replace(" ", "-")
+                plot.title += suffix
+            return plot
+        return run
+
+    makers = [(f"Time vs message size{suffix}", named(lambda: fig_sweep.time_vs_size(data, opts))),
+              (f"Bus bandwidth vs message size{suffix}", named(lambda: fig_sweep.busbw_vs_size(data, opts))),
+              (f"Scaling with rank count{suffix}", named(lambda: fig_sweep.scaling(data, opts)))]
+    try:
+        nranks = chosen_ranks(data, opts)
+        sizes = chosen_sizes(data, opts, nranks)
+    except CollbenchError as e:  # --ranks/--size chosen for the other group
+        why = str(e)
+        return makers + [(f"Figures at one point{suffix}", lambda: _not_applicable(why))]
+    for size in sizes:
+        point = f"{format_size(size)}, P = {nranks}{suffix}"
+        makers.append((f"Implementations at {point}", named(lambda s=size: fig_point.bars(data, opts, s))))
+        if not data.samples.empty:  # predictions store no per-iteration times
+            makers.append((f"Iteration distribution at {point}",
+                           named(lambda s=size: fig_point.distribution(data, opts, s))))
+    return makers
+
+
+def _not_applicable(why: str) -> Plot:
+    raise NotApplicable(why)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:

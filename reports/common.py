@@ -92,17 +92,21 @@ GROUP = ("run", "source", "transport", "dtype", "op", "nranks", "size_bytes")
 def speedups(rows: pd.DataFrame, baseline: str) -> pd.Series:
     """Speed of each row relative to *baseline* at its point: t_baseline / t.
 
-    The baseline is taken from the same run and source when that run has it; otherwise from
-    the measured baseline rows at that point (a simulated ring compares with measured native).
-    NaN where no baseline exists."""
+    A prediction is compared only with the baseline of its own run: a simulated ring on one
+    network against measured native of another machine would credit the network to the ring.
+    A measurement takes its own run's baseline, else that of another measured run of the same
+    system (hosts and processor) at that point. NaN where no such baseline exists."""
     point = ["nranks", "size_bytes"]
     base = rows[rows["algorithm"] == baseline]
     same = base[list(GROUP) + ["median_us"]].drop_duplicates(list(GROUP)) \
         .rename(columns={"median_us": "same"})
-    preferred = base.assign(rank=base["source"] != "measured").sort_values("rank")
-    other = preferred[point + ["median_us"]].drop_duplicates(point).rename(columns={"median_us": "other"})
-    merged = rows[list(GROUP) + ["median_us"]].reset_index().merge(same, on=list(GROUP), how="left") \
-        .merge(other, on=point, how="left").set_index("index")
+    measured = base[base["source"] == "measured"]
+    other = measured[point + ["system", "median_us"]].drop_duplicates(point + ["system"]) \
+        .rename(columns={"median_us": "other"})
+    merged = rows[list(GROUP) + ["system", "median_us"]].reset_index() \
+        .merge(same, on=list(GROUP), how="left") \
+        .merge(other, on=point + ["system"], how="left").set_index("index")
+    merged.loc[merged["source"] != "measured", "other"] = np.nan
     t = merged["median_us"].where(merged["median_us"] > 0)
     return (merged["same"].fillna(merged["other"]) / t).reindex(rows.index)
 
@@ -129,7 +133,8 @@ def line_style(data: ReportData, rows: pd.DataFrame) -> dict:
         "color": style.colour,
         "linestyle": SOURCE_LINESTYLES.get(first["source"], "-."),
         "fillstyle": FILLSTYLES[int(first["variant"]) % len(FILLSTYLES)],
-        "marker": None if predicted else style.marker,
+        "marker": style.marker,  # predictions too: their fill tells two networks apart
+        "markersize": 2.6 if predicted else 3.5,
         "markerfacecoloralt": "white",
         "label": first["series"],
         "gid": first["series"],

@@ -10,6 +10,8 @@ figure and table names and draws a series the same way.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from collbench.reports.style import FILLSTYLES, algorithm_order
 
 from collbench import sizes
 from collbench.errors import CollbenchError, ResultsError
+from collbench.lineage import results_folders, system_of
 from collbench.schema import SOURCES
 from collbench.store import RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, read_results
 
@@ -41,6 +44,9 @@ class ReportData:
     folders: dict[str, Path]
     in_place: bool
     notes: list[str] = field(default_factory=list)
+    """Said in every caption (which in-place mode is shown)."""
+    left_out: list[str] = field(default_factory=list)
+    """Folders found below a given path but not read, each with the reason (for the index)."""
 
     @property
     def algorithms(self) -> list[str]:
@@ -60,13 +66,6 @@ class ReportData:
         yield from frame.sort_values("series_order", kind="stable").groupby("series", sort=False)
 
 
-def _resolve(path: Path) -> Path:
-    """Accept a results folder, or one of its files (a habit from shell completion)."""
-    if path.is_file() and path.name in (RUN_FILE, SUMMARY_FILE, SAMPLES_FILE):
-        return path.parent
-    return path
-
-
 def _check_numeric(frame: pd.DataFrame, columns, path: Path, required=()) -> pd.DataFrame:
     """Coerce *columns* to numbers; raises ResultsError naming *path*, the column and the line
     of a value that is not a number, or of an empty cell in a *required* column."""
@@ -84,30 +83,68 @@ def _check_numeric(frame: pd.DataFrame, columns, path: Path, required=()) -> pd.
     return frame
 
 
+def _read_provenance(folder: Path) -> dict:
+    try:
+        return json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}  # read_results names the problem when the folder is read
+
+
+def _run_name(folder: Path, base: dict[Path, str], taken: dict) -> str:
+    """The run's name; when other folders share it (the runs of a Slurm sweep), the name and
+    the folder's own name, as in ``demo (n2-t4)``."""
+    name = base[folder]
+    if list(base.values()).count(name) > 1:
+        name = f"{name} ({folder.name})"
+    while name in taken:
+        name += "'"
+    return name
+
+
+def _system(run: str, provenance: dict) -> str:
+    """What a run's times describe: the hosts and processor of a measured run (runs on the
+    same ones are one system), or the run itself for a prediction and a run that recorded
+    no hosts. Speed-ups and winners never cross systems."""
+    system = system_of(provenance) if provenance.get("source", "measured") == "measured" else None
+    if system is None:
+        return f"run:{run}"
+    return f"hosts:{','.join(system['hosts'])}|{system['processor']}"
+
+
+def _campaign(name: str, provenance: dict) -> str:
+    """Runs of one campaign (same name, source and processor, as the runs of one Slurm sweep)
+    join into one series where their points do not overlap: a scaling line over P."""
+    processor = (provenance.get("machine") or {}).get("processor") or ""
+    return f"{name}|{provenance.get('source') or ''}|{processor}"
+
+
 def _bool(column: pd.Series) -> pd.Series:
     return column.astype(str).str.strip().str.lower().isin(("true", "1"))
 
 
 def load(folders, in_place: bool | None = None) -> ReportData:
-    """Read the results *folders* (any mix of sources) into one :class:`ReportData`.
+    """Read the results *folders* (any mix of sources; a folder above results folders, such
+    as a Slurm sweep, stands for every one below it) into one :class:`ReportData`.
 
     In-place and out-of-place are separate experiments; when both are present the figures use
     *in_place* (default: out-of-place, as nccl-tests reports first). Raises ResultsError naming
     the file that is missing or corrupt, CollbenchError if there is nothing to plot."""
-    summaries, samples, runs, paths = [], [], {}, {}
-    seen: set[Path] = set()
-    for folder in map(_resolve, map(Path, folders)):
-        if folder.resolve() in seen:
+    summaries, samples, runs, paths, left_out = [], [], {}, {}, []
+    found = results_folders(folders)
+    base = {f: str(_read_provenance(f).get("name") or f.name) for f, _ in found}
+    for folder, below in found:
+        if below and not (folder / SUMMARY_FILE).exists():
+            left_out.append(f"{folder} holds no points yet (no {SUMMARY_FILE}); it is left out.")
             continue
-        seen.add(folder.resolve())
         provenance, summary, sample = read_results(folder)
-        name = str(provenance.get("name") or folder.name)
-        name = name if name not in runs else f"{name}#{len(runs) + 1}"
+        name = _run_name(folder, base, runs)
         runs[name], paths[name] = provenance, folder
         summary = _check_numeric(summary.copy(), NUMERIC_SUMMARY, folder / SUMMARY_FILE, REQUIRED)
         sample = _check_numeric(sample.copy(), REQUIRED_SAMPLE, folder / SAMPLES_FILE, REQUIRED_SAMPLE)
         for frame in (summary, sample):
             frame["run"] = name
+            frame["campaign"] = _campaign(base[folder], provenance)
+            frame["system"] = _system(name, provenance)
             frame["in_place"] = _bool(frame["in_place"])
             for col in ("source", "transport", "algorithm", "dtype", "op", "phase"):
                 if col in frame:
@@ -126,7 +163,7 @@ def load(folders, in_place: bool | None = None) -> ReportData:
         raise CollbenchError(f"the results hold no {'in-place' if chosen else 'out-of-place'} points")
     summary = summary[summary["in_place"] == chosen].reset_index(drop=True)
     sample = sample[sample["in_place"] == chosen].reset_index(drop=True)
-    data = ReportData(summary, sample, runs, paths, chosen)
+    data = ReportData(summary, sample, runs, paths, chosen, left_out=left_out)
     if len(modes) > 1:
         data.notes.append(f"Both in-place and out-of-place points were given; the figures show "
                           f"{'in-place' if chosen else 'out-of-place'} only.")
@@ -140,8 +177,18 @@ def _name_series(data: ReportData) -> None:
     s = data.summary
     varying = [c for c in SERIES_PARTS if s[c].nunique() > 1]
     kind = ["algorithm", *SERIES_PARTS]
-    need_run = (s.groupby(kind)["run"].nunique() > 1).any()
-    parts = [c for c in varying if c != "source"] + (["run"] if need_run else [])
+    # A run is labelled by its name, or by its campaign's name when no other run of the campaign
+    # has a point of the same kind, so that runs differing only in P make one line.
+    overlap = s.groupby([*kind, "nranks", "size_bytes", "campaign"])["run"].nunique()
+    split = set(overlap[overlap > 1].index.get_level_values("campaign"))
+    campaign_of = s.drop_duplicates("run").set_index("run")["campaign"]
+    name_of = {c: c.split("|")[0] for c in campaign_of}
+    reused = {n for n, k in Counter(name_of.values()).items() if k > 1}  # one name, two campaigns
+    label = {run: run if c in split or name_of[c] in reused else name_of[c] for run, c in campaign_of.items()}
+    for frame in (data.summary, data.samples):
+        frame["lineage"] = frame["run"].map(label).fillna(frame["run"]) if not frame.empty else frame["run"]
+    need_run = (s.groupby(kind)["lineage"].nunique() > 1).any()
+    parts = [c for c in varying if c != "source"] + (["lineage"] if need_run else [])
 
     def rest(row) -> str:
         return " · ".join(str(row[c]) for c in parts)

@@ -6,25 +6,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from collbench.reports.captions import caption
-from collbench.reports.common import (
-    NotApplicable,
-    Options,
-    Plot,
-    band,
-    chosen_ranks,
-    chosen_sizes,
-    line_style,
-)
+from collbench.reports.common import NotApplicable, Options, Plot, band, chosen_ranks, line_style
 from collbench.reports.data import ReportData
-from collbench.reports.style import figure, format_size, legend_below, legend_handles, size_axis, time_axis
-from matplotlib.ticker import FixedLocator, NullLocator
+from collbench.reports.style import (
+    WIDTHS_IN,
+    figure,
+    format_size,
+    legend_below,
+    legend_handles,
+    log_axis,
+    plain_number,
+    rank_axis,
+    size_axis,
+    time_axis,
+)
 
 DATA_COLUMNS = ["series", "run", "source", "algorithm", "transport", "nranks", "size_bytes",
                 "median_us", "ci_low_us", "ci_high_us", "busbw_GBps"]
 
 
 def _legend(fig, data: ReportData, rows: pd.DataFrame, width: str) -> None:
-    variants = list(dict.fromkeys(rows.sort_values("variant")["variant_name"]))
+    variants = list(rows.sort_values("variant").drop_duplicates("variant_name")[["variant_name", "variant"]]
+                    .itertuples(index=False, name=None))
     sources = [s for s in data.sources if s in set(rows["source"])]
     algs = [a for a in data.algorithms if a in set(rows["algorithm"])]
     legend_below(fig, legend_handles(algs, sources, variants), width)
@@ -76,7 +79,7 @@ def busbw_vs_size(data: ReportData, opts: Options) -> Plot:
             scale = s["busbw_GBps"] * s["median_us"]
             band(ax, s["size_bytes"], scale / s["ci_high_us"], scale / s["ci_low_us"], kw["color"])
     size_axis(ax, rows["size_bytes"].min(), rows["size_bytes"].max(), 6 if opts.width == "single" else 10)
-    ax.set_yscale("log")
+    log_axis(ax, "y", plain_number)
     ax.set_xlabel("Message size")
     ax.set_ylabel("Bus bandwidth (GB/s)")
     ax.set_title(f"All-reduce bus bandwidth, P = {nranks}")
@@ -87,48 +90,92 @@ def busbw_vs_size(data: ReportData, opts: Options) -> Plot:
                 caption(data, what, rows, _other_ranks(data, nranks)), rows[DATA_COLUMNS])
 
 
+def _bandwidth_term(p) -> np.ndarray:
+    """(P−1)/P: how the bandwidth term of any all-reduce grows with P at a fixed size per rank."""
+    p = np.asarray(p, float)
+    return (p - 1) / p
+
+
+def ideal_and_efficiency(s: pd.DataFrame) -> pd.DataFrame | None:
+    """For one series at one size (rows sorted by P): the ideal time from its smallest P₀ ≥ 2,
+    t(P₀)·[(P−1)/P]/[(P₀−1)/P₀], and the efficiency ideal/t; None under two such P."""
+    s = s[s["nranks"] >= 2]
+    if s["nranks"].nunique() < 2:
+        return None
+    p0, t0 = float(s["nranks"].iloc[0]), float(s["median_us"].iloc[0])
+    ideal = t0 * _bandwidth_term(s["nranks"]) / _bandwidth_term(p0)
+    return s.assign(ideal_us=ideal, efficiency=ideal / s["median_us"].to_numpy(float))
+
+
+IDEAL_STYLE = {"linestyle": (0, (1, 1.5)), "linewidth": 0.7, "alpha": 0.55, "marker": None}
+
+
+def _scaling_sizes(data: ReportData, opts: Options) -> list[int]:
+    """The sizes of the scaling figure: *opts.sizes*, else the largest and smallest sizes at
+    which some series holds two or more rank counts (bandwidth- and latency-bound ends)."""
+    rows = data.summary[(data.summary["size_bytes"] > 0) & (data.summary["nranks"] >= 2)]
+    spread = rows.groupby(["series", "size_bytes"])["nranks"].nunique()
+    scaled = sorted({int(s) for (_, s), n in spread.items() if n > 1})
+    if opts.sizes:
+        return [s for s in opts.sizes if s in scaled]
+    return sorted({scaled[0], scaled[-1]}) if scaled else []
+
+
 def scaling(data: ReportData, opts: Options) -> Plot:
-    """Median time against rank count at fixed sizes: measured points with CI error bars,
-    simulated and closed-form curves, one panel per size."""
-    ranks = sorted(data.summary["nranks"].astype(int).unique())
-    if len(ranks) < 2:
-        raise NotApplicable(f"scaling needs results at two or more rank counts (have P = {ranks[0]})")
-    nranks = chosen_ranks(data, opts)
-    sizes = chosen_sizes(data, opts, nranks)
-    if not opts.sizes:  # show the latency-bound end beside the bandwidth-bound one
-        spread = data.summary[data.summary["size_bytes"] > 0].groupby("size_bytes")["nranks"].nunique()
-        smallest = int(spread[spread > 1].index.min()) if (spread > 1).any() else sizes[0]
-        sizes = sorted({smallest, *sizes})
-    double = opts.width == "double"
-    shape = (1, len(sizes)) if double else (len(sizes), 1)
-    height = 3.0 if double else 1.3 + 1.6 * len(sizes)
-    fig, axes = figure(opts.width, height, nrows=shape[0], ncols=shape[1], squeeze=False)
-    used = []
-    for ax, size in zip(axes.flat, sizes, strict=True):
-        rows = data.summary[data.summary["size_bytes"] == size]
+    """At fixed sizes per rank: median time against P (top, with each series' ideal) and the
+    parallel efficiency against the bandwidth-term ideal (bottom), one column per size. Runs
+    that differ only in P (a Slurm sweep) are one series, so each line is one campaign."""
+    sizes = _scaling_sizes(data, opts)
+    if not sizes:
+        wanted = f" at {', '.join(map(format_size, opts.sizes))}" if opts.sizes else ""
+        raise NotApplicable(f"scaling needs a series with two or more rank counts P ≥ 2 at one size{wanted}")
+    fig, axes = figure(opts.width, 3.6 if opts.width == "single" else 3.4, nrows=2, ncols=len(sizes),
+                       squeeze=False, sharex="col", height_ratios=[1.5, 1])
+    panel_in = (WIDTHS_IN[opts.width] - 0.5) / len(sizes) - 0.45
+    used, table = [], []
+    for col, size in enumerate(sizes):
+        top, bottom = axes[0, col], axes[1, col]
+        rows = data.summary[(data.summary["size_bytes"] == size) & (data.summary["nranks"] >= 2)]
         used.append(rows)
         for _, s in data.series_rows(rows):
             s = s.sort_values("nranks")
             kw = line_style(data, s)
+            x, y = s["nranks"].to_numpy(float), s["median_us"].to_numpy(float)
             if s["source"].iloc[0] == "measured":
                 err = np.vstack([s["median_us"] - s["ci_low_us"], s["ci_high_us"] - s["median_us"]])
-                ax.errorbar(s["nranks"].to_numpy(float), s["median_us"].to_numpy(float),
-                            yerr=np.nan_to_num(err.clip(0)), capsize=1.5, elinewidth=0.7,
-                            **{**kw, "linewidth": 0.8})
+                top.errorbar(x, y, yerr=np.nan_to_num(err.clip(0)), capsize=1.5, elinewidth=0.7,
+                             **{**kw, "linewidth": 0.8})
             else:
-                ax.plot(s["nranks"].to_numpy(float), s["median_us"].to_numpy(float), **kw)
-        ax.set_xscale("log", base=2)
-        present = sorted(rows["nranks"].astype(int).unique())
-        ax.xaxis.set_major_locator(FixedLocator(present))
-        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_minor_locator(NullLocator())
-        time_axis(ax)
-        ax.set_title(f"{format_size(size)} per rank")
-        ax.set_xlabel("Ranks P")
-        ax.set_ylabel("Median time")
+                top.plot(x, y, **kw)
+            ideal = ideal_and_efficiency(s)
+            if ideal is None:
+                continue
+            table.append(ideal)
+            top.plot(ideal["nranks"].to_numpy(float), ideal["ideal_us"].to_numpy(float), color=kw["color"],
+                     gid=f"ideal:{kw['gid']}", **IDEAL_STYLE)
+            bottom.plot(ideal["nranks"].to_numpy(float), ideal["efficiency"].to_numpy(float),
+                        **{**kw, "gid": f"efficiency:{kw['gid']}"})
+        present = rows["nranks"].astype(int).unique()
+        for ax in (top, bottom):
+            rank_axis(ax, present, panel_in)
+        time_axis(top)
+        bottom.axhline(1.0, color="0.5", linewidth=0.7, zorder=0)
+        bottom.set_ylim(0, max(1.1, float(np.nanmax([t["efficiency"].max() for t in table] or [1])) * 1.05))
+        top.set_title(f"{format_size(size)} per rank")
+        top.tick_params(labelbottom=False)
+        bottom.set_xlabel("Ranks P")
+        if col == 0:
+            top.set_ylabel("Median time")
+            bottom.set_ylabel("Efficiency")
     rows = pd.concat(used)
     _legend(fig, data, rows, opts.width)
-    what = (f"Median all-reduce time against rank count P at "
-            f"{', '.join(map(format_size, sizes))}: measured points with 95% CI error bars (solid), "
-            f"simulated (dashed) and closed-form model (dotted) curves.")
-    return Plot("scaling", "Scaling with rank count", fig, caption(data, what, rows), rows[DATA_COLUMNS])
+    what = (f"Strong scaling of all-reduce at {', '.join(map(format_size, sizes))} per rank. Top: median "
+            f"time against rank count P, measured points with 95% CI error bars (solid), simulated "
+            f"(dashed) and closed-form model (dotted) curves; runs that differ only in P form one line. "
+            f"Faint dotted lines: each series' ideal, the bandwidth term of all-reduce (every algorithm "
+            f"moves at least 2(P−1)/P·S bytes per rank), held at the bus bandwidth of the series' "
+            f"smallest P₀ ≥ 2: t_ideal(P) = t(P₀)·[(P−1)/P]/[(P₀−1)/P₀]. Bottom: parallel efficiency "
+            f"t_ideal/t = busbw(P)/busbw(P₀); 1 is ideal. Latency-bound sizes fall below it by design, "
+            f"since the latency term grows with P and the ideal ignores it.")
+    data_out = pd.concat(table)[DATA_COLUMNS + ["ideal_us", "efficiency"]] if table else rows[DATA_COLUMNS]
+    return Plot("scaling", "Scaling with rank count", fig, caption(data, what, rows), data_out)

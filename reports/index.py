@@ -11,6 +11,7 @@ from collbench.reports import tables
 from collbench.reports.captions import describe_run
 from collbench.reports.common import baseline_of, chosen_ranks, chosen_sizes
 from collbench.reports.data import ReportData
+from collbench.reports.systems import measured_runs, unlinked
 
 
 def _files(report, name: str) -> list[tuple[str, str]]:
@@ -29,6 +30,12 @@ def _sections(data: ReportData, report, opts):
     yield "h2", "Runs"
     yield "ul", [f"{describe_run(run, data.runs[run], data.summary[data.summary['run'] == run])} "
                  f"Folder: `{data.folders[run]}`." for run in data.runs]
+    if data.left_out:
+        yield "p", "Left out: " + " ".join(data.left_out)
+    left = unlinked(data)
+    if left and measured_runs(data):
+        yield "p", ("Predictions of other systems, drawn in figures of their own and never set against "
+                    "the measurements: " + "; ".join(f"“{run}”: {why}" for run, why in left.items()) + ".")
     for note in data.notes:
         yield "p", note
     yield "h2", "Figures"

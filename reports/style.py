@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatterSciNotation, NullFormatter  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,53 @@ def size_axis(ax, lo: float, hi: float, max_ticks: int) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+class LogLabels(LogFormatterSciNotation):
+    """Labels of a log axis in *fmt* (e.g. with their unit), on the ticks matplotlib's own
+    log formatter would label: decades, and some minor ticks when the axis spans under a
+    decade; other ticks stay unlabelled, so no tick ever reads as a bare ``2×10¹``."""
+
+    def __init__(self, fmt, minor: bool = False) -> None:
+        super().__init__(labelOnlyBase=not minor)
+        self.fmt = fmt
+
+    def __call__(self, x, pos=None) -> str:
+        return self.fmt(x) if super().__call__(x, pos) else ""
+
+
+def log_axis(ax, which: str, fmt) -> None:
+    """A log10 axis of *which* ("x" or "y") whose every label, major or minor, is ``fmt(value)``."""
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(LogLabels(fmt))
+    axis.set_minor_formatter(LogLabels(fmt, minor=True))
+
+
 def time_axis(ax, which: str = "y") -> None:
     """A log10 axis of microseconds whose labels carry their unit (10 µs, 1 ms)."""
-    getattr(ax, f"set_{which}scale")("log")
-    getattr(ax, f"{which}axis").set_major_formatter(FuncFormatter(lambda v, _: format_time_us(v)))
+    log_axis(ax, which, format_time_us)
+
+
+def plain_number(value: float) -> str:
+    """A tick value without scientific notation: 0.01, 2, 300."""
+    return f"{value:.6g}" if 1e-4 <= abs(value) < 1e6 else f"{value:.0e}"
+
+
+def rank_axis(ax, ranks, panel_in: float) -> None:
+    """A base-2 log x axis of rank counts labelled at the given *ranks*, every k-th of them so
+    that the labels of a panel *panel_in* inches wide never overlap; the rest get a tick."""
+    ranks = sorted({int(r) for r in ranks})
+    ax.set_xscale("log", base=2)
+    size = plt.rcParams["xtick.labelsize"]
+    size = size if isinstance(size, (int, float)) else 6.5
+    need = max(len(str(r)) for r in ranks) * 0.6 * size / 72 + 0.08  # inches per label
+    step = 1
+    while (len(ranks[::step]) - 1) * need > 0.9 * panel_in and step < len(ranks):
+        step += 1
+    shown = ranks[::step]
+    ax.xaxis.set_major_locator(FixedLocator(shown))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(FixedLocator(sorted(set(ranks) - set(shown))))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def category_ticks(ax, positions, labels, width: str) -> None:
@@ -164,15 +207,19 @@ def category_ticks(ax, positions, labels, width: str) -> None:
 
 def legend_handles(algorithms, sources, variants) -> list[list[Line2D]]:
     """The factored legend, one group per row: the algorithms (colour and marker); the sources
-    (line style) when sources are mixed; the run variants (marker fill) when there are several."""
+    (line style) when sources are mixed; the run variants (marker fill) when there are several.
+
+    *variants* are ``(name, fill index)`` pairs: the index the series were drawn with, so the
+    legend matches a figure that shows only some of the runs."""
     groups = [[Line2D([], [], color=algorithm_style(a, algorithms).colour,
                       marker=algorithm_style(a, algorithms).marker, label=a) for a in algorithms]]
     if len(sources) > 1:
         groups.append([Line2D([], [], color="0.35", linestyle=SOURCE_LINESTYLES.get(s, "-."), label=s)
                        for s in sources])
     if len(variants) > 1:
-        groups.append([Line2D([], [], color="0.35", marker="o", linestyle="", fillstyle=FILLSTYLES[i % 4],
-                              label=name) for i, name in enumerate(variants)])
+        groups.append([Line2D([], [], color="0.35", marker="o", linestyle="",
+                              fillstyle=FILLSTYLES[int(i) % len(FILLSTYLES)], label=name)
+                       for name, i in variants])
     return groups
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from collbench.lineage import CALIBRATED_FROM, run_ref
 from collbench.stats import summarise
-from collbench.store import ResultsWriter
+from collbench.store import ResultsWriter, read_results
 
 ALPHA_US, BETA_US_PER_BYTE = 5.0, 1e-4  # 5 µs latency, 10 GB/s links
 NOISE_CV = {"naive": 0.06, "ring": 0.03, "rabenseifner": 0.03, "native": 0.02}
@@ -54,11 +55,17 @@ def write_run(folder: Path | str, *, name: str, source: str = "measured", transp
               algorithms: Iterable[str] = ("naive", "ring", "rabenseifner", "native"),
               ranks: Iterable[int] = (8,), sizes: Iterable[int] = tuple(4**k for k in range(2, 15)),
               iters: int = 20, warmup: int = 3, seed: int = 0, slowdown: float = 1.0,
-              in_place: Iterable[bool] = (False,)) -> Path:
-    """Write one results folder: measured runs with samples, predictions with summary only."""
+              in_place: Iterable[bool] = (False,), calibrated_from: Iterable[Path] | None = None,
+              **extra) -> Path:
+    """Write one results folder: measured runs with samples, predictions with summary only.
+
+    *calibrated_from*: measured folders a prediction is linked to, as ``sim predict
+    --calibration`` links it (:mod:`collbench.lineage`); *extra* goes into ``run.json``."""
     rng = np.random.default_rng(seed)
     ranks = list(ranks)
-    writer = ResultsWriter(folder, provenance(name, source, max(ranks)))
+    if calibrated_from is not None:
+        extra[CALIBRATED_FROM] = [run_ref(f, read_results(f)[0]) for f in calibrated_from]
+    writer = ResultsWriter(folder, provenance(name, source, max(ranks), **extra))
     for p in ranks:
         for alg in algorithms:
             for size in sizes:

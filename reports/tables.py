@@ -3,6 +3,7 @@ and as LaTeX with booktabs rules (for papers): one row per series and point."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from collbench.reports.common import speedups
 from collbench.reports.data import ReportData
@@ -11,11 +12,22 @@ from collbench.reports.style import format_size
 HEADERS = ("Implementation", "P", "Size", "Median (µs)", "95% CI (µs)", "busbw (GB/s)", "Speed-up")
 
 
-def _num(value: float) -> str:
-    """Three significant figures without scientific notation for the usual ranges."""
-    if pd.isna(value):
-        return "–"
-    return f"{value:.3g}" if abs(value) < 1e5 else f"{value:.0f}"
+def column_format(values) -> str:
+    """One format for a whole column, so its numbers line up and read alike: fixed point with
+    enough decimals for three significant figures of the smallest value (at most 3), or
+    scientific notation throughout when the values span more than four decades."""
+    v = np.abs(np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), float))
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return "{:.2f}"
+    if v.max() / v.min() > 1e4 or v.min() < 1e-3:
+        return "{:.2e}"
+    decimals = min(3, max(0, 2 - int(np.floor(np.log10(v.min())))))
+    return f"{{:.{decimals}f}}"
+
+
+def _formatted(values, fmt: str) -> list[str]:
+    return ["–" if pd.isna(x) else fmt.format(x) for x in values]
 
 
 def table_rows(data: ReportData, baseline: str, frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -24,17 +36,20 @@ def table_rows(data: ReportData, baseline: str, frame: pd.DataFrame | None = Non
     rows = frame.assign(speedup=speedups(frame, baseline)).sort_values(
         ["nranks", "size_bytes", "series_order"], kind="stable")
     ci_known = rows["ci_low_us"].notna() & (rows["source"] == "measured")
+    time_fmt = column_format(pd.concat([rows["median_us"], rows["ci_low_us"][ci_known],
+                                        rows["ci_high_us"][ci_known]]))
+    lows, highs = _formatted(rows["ci_low_us"], time_fmt), _formatted(rows["ci_high_us"], time_fmt)
     return pd.DataFrame({
         "Implementation": rows["series"],
         "P": rows["nranks"].astype(int).astype(str),
         "Size": rows["size_bytes"].map(format_size),
-        "Median (µs)": rows["median_us"].map(_num),
-        "95% CI (µs)": [f"[{_num(lo)}, {_num(hi)}]" if ok else "–"
-                        for lo, hi, ok in zip(rows["ci_low_us"], rows["ci_high_us"], ci_known, strict=True)],
-        "busbw (GB/s)": rows["busbw_GBps"].map(_num),
+        "Median (µs)": _formatted(rows["median_us"], time_fmt),
+        "95% CI (µs)": [f"[{lo}, {hi}]" if ok else "–"
+                        for lo, hi, ok in zip(lows, highs, ci_known, strict=True)],
+        "busbw (GB/s)": _formatted(rows["busbw_GBps"], column_format(rows["busbw_GBps"])),
         "Speed-up": rows["speedup"].map(lambda r: "–" if pd.isna(r) else f"{r:.2f}×"),
         "_group": list(zip(rows["nranks"], rows["size_bytes"], strict=True)),
-    })
+    }).reset_index(drop=True)
 
 
 def markdown(rows: pd.DataFrame, baseline: str) -> str:
@@ -55,18 +70,50 @@ def tex_escape(text: str) -> str:
     return out.replace("×", r"$\times$").replace("·", r"$\cdot$").replace("–", "--")
 
 
+MAX_FLOAT_ROWS = 40
+"""Rows of one LaTeX float: about a page of \\small booktabs rows."""
+
+
+def chunks(rows: pd.DataFrame, limit: int = MAX_FLOAT_ROWS) -> list[pd.DataFrame]:
+    """*rows* cut into floats: one per rank count, each cut again between points (never inside
+    one) into runs of message sizes of at most *limit* rows where it is longer."""
+    out = []
+    for _, at_p in rows.groupby("P", sort=False):
+        current: list[pd.DataFrame] = []
+        count = 0
+        for _, point in at_p.groupby("_group", sort=False):
+            if current and count + len(point) > limit:
+                out.append(pd.concat(current))
+                current, count = [], 0
+            current.append(point)
+            count += len(point)
+        if current:
+            out.append(pd.concat(current))
+    return out
+
+
 def latex(rows: pd.DataFrame, baseline: str, caption: str) -> str:
-    """A booktabs table (needs ``\\usepackage{booktabs}``); a rule separates the points."""
+    """Booktabs tables (need ``\\usepackage{booktabs}``), one float per rank count and range of
+    sizes (:func:`chunks`), each captioned with its range; a rule separates the points."""
     headers = ["Implementation", "$P$", "Size", r"Median ($\mu$s)", r"95\% CI ($\mu$s)",
                "busbw (GB/s)", f"vs {tex_escape(baseline)}"]
-    out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{lrrrrrr}", r"\toprule",
-           " & ".join(headers) + r" \\", r"\midrule"]
-    previous = None
-    for _, r in rows.iterrows():
-        if previous is not None and r["_group"] != previous:
-            out.append(r"\midrule")
-        previous = r["_group"]
-        out.append(" & ".join(tex_escape(r[h]) for h in HEADERS) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{tex_escape(caption)}}}",
-            r"\label{tab:collbench-summary}", r"\end{table}"]
-    return "\n".join(out) + "\n"
+    parts = chunks(rows)
+    out = []
+    for i, part in enumerate(parts, start=1):
+        sizes = part["Size"]
+        where = f"$P = {part['P'].iloc[0]}$, {sizes.iloc[0]} to {sizes.iloc[-1]}"
+        if len(parts) > 1:
+            where += f" (table {i} of {len(parts)})"
+        out += [r"\begin{table}[tp]", r"\centering", r"\small", r"\begin{tabular}{lrrrrrr}", r"\toprule",
+                " & ".join(headers) + r" \\", r"\midrule"]
+        previous = None
+        for _, r in part.iterrows():
+            if previous is not None and r["_group"] != previous:
+                out.append(r"\midrule")
+            previous = r["_group"]
+            out.append(" & ".join(tex_escape(r[h]) for h in HEADERS) + r" \\")
+        label = "tab:collbench-summary" + (f"-{i}" if len(parts) > 1 else "")
+        out += [r"\bottomrule", r"\end{tabular}",
+                rf"\caption{{{tex_escape(caption.rstrip('.'))}; {where}.}}",
+                rf"\label{{{label}}}", r"\end{table}", ""]
+    return "\n".join(out)

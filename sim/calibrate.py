@@ -49,6 +49,9 @@ class Calibration:
     rms_relative_error: float
     note: str = ""
     sources: list[str] = field(default_factory=list)
+    calibrated_from: list[dict] = field(default_factory=list)
+    """A :func:`collbench.lineage.run_ref` of every measured run fitted: the link that lets a
+    report set predictions of this system against those measurements."""
     host: dict | None = None
     """The fitted host as a network (:meth:`collbench.sim.network.NetworkSpec.as_dict`) when the fit
     simulated it (:mod:`collbench.sim.calibrate_sim`): predictions then simulate it too."""
@@ -120,31 +123,76 @@ class Calibration:
                                  "'collbench sim calibrate'") from None
 
 
-def measured_points(folders: list[str]):
-    """The fit-able rows of the results *folders*, as one DataFrame with ``bytes`` and
-    ``time_s``. Raises ResultsError naming a folder that is unreadable or has none."""
+FIT_COLUMNS = ("nranks", "size_bytes", "median_us", "ranks_per_node")
+"""Columns a fit reads as numbers."""
+
+
+def measured_inputs(paths) -> tuple:
+    """``(rows, refs, skipped)`` of the results *paths* (run folders, or folders above them
+    such as a Slurm sweep): the fit-able measured rows as one DataFrame with ``bytes`` and
+    ``time_s``; a :func:`collbench.lineage.run_ref` of every run that gave rows, by its
+    ``folder`` column's value; and one
+    sentence per run passed over (predictions, runs without fit-able points).
+
+    Only measurements are fitted: a prediction fitted as if measured would calibrate the
+    model to itself. Raises ResultsError naming a folder that is unreadable or holds a cell
+    that is not a number, or when no measured point is left."""
     import pandas as pd
 
+    from collbench.lineage import results_folders, run_ref
     from collbench.store import read_results
 
-    frames = []
-    for folder in folders:
+    frames, refs, skipped = [], {}, []
+    for folder, _ in results_folders(paths):
         provenance, summary, _ = read_results(folder)
+        source = str(provenance.get("source") or "measured")
+        if source != "measured":
+            skipped.append(f"{folder}: a {source} run, not a measurement; calibration fits measurements only")
+            continue
+        summary = summary[summary["source"].astype(str) == "measured"].copy()
+        _numbers(summary, folder)
         rows = summary[summary["algorithm"].isin(FIT_ALGORITHMS) & (summary["nranks"] >= 2)
                        & (summary["size_bytes"] > 0)]
         rows = rows[np.isfinite(rows["median_us"].astype(float)) & (rows["median_us"] > 0)]
         if rows.empty:
-            raise ResultsError(f"{folder} holds no naive, ring or rabenseifner point with 2 or more "
-                               "ranks and a positive time to calibrate on")
+            skipped.append(f"{folder}: no naive, ring or rabenseifner point with 2 or more ranks "
+                           "and a positive time")
+            continue
         hosts = provenance.get("hosts") or []
         cpus = (provenance.get("machine") or {}).get("cpus") or 0
         one_host = (rows["ranks_per_node"].astype(int) >= rows["nranks"].astype(int)) & (len(hosts) <= 1)
         frames.append(rows.assign(folder=str(folder), one_host=one_host,
                                   cores=one_host.astype(int) * int(cpus)))
+        refs[str(folder)] = run_ref(folder, provenance)
+    if not frames:
+        why = "; ".join(skipped) or "no results folder given"
+        raise ResultsError(f"nothing to calibrate on: {why}")
     data = pd.concat(frames, ignore_index=True)
     data["bytes"] = data["size_bytes"].astype(float)
     data["time_s"] = data["median_us"].astype(float) * 1e-6
-    return data
+    return data, refs, skipped
+
+
+def measured_points(folders):
+    """The fit-able measured rows of the results *folders* (see :func:`measured_inputs`)."""
+    return measured_inputs(folders)[0]
+
+
+def _numbers(summary, folder) -> None:
+    """Coerce the :data:`FIT_COLUMNS` of *summary* to numbers in place; raises ResultsError
+    naming the file, column and line of the first cell that is not a number."""
+    import pandas as pd
+
+    from collbench.store import SUMMARY_FILE
+
+    for col in FIT_COLUMNS:
+        values = pd.to_numeric(summary[col], errors="coerce")
+        bad = values.isna() & summary[col].notna()
+        if bad.any():
+            line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
+            raise ResultsError(f"{Path(folder) / SUMMARY_FILE} holds {summary[col][bad].iloc[0]!r} in column "
+                               f"{col} on line {line}, not a number; calibration needs numbers there")
+        summary[col] = values
 
 
 def fit(data, topology: str = "switch", note_sources: list[str] | None = None, memory: bool = False,

@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     cal = forms.add_parser("calibrate", help="fit latency, bandwidth, reduction and overhead to "
                            "measured results",
                            description="Fit the model to measured results by least squares.")
-    cal.add_argument("results", nargs="+", help="results folders written by 'collbench run'")
+    cal.add_argument("results", nargs="+", help="results folders written by 'collbench run', or folders "
+                     "above them such as a Slurm sweep; predictions among them are skipped")
     cal.add_argument("--topology", default="switch", choices=("switch", "half-duplex", "ideal"),
                      help="the model the figures are fitted on (default: switch; half-duplex suits "
                      "ranks of one shared-memory host)")
@@ -153,7 +154,7 @@ def _run_sim(args) -> int:
     except ValueError as e:
         raise CollbenchError(f"{e}") from None
     spec, calibration = _network(args, max(ranks))
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    algorithms = list(dict.fromkeys(a.strip() for a in args.algorithms.split(",") if a.strip()))
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown or not algorithms:
         raise CollbenchError(f"unknown algorithm {', '.join(unknown) or '(none)'}; "
@@ -176,15 +177,27 @@ def _run_sim(args) -> int:
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
     points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
-    one = partial(_predict, spec, args.dtype, itemsize, args.model)
-    for (algorithm, p, size), row in zip(points, _map(one, points, args.jobs)):
-        print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
-              f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
-        if writer:
-            writer.add_point(row)
-    if writer:
-        from collbench.provenance import now
+    if args.model == "sim":
+        from collbench.sim.predict import cost_warning
 
+        warning = cost_warning(points)
+        if warning:
+            print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
+    one = partial(_predict, spec, args.dtype, itemsize, args.model)
+    from collbench.provenance import now
+
+    try:
+        for (algorithm, p, size), row in zip(points, _map(one, points, args.jobs)):
+            print(f"{algorithm:>13} {p:>7} {size:>12} {row['median_us']:>14.3f} "
+                  f"{_fmt(row['algbw_GBps'])} {_fmt(row['busbw_GBps'])}", flush=True)
+            if writer:
+                writer.add_point(row)
+    except KeyboardInterrupt:
+        if writer:
+            writer.write_provenance(end_time=now(), interrupted=True)
+            print(f"# interrupted; the points above are in {writer.folder}", file=sys.stderr)
+        raise
+    if writer:
         writer.write_provenance(end_time=now())
         print(f"# results in {writer.folder}")
     return 0
@@ -201,15 +214,36 @@ def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int,
 
 def _map(function, points: list, jobs: int) -> Iterator[dict]:
     """*function* over *points*, in order; on *jobs* processes when more than one (0: one
-    per CPU). Points are independent simulations, so a sweep scales with the cores."""
+    per CPU). Points are independent simulations, so a sweep scales with the cores.
+
+    Workers ignore SIGINT: a Ctrl-C reaches this process alone, which terminates them at
+    once (a running point is lost, the points already yielded are kept) and lets the
+    KeyboardInterrupt end the command; from then on it ignores SIGINT, so that a second
+    Ctrl-C cannot break the cleanup."""
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1 or len(points) < 2:
         yield from map(function, points)
         return
-    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
 
-    with ProcessPoolExecutor(min(jobs, len(points))) as pool:
-        yield from pool.map(function, points)
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(points)), initializer=_ignore_sigint)
+    try:
+        yield from pool.imap(function, points)
+        pool.close()
+    except KeyboardInterrupt:
+        _ignore_sigint()
+        raise
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _ignore_sigint() -> None:
+    """Leave Ctrl-C alone: a worker's initialiser, and the parent's once interrupted (see
+    :func:`_map`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _fmt(x: float) -> str:
@@ -220,6 +254,7 @@ def _writer(args, spec, calibration):
     from dataclasses import asdict
 
     from collbench import provenance
+    from collbench.lineage import CALIBRATED_FROM
     from collbench.store import ResultsWriter
 
     name = f"sim-{spec.name}"
@@ -233,14 +268,26 @@ def _writer(args, spec, calibration):
     }
     if calibration:
         info["calibration"] = {**asdict(calibration), "file": str(args.calibration)}
+        info[CALIBRATED_FROM] = calibration.calibrated_from if _predicts_calibrated_system(args) else []
     return ResultsWriter(folder, info)
 
 
+def _predicts_calibrated_system(args) -> bool:
+    """True when a calibrated prediction models the fitted system itself: no --network and no
+    override, so a report may set it against the measurements it was fitted on."""
+    overrides = [v for k, v in vars(args).items() if k.startswith("o_") and v is not None]
+    return not args.network and not overrides
+
+
 def _run_calibrate(args) -> int:
-    from collbench.sim.calibrate import error_table, fit, measured_points
+    from dataclasses import replace
+
+    from collbench.sim.calibrate import error_table, fit, measured_inputs
     from collbench.sim.units import parse_ranks, parse_sizes
 
-    data = measured_points(args.results)
+    data, refs, skipped = measured_inputs(args.results)
+    for line in skipped:
+        print(f"# skipped {line}", file=sys.stderr)
     try:
         holdout = set(parse_ranks(args.holdout_ranks)) if args.holdout_ranks else set()
         data = data[data["size_bytes"] >= parse_sizes(args.min_size)[0]]
@@ -265,6 +312,7 @@ def _run_calibrate(args) -> int:
                                         note_sources=sources)
     else:
         calibration = fit(train, args.topology, note_sources=sources, memory=args.memory, cores=cores)
+    calibration = replace(calibration, calibrated_from=[refs[f] for f in dict.fromkeys(train["folder"])])
     print(f"# fitted: {calibration.describe()}")
     if calibration.note:
         print(f"# note: {calibration.note}")

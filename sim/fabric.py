@@ -13,6 +13,13 @@ what changed. Each new rate gives the flow a finish time in a heap the fabric ke
 tuples; an entry whose rate has since changed is skipped), and SimPy holds one timer, for the
 earliest: a flow joining k others costs k heap entries but no SimPy event, and flows ending
 at one instant end in one event.
+
+Flows that share exactly one link and nothing else (each of their other links carries only
+them, and is no tighter than the equal share) get ``capacity / k`` each from max-min; the
+fabric keeps them as a *processor-sharing group* (:class:`_Group`) in virtual time, so a
+flow joining or leaving costs O(log k) instead of a new rate for each of the k: naive's
+root, whose P-1 messages join its link one overhead apart, costs O(P log P), not O(P²). A
+flow that touches a group's links any other way turns it back into plain flows.
 This is the classic flow-level model (as in SimGrid's LV08 without its corrections): it
 ignores packets, so it misses slow start, head-of-line blocking and the latency a queue
 adds, and it shares instantly and perfectly fairly, which real congestion control only
@@ -49,7 +56,7 @@ class Mark(simpy.Event):
 class Link:
     """One direction of a cable with *capacity* bytes per second and *latency* seconds."""
 
-    __slots__ = ("name", "capacity", "latency", "flows")
+    __slots__ = ("name", "capacity", "latency", "flows", "group")
 
     def __init__(self, name: str, capacity: float, latency: float) -> None:
         if not capacity > 0:
@@ -61,6 +68,9 @@ class Link:
         self.latency = latency
         self.flows: set[Flow] = set()
         """The flows draining through this link now (those the :class:`Fabric` tracks)."""
+        self.group: _Group | None = None
+        """The :class:`_Group` whose flows this link carries (its shared link or a member's
+        own), if any."""
 
     def __repr__(self) -> str:
         return f"Link({self.name!r}, {self.capacity:g} B/s, {self.latency:g} s)"
@@ -70,7 +80,8 @@ class Flow:
     """A message of *size* bytes crossing *links*; *on_arrival* is called with its arrival
     time as soon as that time is certain (when its last byte leaves the route's bottleneck)."""
 
-    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival", "weights")
+    __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival", "weights",
+                 "group", "cap")
 
     def __init__(self, links: tuple[Link, ...], latency: float, size: float,
                  on_arrival: Callable[[float], None], weights: tuple[float, ...] | None = None) -> None:
@@ -85,6 +96,45 @@ class Flow:
         self.updated = 0.0
         self.version = 0
         self.on_arrival = on_arrival
+        self.group: _Group | None = None
+        """The :class:`_Group` that drains this flow, if any (then :attr:`remaining` and
+        :attr:`rate` are the group's to keep)."""
+        self.cap = 0.0
+        """In a group: the capacity of its tightest link other than the group's."""
+
+
+class _Group:
+    """Flows that share one link *link* and nothing else (each of its other links carries it
+    alone, and none of them is tighter than the equal share), so max-min gives each
+    ``capacity / k``: processor sharing. Each member is kept as its finish in *virtual
+    time*, the bytes one member has been served since the group began, so a flow joining
+    or leaving costs O(log k) instead of a new rate for every member."""
+
+    __slots__ = ("link", "served", "updated", "members", "heap", "version", "cap")
+
+    def __init__(self, link: Link, now: float) -> None:
+        self.link = link
+        self.served = 0.0
+        """Bytes each member has drained since the group began, as of :attr:`updated`."""
+        self.updated = now
+        self.members = 0
+        self.heap: list[tuple[float, int, Flow]] = []
+        """(virtual finish, order, member): a member ends when :attr:`served` reaches it."""
+        self.version = 0
+        """Bumped at every change, so the fabric's completion entries of the group go stale."""
+        self.cap = float("inf")
+        """The smallest :attr:`Flow.cap` a member has had: the group holds while the equal
+        share does not exceed it."""
+
+    def rate(self) -> float:
+        """Each member's rate."""
+        return self.link.capacity / self.members
+
+    def advance(self, now: float) -> None:
+        """Count the bytes each member drained since :attr:`updated`."""
+        if self.members:
+            self.served += self.rate() * (now - self.updated)
+        self.updated = now
 
 
 class Fabric:
@@ -108,6 +158,8 @@ class Fabric:
         self._timer_at = float("inf")
         """When the one pending completion timer fires (inf: none)."""
         self._timer: simpy.Event | None = None
+        self._loose: list[Flow] = []
+        """Members of groups dissolved since the last recomputation: they need rates again."""
 
     def start(self, flow: Flow) -> None:
         """Put *flow* on its links now; its rate is set at the end of this instant."""
@@ -128,11 +180,18 @@ class Fabric:
         self._reflow_pending = False
         seen: set[Flow] = set()
         for flow in self.fresh:
-            if flow not in seen and flow.links and all(len(link.flows) == 1 for link in flow.links):
+            if flow in seen or flow.group is not None:
+                continue
+            if flow.links and all(len(link.flows) == 1 for link in flow.links):
                 seen.add(flow)  # alone on its route: the common, cheap case
                 self._set_rate(flow, alone_rate(flow.links, flow.weights))
-        starts = [f for f in self.fresh if f not in seen]
-        starts.extend(f for link in self.dirty for f in link.flows if f not in seen)
+            elif self._join_group(flow):
+                seen.add(flow)
+        seen.difference_update(self._loose)
+        starts = [f for f in self.fresh if f not in seen and f.group is None]
+        starts.extend(self._loose)
+        self._loose = []
+        starts.extend(f for link in self.dirty for f in link.flows if f not in seen and f.group is None)
         self.fresh, self.dirty = [], []
         for flow in starts:
             if flow not in seen:
@@ -140,6 +199,99 @@ class Fabric:
                 seen.update(flows)
                 for f, rate in _max_min(flows, links).items():
                     self._set_rate(f, rate)
+
+    def _join_group(self, flow: Flow) -> bool:
+        """Put *flow* into the group of the one link it shares, forming the group from the
+        flows there if they qualify; True if it is in one. A group that *flow* touches but
+        cannot join is dissolved into plain flows (whose link is then recomputed)."""
+        shared = [link for link in flow.links if len(link.flows) > 1]
+        link = shared[0] if len(shared) == 1 else None
+        group = link.group if link is not None else None
+        ok = link is not None and flow.weights is None and (group is None or group.link is link)
+        if ok and group is None:
+            others = [f for f in link.flows if f is not flow]
+            ok = all(f.group is None and f.weights is None
+                     and all(len(m.flows) == 1 for m in f.links if m is not link) for f in others)
+            if ok and _cap(flow, link) * (len(others) + 1) >= link.capacity and all(
+                    _cap(f, link) * (len(others) + 1) >= link.capacity for f in others):
+                group = _Group(link, self.env.now)
+                link.group = group
+                for other in others:
+                    self._enter(group, other, max(0.0, other.remaining - other.rate
+                                                  * (self.env.now - other.updated)))
+            else:
+                ok = False
+        if ok and min(group.cap, _cap(flow, link)) * (group.members + 1) >= link.capacity:
+            group.advance(self.env.now)
+            self._enter(group, flow, flow.remaining)
+            self._schedule_group(group)
+            return True
+        for touched in {m.group for m in flow.links if m.group is not None}:
+            self._dissolve(touched)
+        return False
+
+    def _enter(self, group: _Group, flow: Flow, remaining: float) -> None:
+        """Make *flow*, with *remaining* bytes left, a member of *group* (already advanced to now)."""
+        flow.version += 1  # its own completion entry, if any, is stale
+        flow.group = group
+        flow.cap = _cap(flow, group.link)
+        group.cap = min(group.cap, flow.cap)
+        group.members += 1
+        for link in flow.links:
+            link.group = group
+        heappush(group.heap, (group.served + remaining, next(self._order), flow))
+
+    def _schedule_group(self, group: _Group) -> None:
+        """Put *group*'s next member end into the completion heap."""
+        group.version += 1
+        if not group.members:
+            group.link.group = None
+            return
+        first = group.heap[0][0]
+        finish = group.updated + (first - group.served) / group.rate()
+        heappush(self._completions, (finish, next(self._order), group.version, group))
+        if finish < self._timer_at:
+            self._set_timer(finish)
+
+    def _group_due(self, group: _Group) -> None:
+        """The group's first members have drained: finish every member that ends now."""
+        served = group.heap[0][0]
+        group.served, group.updated = served, self.env.now
+        ended = []
+        while group.heap and group.heap[0][0] <= served:
+            ended.append(heappop(group.heap)[2])
+        group.members -= len(ended)
+        for flow in ended:
+            flow.group = None
+            for link in flow.links:
+                if link is not group.link:
+                    link.group = None
+        if group.members and group.rate() > group.cap:
+            self._dissolve(group)
+            self._request_reflow()
+        else:
+            self._schedule_group(group)
+        for flow in ended:
+            flow.version += 1
+            self.flows -= 1
+            for link in flow.links:
+                link.flows.discard(flow)
+            flow.on_arrival(self.env.now + flow.latency)
+
+    def _dissolve(self, group: _Group) -> None:
+        """Turn *group*'s members back into plain flows, their link to be recomputed."""
+        now = self.env.now
+        group.advance(now)
+        for finish, _, flow in group.heap:
+            self._loose.append(flow)
+            flow.group = None
+            flow.remaining, flow.rate, flow.updated = max(0.0, finish - group.served), 0.0, now
+            for link in flow.links:
+                link.group = None
+        group.heap, group.members = [], 0
+        group.version += 1
+        group.link.group = None
+        self.dirty.append(group.link)
 
     def _set_rate(self, flow: Flow, rate: float) -> None:
         now = self.env.now
@@ -173,7 +325,11 @@ class Fabric:
         self._timer_at, self._timer = float("inf"), None
         while heap and (heap[0][2] != heap[0][3].version or heap[0][0] <= due):
             _, _, version, flow = heappop(heap)
-            if version == flow.version:
+            if version != flow.version:
+                continue
+            if isinstance(flow, _Group):
+                self._group_due(flow)
+            else:
                 self._finish(flow)
         if heap:
             self._set_timer(heap[0][0])
@@ -188,6 +344,11 @@ class Fabric:
         if self.dirty:
             self._request_reflow()
         flow.on_arrival(self.env.now + flow.latency)
+
+
+def _cap(flow: Flow, shared: Link) -> float:
+    """The capacity of *flow*'s tightest link other than *shared*."""
+    return min((link.capacity for link in flow.links if link is not shared), default=float("inf"))
 
 
 def _component(seed: Flow) -> tuple[set[Flow], set[Link]]:

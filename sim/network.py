@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from numbers import Real
 
 TOPOLOGIES = ("ideal", "switch", "half-duplex", "fat-tree", "torus")
 PLACEMENTS = ("block", "cyclic")
@@ -83,6 +84,12 @@ class NetworkSpec:
     """Host model: seconds per byte added to a reduction for bytes that miss the cache."""
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "int") and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise SpecError(f"{f.name} must be a number, not {value!r}")
+            if f.type == "str" and not isinstance(value, str):
+                raise SpecError(f"{f.name} must be a string, not {value!r}")
         if self.topology not in TOPOLOGIES:
             raise SpecError(f"unknown topology {self.topology!r}; choose one of {', '.join(TOPOLOGIES)}")
         for name in ("bandwidth",):

@@ -11,6 +11,37 @@ from collbench.sim.results import summary_row
 
 from collbench.errors import CollbenchError
 
+SECONDS_PER_MESSAGE = 2e-6
+"""What simulating one message costs, about: 1.7-2.5 us on one core of the project's 2-core
+VM for a ring at P = 256-4096 (``benchmarks/sim_speed.py``)."""
+
+
+def messages(algorithm: str, nranks: int) -> int:
+    """How many messages one all-reduce of *algorithm* on *nranks* ranks sends."""
+    p = nranks
+    if p < 2:
+        return 0
+    if algorithm == "naive":
+        return 2 * (p - 1)
+    if algorithm == "ring":
+        return 2 * p * (p - 1)
+    pof2 = 1 << (p.bit_length() - 1)
+    return 2 * pof2 * (pof2.bit_length() - 1) + 4 * (p - pof2)
+
+
+def cost_warning(points: list[tuple[str, int, int]], limit: float = 60.0) -> str | None:
+    """One line warning of a sweep of (algorithm, ranks, size) *points* whose simulation
+    would take more than *limit* seconds of one core, or None."""
+    total = sum(messages(a, p) for a, p, _ in points)
+    seconds = total * SECONDS_PER_MESSAGE
+    if seconds <= limit:
+        return None
+    a, p, _ = max(points, key=lambda point: messages(point[0], point[1]))
+    when = f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+    return (f"this sweep simulates {total:.3g} messages ({a} at P = {p}: {messages(a, p):.3g} per point), "
+            f"about {when} of one core; --jobs N spreads the points over N processes, and --model "
+            "analytic answers switch-like networks at once")
+
 
 def refuse_analytic(spec: NetworkSpec) -> None:
     """Raise CollbenchError if *spec* has bound cores or a cache, which have no closed form."""

@@ -42,7 +42,8 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
     run = json.loads((out / "run.json").read_text())
     assert set(PROVENANCE_KEYS) - {"slurm"} <= set(run)
     assert run["nranks"] == 3 and sum(run["ranks_per_node"].values()) == 3
-    assert run["versions"]["mpi_library"].startswith("MPICH") and run["versions"]["numpy"]
+    assert run["versions"]["mpi_library"] and run["versions"]["numpy"]
+    assert "\\u0000" not in (out / "run.json").read_text()  # Open MPI's library string ends in a NUL
     autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")  # decides what a polling rank costs
     assert run["machine"]["sched_autogroup"] == (autogroup.read_text().strip() == "1" if autogroup.exists()
                                                  else None)
@@ -139,8 +140,10 @@ BAD_INPUTS = {
     "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
     "native over verbs": (["--transport", "verbs", "--algorithms", "ring,native"],
                           "the verbs transport has no native"),
+    "unknown thread level": (["--mpi-thread-level", "many"], "--mpi-thread-level must be one of single,"),
     "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
     "dataflow over verbs": (["--transport", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
+    "name with a path": (["--name", "../../x"], "run name '../../x' becomes a folder name under results/"),
 }
 
 
@@ -162,6 +165,74 @@ def test_a_malformed_experiment_file_is_named(collbench_cmd, tmp_path):
     bad.write_text("[run]\nitres = 3\n")
     done = subprocess.run([*collbench_cmd, "run", "-x", str(bad)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unknown setting(s) itres" in done.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[runn]\niters = 3\n", "unknown table or key(s) runn; an experiment file holds name, [run] and [slurm]"),
+    ("iters = 3\n[run]\n", "unknown table or key(s) iters"),
+    ("", "has no [run] table"),
+    ('name = "x"\n', "has no [run] table"),
+])
+def test_an_experiment_file_that_would_run_something_else_is_refused(collbench_cmd, tmp_path, text, message):
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text(text)
+    done = subprocess.run([*collbench_cmd, "run", "-x", str(experiment), "--out", str(tmp_path / "never")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_repeated_algorithm_is_measured_once(mpiexec, tmp_path):
+    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring,native,ring", "-m", "out,out",
+                     "--out", tmp_path / "d")
+    assert done.returncode == 0, done.stderr
+    summary = pd.read_csv(tmp_path / "d" / "summary.csv")
+    assert list(summary.algorithm) == ["ring", "native"] * 4
+    assert json.loads((tmp_path / "d" / "run.json").read_text())["config"]["algorithms"] == ["ring", "native"]
+
+
+def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_aside(mpiexec, tmp_path):
+    out = tmp_path / "r"
+    assert collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "--out", out).returncode == 0
+    before = (out / "summary.csv").read_text()
+    for nranks, flags, differ in ((2, ["-n", "5", "-d", "int32"],
+                                   "iters 3 -> 5; datatype 'float32' -> 'int32'"), (3, [], "nranks 2 -> 3")):
+        done = collbench(mpiexec, nranks, "run", *SMALL, "-a", "ring", *flags, "--out", out)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"results folder {out} was measured with other settings ({differ}): rerun" in done.stderr
+        assert "--force-new" in done.stderr and (out / "summary.csv").read_text() == before
+    # settings that only choose points may change: a wider sweep extends the folder
+    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring,native", "--out", out)
+    assert done.returncode == 0 and "resuming: 8 point(s) already stored" in done.stdout, done.stderr
+
+    done = collbench(mpiexec, 2, "run", *SMALL[:-4], "-n", "5", "-w", "1", "-a", "ring", "--force-new",
+                     "--out", out)
+    assert done.returncode == 0, done.stderr
+    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("r.")]
+    assert f"moved the earlier results in {out} to {aside}" in done.stderr
+    assert len(pd.read_csv(aside / "summary.csv")) == 16  # nothing lost
+    fresh = pd.read_csv(out / "summary.csv")
+    assert len(fresh) == 8 and set(fresh.iters) == {5}
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):
+    out = tmp_path / "busy"
+    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
+            "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-m", "out", "--out", str(out)]
+    first = subprocess.Popen(args, env=mpi_env(2), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / "summary.csv").exists():
+            time.sleep(0.2)
+        assert first.poll() is None, "the first run should still be measuring"
+        done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "-m", "out", "--out", out)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"results folder {out} is in use by another run (pid " in done.stderr
+        assert done.stdout == "" and first.poll() is None
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
 
 
 def test_an_unwritable_results_folder_is_refused_on_every_rank(mpiexec, tmp_path):
@@ -192,3 +263,31 @@ def test_doctor_reports_mpi_and_the_optional_stacks(collbench_cmd):
     done = subprocess.run([*collbench_cmd, "doctor"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert "mpi" in done.stdout and "MPICH" in done.stdout
+
+
+@pytest.mark.parametrize(("flag", "variable", "level"), [
+    (None, None, "funneled"),  # an application with threads of its own, not mpi4py's MULTIPLE
+    ("single", None, "single"),
+    (None, "serialized", "serialized"),  # mpi4py follows the variable; so does the run
+    ("multiple", "multiple", "multiple"),
+])
+def test_mpi_starts_at_the_thread_level_asked_for_and_run_json_records_it(mpiexec, tmp_path, flag,
+                                                                           variable, level):
+    env = {"MPI4PY_RC_THREAD_LEVEL": variable} if variable else {}
+    args = ["--mpi-thread-level", flag] if flag else []
+    done = collbench(mpiexec, 2, "run", "-a", "native", "-b", "8", "-e", "8", "-n", "1", "-m", "in",
+                     *args, "--out", tmp_path / "t", env=env)
+    assert done.returncode == 0, done.stderr
+    run = json.loads((tmp_path / "t" / "run.json").read_text())
+    assert run["mpi_threads"] == {"requested": level, "provided": level,
+                                  "mpi4py_rc_environment": env}
+    assert run["transport"]["threads"] == level and f"threads={level}" in done.stdout
+    assert run["config"]["mpi_thread_level"] == level
+
+
+def test_a_thread_level_flag_that_contradicts_mpi4pys_variable_is_refused(collbench_cmd, tmp_path):
+    done = subprocess.run([*collbench_cmd, "run", "--mpi-thread-level", "single", "--out", tmp_path / "n"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "MPI4PY_RC_THREAD_LEVEL": "multiple"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--mpi-thread-level single contradicts MPI4PY_RC_THREAD_LEVEL=multiple" in done.stderr

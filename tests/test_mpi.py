@@ -59,3 +59,29 @@ def test_an_error_on_one_rank_aborts_the_job_at_once_with_its_message(mpiexec, t
     prefix = "collbench: error: rank 1: " + ("RuntimeError: " if kind == "RuntimeError" else "")
     assert len(ours) == 1 and ours[0].startswith(prefix + "planted failure on rank 1"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ranks_each_have_a_cpu_when_their_masks_can_be_matched_to_distinct_cpus():
+    from collbench.launcher import each_has_a_cpu
+
+    assert each_has_a_cpu([[0], [1]])  # bound, one core each: the case a mask count got wrong
+    assert each_has_a_cpu([[0, 1], [0, 1]])  # unbound on two cores
+    assert not each_has_a_cpu([[0, 1]] * 3)  # unbound, three ranks on two cores
+    assert not each_has_a_cpu([[0], [0]])  # two ranks bound to one core
+    assert not each_has_a_cpu([[0], [0], [0, 1, 2]])  # three CPUs in all, but two ranks want cpu 0
+    assert each_has_a_cpu([[0, 1], [0], [1, 2]])  # needs the augmenting path: 0->1, 1->0, 2->2
+    assert each_has_a_cpu([])
+
+
+@pytest.mark.parametrize("nranks", [2, 3])
+def test_bound_ranks_wait_busy_unless_two_share_a_core(mpiexec, tmp_path, nranks):
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2:
+        pytest.skip("binding two ranks to distinct cores needs two CPUs")
+    done = mpiexec(nranks, "--bind-to", "core", sys.executable, "-m", "collbench", "run", "-a", "ring",
+                   "-b", "8", "-e", "8", "-n", "1", "-w", "0", "-m", "in", "--out", tmp_path / "r")
+    assert done.returncode == 0, done.stderr
+    wait = json.loads((tmp_path / "r" / "run.json").read_text())["transport"]["wait"]
+    assert wait == ("busy" if nranks <= cpus else "yield")

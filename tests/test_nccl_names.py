@@ -6,9 +6,9 @@ import io
 import ml_dtypes
 import numpy as np
 import pytest
-
 from collbench.algorithms.data import expected_output, make_input
 from collbench.algorithms.ops import DTYPES, ReduceOp, canonical_dtype, numpy_dtype
+
 from collbench.config import make_config
 from collbench.errors import CollbenchError
 from collbench.harness import point_time
@@ -29,7 +29,8 @@ def test_every_type_has_its_size_and_bfloat16_is_ml_dtypes():
              "int32": 4, "uint32": 4, "int64": 8, "uint64": 8}
     assert {d: numpy_dtype(d).itemsize for d in DTYPES} == sizes
     assert numpy_dtype("bfloat16") == np.dtype(ml_dtypes.bfloat16)
-    assert make_config({"datatype": "half", "minbytes": "2", "maxbytes": "8", "stepfactor": "2"}).sizes() == [2, 4, 8]
+    half = make_config({"datatype": "half", "minbytes": "2", "maxbytes": "8", "stepfactor": "2"})
+    assert half.sizes() == [2, 4, 8]
 
 
 def test_fp8_and_unknown_names_are_refused_naming_the_known_ones():

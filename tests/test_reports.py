@@ -15,6 +15,7 @@ from collbench.reports.data import load, parse_size
 from collbench.reports.style import ALGORITHM_STYLES, FALLBACK_STYLES, algorithm_style, format_size
 from collbench.reports.synthetic import write_run
 
+from collbench.lineage import run_ref
 from collbench.store import read_results
 
 SIZES = (64, 4096, 1 << 20, 1 << 24)
@@ -24,10 +25,13 @@ BIG = 1 << 24
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
+    measured = write_run(root / "m", name="clusterA", ranks=(2, 4, 8), sizes=SIZES, seed=1)
     return {
-        "measured": write_run(root / "m", name="clusterA", ranks=(2, 4, 8), sizes=SIZES, seed=1),
-        "simulated": write_run(root / "s", name="sim", source="simulated", ranks=(2, 4, 8, 16), sizes=SIZES),
-        "model": write_run(root / "c", name="model", source="model", ranks=(2, 4, 8, 16, 32), sizes=SIZES),
+        "measured": measured,
+        "simulated": write_run(root / "s", name="sim", source="simulated", ranks=(2, 4, 8, 16), sizes=SIZES,
+                               calibrated_from=[measured]),
+        "model": write_run(root / "c", name="model", source="model", ranks=(2, 4, 8, 16, 32), sizes=SIZES,
+                           calibrated_from=[measured]),
     }
 
 
@@ -168,16 +172,40 @@ def test_predicted_vs_measured_error_per_point(data, inputs):
     plt.close(plot.figure)
 
 
-def test_a_calibration_moved_to_another_network_is_not_compared_with_its_measurements(tmp_path, folders):
-    moved = write_run(tmp_path / "edr", name="edr", source="simulated", ranks=(8,), sizes=SIZES)
-    run = json.loads((moved / "run.json").read_text())
-    run["network"], run["calibration"] = {"name": "ib-edr"}, {"sources": [str(folders["measured"])]}
-    (moved / "run.json").write_text(json.dumps(run))
-    with pytest.raises(NotApplicable):
-        fig_compare.predicted_vs_measured(load([folders["measured"], moved]), Options(ranks=8))
-    run["network"] = {"name": "calibrated"}
-    (moved / "run.json").write_text(json.dumps(run))
-    assert not fig_compare.matched(load([folders["measured"], moved])).empty
+def _rewrite(folder, **changes):
+    run = json.loads((folder / "run.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            run.pop(key, None)
+        else:
+            run[key] = value
+    (folder / "run.json").write_text(json.dumps(run))
+
+
+def test_a_prediction_is_compared_only_through_its_calibration_link(tmp_path, folders):
+    measured = folders["measured"]
+    pred = write_run(tmp_path / "here", name="here", source="simulated", ranks=(8,), sizes=SIZES)
+    # A folder from before the link, named as the old rule wanted: not comparable, and said so.
+    _rewrite(pred, network={"name": "calibrated"}, calibration={"sources": [str(measured)]})
+    with pytest.raises(NotApplicable, match="predates the calibration link"):
+        fig_compare.predicted_vs_measured(load([measured, pred]), Options(ranks=8))
+    # An uncalibrated preset: never set against this machine.
+    _rewrite(pred, network={"name": "ib-edr"}, calibration=None)
+    with pytest.raises(NotApplicable, match="not calibrated to a measurement"):
+        fig_compare.predicted_vs_measured(load([measured, pred]), Options(ranks=8))
+    # Calibrated here, predicting another network: the link is an empty list.
+    _rewrite(pred, calibration={"sources": [str(measured)]}, calibrated_from=[])
+    with pytest.raises(NotApplicable, match="predicts another network"):
+        fig_compare.predicted_vs_measured(load([measured, pred]), Options(ranks=8))
+    # Linked to clusterA: paired with clusterA only, never with clusterB at the same points.
+    other = write_run(tmp_path / "b", name="clusterB", ranks=(8,), sizes=SIZES, seed=3)
+    _rewrite(other, hosts=["b00", "b01"])
+    _rewrite(pred, calibrated_from=[run_ref(measured, read_results(measured)[0])])
+    pairs = fig_compare.matched(load([measured, other, pred]))
+    assert len(pairs) == 4 * len(SIZES) and set(pairs["run_meas"]) == {"clusterA"}
+    # A run on the same hosts and processor as the calibration input describes the same system.
+    again = write_run(tmp_path / "a2", name="clusterA-again", ranks=(8,), sizes=SIZES, seed=4)
+    assert set(fig_compare.matched(load([again, pred]))["run_meas"]) == {"clusterA-again"}
 
 
 def test_predicted_vs_measured_skips_without_predictions(folders):
@@ -185,19 +213,22 @@ def test_predicted_vs_measured_skips_without_predictions(folders):
         fig_compare.predicted_vs_measured(load([folders["measured"]]), Options())
 
 
-def test_winner_map_prefers_measurements(data, inputs):
+def test_winner_map_ranks_each_system_apart_and_never_mixes_sources(data, inputs):
     summary, _ = inputs
     plot = fig_compare.winner_map(data, Options())
-    cells = {p.get_gid() for p in plot.figure.axes[0].patches if p.get_gid()}
-    win = plot.data.set_index(["nranks", "size_bytes"])
-    for p in (2, 4, 8):
-        for s in SIZES:
-            at = summary[(summary["source"] == "measured") & (summary["nranks"] == p)
-                         & (summary["size_bytes"] == s)]
-            assert win.loc[(p, s), "algorithm"] == at.loc[at["median_us"].idxmin(), "algorithm"]
-            assert win.loc[(p, s), "source"] == "measured"
-    assert win.loc[(16, BIG), "source"] == "simulated" and win.loc[(32, BIG), "source"] == "model"
-    assert any(c.endswith("|model") for c in cells) and any(c.endswith("|measured") for c in cells)
+    titles = [ax.get_title() for ax in plot.figure.axes]
+    assert titles == ["measured: clusterA", "simulated: network synthetic-10GBps",
+                      "model: network synthetic-10GBps"]
+    for ax, source in zip(plot.figure.axes, ("measured", "simulated", "model"), strict=True):
+        sources = {p.get_gid().split("|")[1] for p in ax.patches if p.get_gid()}
+        assert sources == {source}, ax.get_title()
+    win = plot.data
+    for source in ("measured", "simulated", "model"):
+        mine, cells = summary[summary["source"] == source], win[win["source"] == source]
+        assert len(cells) == len(mine.groupby(["nranks", "size_bytes"]))
+        for _, c in cells.iterrows():
+            at = mine[(mine["nranks"] == c["nranks"]) & (mine["size_bytes"] == c["size_bytes"])]
+            assert c["algorithm"] == at.loc[at["median_us"].idxmin(), "algorithm"]
     plt.close(plot.figure)
 
 

@@ -23,7 +23,8 @@ SIZES = (1024, 1 << 20)
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     measured = write_run(root / "m", name="clusterA", ranks=(4, 8), sizes=SIZES, seed=3)
-    simulated = write_run(root / "s", name="sim", source="simulated", ranks=(4, 8, 16), sizes=SIZES)
+    simulated = write_run(root / "s", name="sim", source="simulated", ranks=(4, 8, 16), sizes=SIZES,
+                          calibrated_from=[measured])
     out = root / "out"
     code = main(["report", str(measured), str(simulated), "--out", str(out), "--formats", "pdf,png",
                  "--baseline", "ring", "--size", "1M", "--ranks", "8"])
@@ -68,8 +69,14 @@ def test_tables_hold_the_statistics_and_speedups(report):
     md = (out / "summary.md").read_text()
     line = next(ln for ln in md.splitlines() if ln.startswith("| naive · measured | 8 | 1 MiB |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[3] == f"{at.loc['naive', 'median_us']:.3g}"
-    assert cells[4] == f"[{at.loc['naive', 'ci_low_us']:.3g}, {at.loc['naive', 'ci_high_us']:.3g}]"
+    median, low, high = (at.loc["naive", c] for c in ("median_us", "ci_low_us", "ci_high_us"))
+    half = 0.5 * 10.0 ** -len(cells[3].partition(".")[2]) + 1e-9  # half the last digit shown
+    assert float(cells[3]) == pytest.approx(median, abs=half)
+    assert [float(v) for v in cells[4].strip("[]").split(",")] == pytest.approx([low, high], abs=half)
+    # One number format per column: every median has as many decimals as every other.
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in md.splitlines()[2:]]
+    for col in (3, 5):
+        assert len({len(r[col].partition(".")[2]) for r in rows if r[col] != "–"}) == 1, col
     assert cells[6] == f"{at.loc['ring', 'median_us'] / at.loc['naive', 'median_us']:.2f}×"
     assert "Speed-up vs ring" in md.splitlines()[0]
     tex = (out / "summary.tex").read_text()
@@ -82,7 +89,7 @@ def test_missing_prediction_is_said_in_the_index(tmp_path, capsys):
     assert main(["report", str(measured), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
     index = (tmp_path / "out" / "index.md").read_text()
     assert "## Figures not drawn" in index and "collbench sim" in index
-    assert "scaling needs results at two or more rank counts" in index
+    assert "scaling needs a series with two or more rank counts" in index
     assert "not drawn: Predicted vs measured" in capsys.readouterr().out
 
 
@@ -92,7 +99,7 @@ def test_missing_prediction_is_said_in_the_index(tmp_path, capsys):
     (lambda f: (f / "summary.csv").unlink(), "summary.csv"),
     (lambda f: (f / "summary.csv").write_text("source,algorithm\nmeasured,ring\n"), "summary.csv"),
     (lambda f: (f / "summary.csv").write_text(
-        (f / "summary.csv").read_text().replace(",0\n", ",oops\n", 1)), "summary.csv"),
+        (f / "summary.csv").read_text().replace(",0,2\n", ",oops,2\n", 1)), "summary.csv"),
     (lambda f: (f / "samples.csv").write_text(
         (f / "samples.csv").read_text().rsplit("\n", 2)[0] + "\nmeasured,mpi,ring,8\n"), "samples.csv"),
 ])

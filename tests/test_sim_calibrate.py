@@ -119,3 +119,66 @@ def test_params_round_trip(tmp_path):
     cal = Calibration(Params(1e-6, 2e-10, 3e-10, 0.0), "switch", 10, 0.01)
     cal.save(tmp_path / "c.json")
     assert Calibration.load(tmp_path / "c.json") == cal
+
+
+def sweep(root, truth):
+    """A Slurm sweep's layout: one run folder per configuration, a jobs/ folder, and a
+    ``job-<id>`` link to a run folder (which must not be read twice)."""
+    for name, ranks in (("n1-t2", (2, 3)), ("n2-t2", (4, 5))):
+        model_run(root / name, truth, ranks, (1, 16, 256, 4096, 65536),
+                  provenance={"name": "sweep", "hosts": ["a"],
+                              "start_time": f"2025-01-01T00:00:0{ranks[0]}Z"})
+    (root / "jobs").mkdir()
+    (root / "jobs" / "n1-t2.sbatch").write_text("#!/bin/sh\n")
+    (root / "job-17").symlink_to(root / "n1-t2")
+    return root
+
+
+def test_calibrates_a_sweep_folder_and_links_predictions_to_its_runs(tmp_path, capsys):
+    truth = NetworkSpec(topology="switch", bandwidth=5e9, latency=2e-6, gamma=3e-10)
+    root = sweep(tmp_path / "sweep-20250101", truth)
+    saved = tmp_path / "cal.json"
+    assert main(["sim", "calibrate", str(root), "-o", str(saved)]) == 0
+    calibration = Calibration.load(saved)
+    assert calibration.points == 3 * 4 * 5  # three algorithms, P = 2..5, five sizes: each once
+    assert calibration.params.beta == pytest.approx(2e-10, rel=1e-6)
+    assert [r["path"] for r in calibration.calibrated_from] == [str((root / n).resolve())
+                                                                for n in ("n1-t2", "n2-t2")]
+    from collbench.lineage import CALIBRATED_FROM, run_id
+    from collbench.store import read_results
+
+    ids = [run_id(read_results(root / n)[0]) for n in ("n1-t2", "n2-t2")]
+    assert [r["id"] for r in calibration.calibrated_from] == ids
+    here, edr = tmp_path / "here", tmp_path / "edr"
+    common = ["--ranks", "8", "--sizes", "1M", "--algorithms", "ring", "--calibration", str(saved)]
+    assert main(["sim", "predict", *common, "--out", str(here)]) == 0
+    assert main(["sim", "predict", *common, "--network", "ib-edr", "--out", str(edr)]) == 0
+    assert [r["id"] for r in read_results(here)[0][CALIBRATED_FROM]] == ids
+    assert read_results(edr)[0][CALIBRATED_FROM] == []  # another network: linked to nothing
+
+
+def test_predictions_are_never_fitted(tmp_path, capsys):
+    truth = NetworkSpec(topology="switch", bandwidth=5e9, latency=2e-6, gamma=3e-10)
+    measured = synthetic_run(tmp_path / "run", truth)
+    predicted = tmp_path / "pred"
+    assert main(["sim", "--ranks", "2,4", "--sizes", "1K,1M", "--out", str(predicted)]) == 0
+    capsys.readouterr()
+    alone = fit(measured_points([measured]), "switch")
+    assert main(["sim", "calibrate", str(measured), str(predicted), "-o", str(tmp_path / "c.json")]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {predicted}: a simulated run, not a measurement" in err
+    assert Calibration.load(tmp_path / "c.json").params == alone.params
+    line = one_error_line(capsys, ["sim", "calibrate", str(predicted), "-o", str(tmp_path / "d.json")])
+    assert "nothing to calibrate on" in line and "simulated run" in line
+
+
+def test_a_cell_that_is_not_a_number_is_one_sentence(tmp_path, capsys):
+    truth = NetworkSpec(topology="switch", bandwidth=5e9, latency=2e-6, gamma=3e-10)
+    folder = synthetic_run(tmp_path / "run", truth)
+    text = (folder / "summary.csv").read_text().splitlines()
+    header = text[0].split(",")
+    cells = text[3].split(",")
+    cells[header.index("median_us")] = "fast"
+    (folder / "summary.csv").write_text("\n".join([*text[:3], ",".join(cells), *text[4:]]) + "\n")
+    line = one_error_line(capsys, ["sim", "calibrate", str(folder)])
+    assert "'fast' in column median_us on line 4, not a number" in line

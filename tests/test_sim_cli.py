@@ -97,3 +97,115 @@ def test_sim_never_loads_mpi_cupy_or_pyverbs():
             "print(sorted(m for m in ('mpi4py', 'cupy', 'pyverbs') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("body, words", [
+    ('bandwidth = [1, 2]\nlatency = "1us"', "bandwidth must be a string with a unit, e.g. "),
+    ('bandwidth = "100Gbps"\nlatency = {value = 1}', "latency must be a string with a unit, e.g. "),
+    ('bandwidth = true\nlatency = "1us"', 'bandwidth must be a string with a unit, e.g. "100Gbps" or '
+     '"12.5GB/s", not true (a boolean)'),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\nnics_per_node = true', "nics_per_node must be a whole number, "
+     "not true (a boolean)"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\noversubscription = [2]', "oversubscription must be a number"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\ntopology = 3', "topology must be a string"),
+    ('bandwidth = "0Gbps"\nlatency = "1us"', "bandwidth must be a positive number"),
+    ('bandwidth = "-5Gbps"\nlatency = "1us"', "bandwidth must be a positive number"),
+    ('bandwidth = "100Gbps"\nlatency = "-1us"', "latency must be a non-negative number"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\nbandwdith = "1Gbps"', "unknown network keys bandwdith"),
+    ('bandwidth = 100\nlatency = "1us"', "bandwidth = 100 has no unit"),
+    ('bandwidth = "100Gbps"\nlatency = 1e-6', "latency = 1e-06 has no unit"),
+    ('latency = "1us"', "bandwidth is missing"),
+    ('bandwidth = "100Gbps"', "latency is missing"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\ntorus_dims = "4x4"', "torus_dims must be a list of whole"),
+    ('bandwidth = "100Gbps"\nlatency = "1us"\nplacement = [0, true]', "placement must be block, cyclic"),
+])
+def test_a_bad_network_file_is_one_sentence_naming_the_file_and_the_key(tmp_path, capsys, body, words):
+    network = tmp_path / "net.toml"
+    network.write_text(body + "\n")
+    assert main(["sim", "--no-save", "--network", str(network), "--ranks", "2", "--sizes", "1K"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"collbench: error: network file {network}: "), err
+    assert words in err[0]
+
+
+def test_numbers_from_json_or_python_must_be_numbers():
+    from collbench.sim.network import NetworkSpec, SpecError
+
+    with pytest.raises(SpecError, match="bandwidth must be a number, not True"):
+        NetworkSpec(bandwidth=True)
+    with pytest.raises(SpecError, match="hosts_per_leaf must be a number, not"):
+        NetworkSpec.from_dict({"hosts_per_leaf": [16]})
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_a_parallel_sweep_at_once_and_quietly(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, twice) while two workers simulate long
+    points: the command ends within seconds, with one line and no traceback, exit 130,
+    leaving no worker behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "collbench", "sim", "--network", "ib-edr", "--algorithms", "ring",
+            "--ranks", "4096,4095,4094", "--sizes", "256MiB", "--jobs", "2", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stdout.readline().startswith("# network")  # the sweep has begun
+    time.sleep(3)  # the workers are simulating
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    began = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - began < 5
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "collbench: interrupted" in err
+    assert _alive_in_session(proc.pid) == []  # no worker left running
+
+
+def _alive_in_session(sid: int) -> list[int]:
+    """Processes of session *sid* that still run (zombies waiting for init excluded)."""
+    from pathlib import Path
+
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def test_message_counts_are_the_schedules_own():
+    from collbench.algorithms import build
+    from collbench.sim.predict import messages
+
+    for algorithm in ("naive", "ring", "rabenseifner"):
+        for p in (1, 2, 3, 5, 8, 12, 33):
+            schedule = build(algorithm, p, 64 * p)
+            steps = (step for r in range(p) for step in schedule.stream_fields(r))
+            sent = sum(op[0].name == "SEND" for step in steps for op in step)
+            assert messages(algorithm, p) == sent, (algorithm, p)
+
+
+def test_an_expensive_simulation_is_announced_in_one_line_before_it_starts(capsys):
+    """P = 100000 ring: 2e10 messages, hours; a small sweep says nothing."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "collbench", "sim", "--no-save", "--ranks", "100000",
+                             "--sizes", "1MiB", "--algorithms", "ring"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stderr.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert line.startswith("collbench: warning: this sweep simulates 2e+10 messages (ring at P = 100000")
+    assert " h of one core" in line
+    assert main(["sim", "--no-save", "--ranks", "2,4", "--sizes", "1K"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -5,7 +5,6 @@ import json
 
 import pytest
 from collbench.algorithms import build
-from collbench.reports.fig_compare import models_the_measured_system
 from collbench.sim.calibrate import Calibration, measured_points
 from collbench.sim.calibrate_sim import fit_by_simulation
 from collbench.sim.executor import simulate
@@ -15,6 +14,7 @@ from collbench.sim.presets import spec_from_table
 from collbench.sim.topology import Topology
 
 from collbench.cli import main
+from collbench.lineage import links_to
 from tests.sim_data import model_run
 
 B = 6e9  # one core's copy speed
@@ -162,7 +162,8 @@ def test_cli_calibrates_bound_cores_and_predicts_by_simulating_the_host(tmp_path
     expected = simulate(build("ring", 5, 2**20), TRUTH.with_overrides(ranks_per_node=5), 4).time * 1e6
     assert predicted == pytest.approx(expected, rel=1e-2)
     # The prediction models the measured host, so reports set it against the measurements.
-    assert models_the_measured_system(json.loads((tmp_path / "predicted" / "run.json").read_text()))
+    assert links_to(json.loads((tmp_path / "predicted" / "run.json").read_text()),
+                    json.loads((folder / "run.json").read_text()))
     assert main(["sim", "predict", "--calibration", str(saved), "--ranks", "4", "--sizes", "4M",
                  "--no-save", "--model", "analytic"]) == 2
     assert "no closed form" in capsys.readouterr().err

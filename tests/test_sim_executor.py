@@ -237,3 +237,49 @@ def test_ranks_whose_steps_end_together_share_one_wake_up():
     assert result.events == steps + p  # one shared wake-up per step, one start per process
     assert len(set(result.rank_times)) == 1
 
+
+
+def plain_max_min(monkeypatch):
+    """Make the fabric compute every rate by progressive filling (no processor-sharing groups)."""
+    monkeypatch.setattr(Fabric, "_join_group", lambda self, flow: False)
+
+
+def test_naive_with_overhead_costs_work_linear_in_the_ranks(monkeypatch):
+    """Naive's broadcast: P-1 flows join the root's up link one overhead apart. Without the
+    group each join gave every flow on the link a new rate (P²/2 rates); with it a join
+    costs one heap entry, and the rates set stay linear in P."""
+    rates = []
+    original = Fabric._set_rate
+    monkeypatch.setattr(Fabric, "_set_rate", lambda self, flow, rate: rates.append(rate) or original(
+        self, flow, rate))
+    p = 512
+    spec = NetworkSpec(topology="switch", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
+    simulate(build("naive", p, 1 << 18), spec, 4)
+    assert len(rates) < 4 * p
+
+
+@pytest.mark.parametrize("algorithm, spec", [
+    ("naive", NetworkSpec(topology="switch", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)),
+    ("naive", NetworkSpec(topology="half-duplex", bandwidth=B, latency=ALPHA, overhead=OVERHEAD)),
+    ("ring", fat_tree("cyclic")),
+    ("rabenseifner", fat_tree("cyclic").with_overrides(ranks_per_node=2)),
+])
+def test_processor_sharing_groups_give_the_rates_of_plain_max_min(monkeypatch, algorithm, spec):
+    """Cross-check: the groups are an exact shortcut of progressive filling."""
+    schedule = build(algorithm, 24, 24 * 4096)
+    grouped = simulate(schedule, spec, 4).rank_times
+    plain_max_min(monkeypatch)
+    plain = simulate(build(algorithm, 24, 24 * 4096), spec, 4).rank_times
+    assert grouped == pytest.approx(plain, rel=1e-12)
+
+
+def test_a_flow_on_a_group_member_s_own_link_dissolves_the_group():
+    """1 B/s link L shared by A (4 B) and B (4 B), each also on its own 1 B/s link. At 2 s
+    C (1 B) joins A's own link: A's links are now both shared, so A, B, C are rated by
+    max-min again: A 0.5 on both, B the other 0.5 of L, C 0.5 of A's link. At 2 s A and B
+    have 3 B left; C ends at 4 s, then A and B share L to the end: 2 B left each at 0.5 B/s,
+    both end at 8 s. Arrivals add the 0.5 s latency."""
+    shared, own_a, own_b = Link("L", 1.0, 0.0), Link("a", 1.0, 0.0), Link("b", 1.0, 0.0)
+    flows = [(0.0, 4.0, (shared, own_a)), (0.0, 4.0, (shared, own_b)), (2.0, 1.0, (own_a,))]
+    arrivals = run_flows(1.0, flows)
+    assert arrivals == {0: pytest.approx(8.5), 1: pytest.approx(8.5), 2: pytest.approx(4.5)}

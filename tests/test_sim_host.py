@@ -89,7 +89,7 @@ def test_memory_link_only_between_ranks_of_one_node():
 
 
 @pytest.mark.parametrize("table, words", [
-    ({"host_model": "static", "memory_bandwidth": -1.0}, "memory_bandwidth must be a non-negative number"),
+    ({"host_model": "static", "memory_bandwidth": "-1GB/s"}, "memory_bandwidth must be a non-negative"),
     ({"host_model": "static", "cores": -1}, "cores must be a whole number"),
     ({"host_model": "static", "cores": 1.5}, "cores must be a whole number"),
     ({"memory_bandwidth": "20GB/s"}, "memory_bandwidth is a figure of the host model, which is off"),

@@ -72,3 +72,16 @@ def test_pyverbs_shim_finds_an_enums_module_or_says_why():
         return
     assert enums.__name__ in ("pyverbs.libibverbs_enums", "pyverbs.enums")
     assert hasattr(enums, "IBV_WR_RDMA_WRITE_WITH_IMM")
+
+
+def test_a_machine_with_an_rdma_device_is_told_to_use_it_not_the_test_guest(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyverbs", None)  # pyverbs missing: the doctor's advice
+    ib = tmp_path / "infiniband"
+    (ib / "mlx5_0").mkdir(parents=True)
+    monkeypatch.setattr(rdma, "SYSFS_IB", ib)
+    (line,) = [d for ok, label, d in rdma.probe() if label == "verbs"]
+    assert "RDMA devices (mlx5_0)" in line and "python3-pyverbs" in line
+    assert "rxe-guest.sh setup" not in line and "Soft-RoCE" not in line
+    (ib / "mlx5_0").rmdir()
+    (line,) = [d for ok, label, d in rdma.probe() if label == "verbs"]
+    assert "no RDMA device" in line and "rxe-guest.sh setup" in line and "without hardware" in line

@@ -13,8 +13,10 @@ from typing import Any, NamedTuple
 
 from mpi4py import MPI
 
+from collbench import mpi_threads
 from collbench.algorithms.ops import ReduceOp
 from collbench.errors import CollbenchError
+from collbench.launcher import each_has_a_cpu
 from collbench.transports.base import Progress, Transfer, Transport
 
 _OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX, "avg": MPI.SUM}
@@ -64,11 +66,14 @@ class _Message(NamedTuple):
 
 
 def _more_ranks_than_cores(comm) -> bool:
+    """Whether the ranks on this node cannot each have a core of their own, judged from every
+    node-local rank's CPU mask (bound ranks have one core each, unbound ones share them all)."""
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return local.size > len(os.sched_getaffinity(0))
+        masks = local.allgather(sorted(os.sched_getaffinity(0)))
     finally:
         local.Free()
+    return not each_has_a_cpu(masks)
 
 
 def _wait_policy(comm) -> str:
@@ -249,7 +254,8 @@ class MpiTransport(Transport):
 
     def describe(self) -> dict:
         library = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]  # Open MPI ends in NUL
-        return {"transport": self.name, "library": library, "wait": self.wait, **(self._device or {})}
+        return {"transport": self.name, "library": library, "wait": self.wait,
+                "threads": mpi_threads.provided(), **(self._device or {})}
 
     def close(self) -> None:
         for element, mpi_op in self._user_types.values():

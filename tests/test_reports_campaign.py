@@ -1,0 +1,161 @@
+"""The campaign loop read back from the figures: a Slurm sweep folder is one campaign whose
+runs at different P make one scaling line with its ideal and efficiency; speed-ups stay inside
+a run; legends, markers and tick labels say what is drawn."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from collbench.reports import fig_point, fig_sweep, tables
+from collbench.reports.common import Options, baseline_of
+from collbench.reports.data import load
+from collbench.reports.style import FILLSTYLES, paper_style
+from collbench.reports.synthetic import write_run
+
+from collbench.cli import main
+from collbench.store import read_results
+
+BIG = 1 << 24
+SIZES = (64, 4096, BIG)
+
+
+def sweep(root, ranks=(2, 4, 8), sizes=SIZES):
+    """A Slurm sweep's layout: ``n<N>-t<T>/`` run folders of one experiment name, a started job
+    with no points yet, a jobs/ folder and a ``job-<id>`` link to a run folder."""
+    for i, p in enumerate(ranks):
+        write_run(root / f"n{max(p // 2, 1)}-t2", name="sweep", ranks=(p,), sizes=sizes, seed=i,
+                  start_time=f"2025-03-14T09:0{i}:00Z")
+    (root / "n99-t2").mkdir()
+    (root / "n99-t2" / "run.json").write_text('{"name": "sweep", "source": "measured"}')
+    (root / "jobs").mkdir()
+    (root / "jobs" / "n1-t2.sbatch").write_text("#!/bin/sh\n")
+    (root / "job-17").symlink_to(root / "n1-t2")
+    return root
+
+
+def test_a_sweep_folder_is_one_campaign_with_one_line_per_algorithm(tmp_path):
+    root = sweep(tmp_path / "sweep-20250314")
+    data = load([root])
+    assert sorted(data.runs) == ["sweep (n1-t2)", "sweep (n2-t2)", "sweep (n4-t2)"]
+    assert set(data.summary["series"]) == {"naive", "ring", "rabenseifner", "native"}
+    assert any("n99-t2 holds no points yet" in note for note in data.left_out)
+    with paper_style("single"):
+        plot = fig_sweep.scaling(data, Options(sizes=(BIG,)))
+    ring = [ln for ln in plot.figure.axes[0].lines if ln.get_gid() == "ring" and ln.get_marker() == "s"]
+    assert len(ring) == 1 and list(ring[0].get_xdata()) == [2, 4, 8]
+    plt.close(plot.figure)
+    out = tmp_path / "report"
+    assert main(["report", str(root), "--out", str(out), "--formats", "png"]) == 0
+    index = (out / "index.md").read_text()
+    not_drawn = index.split("## Figures not drawn")[1].split("## Tables")[0]
+    assert "Predicted vs measured" in not_drawn and "Scaling" not in not_drawn
+    assert "![Scaling with rank count](scaling.png)" in index and "n99-t2 holds no points yet" in index
+
+
+def test_scaling_draws_the_bandwidth_term_ideal_and_the_efficiency(tmp_path):
+    root = sweep(tmp_path / "s")
+    summaries = {p: read_results(root / f"n{max(p // 2, 1)}-t2")[1] for p in (2, 4, 8)}
+    times = {p: s.query(f"algorithm == 'ring' and size_bytes == {BIG}")["median_us"].iloc[0]
+             for p, s in summaries.items()}
+    with paper_style("single"):
+        plot = fig_sweep.scaling(load([root]), Options(sizes=(BIG,)))
+    top, bottom = plot.figure.axes
+    # By hand: at fixed S the bandwidth term grows as (P−1)/P, so from P₀ = 2 (1/2) the ideal is
+    # t(2)·1.5 at P = 4 (3/4) and t(2)·1.75 at P = 8 (7/8).
+    ideal = [ln for ln in top.lines if ln.get_gid() == "ideal:ring"][0]
+    np.testing.assert_allclose(ideal.get_ydata(), [times[2], 1.5 * times[2], 1.75 * times[2]])
+    eff = [ln for ln in bottom.lines if ln.get_gid() == "efficiency:ring"][0]
+    np.testing.assert_allclose(eff.get_ydata(), [1, 1.5 * times[2] / times[4], 1.75 * times[2] / times[8]])
+    assert any(list(ln.get_ydata()) == [1, 1] for ln in bottom.lines)  # the ideal efficiency
+    assert "bandwidth term" in plot.caption and "(P−1)/P" in plot.caption
+    assert bottom.get_ylabel() == "Efficiency" and top.get_title() == "16 MiB per rank"
+    plt.close(plot.figure)
+
+
+def test_a_prediction_is_never_compared_with_another_runs_native(tmp_path):
+    measured = write_run(tmp_path / "m", name="here", ranks=(8,), sizes=(BIG,))
+    no_native = write_run(tmp_path / "s", name="edr", source="simulated", ranks=(8,), sizes=(BIG,),
+                          algorithms=("ring", "rabenseifner"))
+    own = write_run(tmp_path / "o", name="hdr", source="simulated", ranks=(8,), sizes=(BIG,), slowdown=0.1)
+    data = load([measured, no_native, own])
+    with paper_style("single"):
+        plot = fig_point.bars(data, Options(ranks=8), BIG)
+    ratio = plot.data.set_index(["run", "algorithm"])["speedup_vs_baseline"]
+    assert np.isnan(ratio[("edr", "ring")]) and np.isnan(ratio[("edr", "rabenseifner")])
+    t = data.summary.set_index(["run", "algorithm"])["median_us"]
+    assert ratio[("hdr", "ring")] == pytest.approx(t[("hdr", "native")] / t[("hdr", "ring")])
+    assert ratio[("here", "ring")] == pytest.approx(t[("here", "native")] / t[("here", "ring")])
+    shown = [x.get_text() for x in plot.figure.axes[0].texts if x.get_text()]
+    assert len(shown) == int(np.isfinite(ratio).sum())
+    plt.close(plot.figure)
+
+
+def _fills(ax) -> dict[str, str]:
+    return {ln.get_gid(): ln.get_fillstyle() for ln in ax.lines if ln.get_gid()}
+
+
+def test_legends_markers_and_ticks_read_back(tmp_path):
+    a = write_run(tmp_path / "a", name="clusterA", ranks=(8,), sizes=(1024, 2048))
+    b = write_run(tmp_path / "b", name="clusterB", ranks=(8,), sizes=(1024, 2048), seed=2, slowdown=1.3)
+    x = write_run(tmp_path / "x", name="net-x", source="simulated", ranks=(8,), sizes=(1024, 2048))
+    y = write_run(tmp_path / "y", name="net-y", source="simulated", ranks=(8,), sizes=(1024, 2048),
+                  slowdown=2)
+    data = load([a, b, x, y])
+    predictions = data.summary[data.summary["source"] == "simulated"]
+    with paper_style("single"):
+        from collbench.reports.systems import subset
+
+        plot = fig_sweep.time_vs_size(subset(data, ["net-x", "net-y"]), Options())
+        plot.figure.canvas.draw()
+    ax = plot.figure.axes[0]
+    lines = {gid: ln for gid, ln in ((ln.get_gid(), ln) for ln in ax.lines) if gid}
+    # Simulated curves carry markers, and their fill tells the two networks apart.
+    assert all(ln.get_marker() not in (None, "None", "") for ln in lines.values())
+    fill_x, fill_y = (lines[f"ring · {n} · simulated"].get_fillstyle() for n in ("net-x", "net-y"))
+    assert fill_x != fill_y
+    # The fill legend shows the fills drawn, though this figure shows only some of the runs.
+    legend = {h.get_label(): h.get_fillstyle() for leg in plot.figure.legends for h in leg.legend_handles
+              if h.get_label() in ("net-x", "net-y")}
+    drawn = {v: FILLSTYLES[i] for v, i in predictions[["variant_name", "variant"]].drop_duplicates().values}
+    assert legend == {"net-x": drawn["net-x"], "net-y": drawn["net-y"]}
+    assert set(legend.values()) != {"full", "none"}  # not the first two fills, as before
+    # Every time tick label, major or minor, carries its unit (the axis spans under a decade).
+    labels = [t.get_text() for t in ax.yaxis.get_ticklabels(which="both") if t.get_text()]
+    assert labels and all(re.search(r"[µm]?s$", t) for t in labels), labels
+    plt.close(plot.figure)
+
+
+def test_rank_labels_never_overlap(tmp_path):
+    ranks = tuple(2**k for k in range(1, 13))
+    run = write_run(tmp_path / "m", name="big", ranks=ranks, sizes=(64, BIG), algorithms=("ring", "native"))
+    with paper_style("single"):
+        plot = fig_sweep.scaling(load([run]), Options())
+        fig = plot.figure
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+    for ax in fig.axes[2:]:  # the efficiency row carries the P labels
+        boxes = [t.get_window_extent(renderer) for t in ax.xaxis.get_ticklabels() if t.get_text()]
+        assert len(boxes) >= 3
+        assert not any(p.overlaps(q) for p, q in itertools.combinations(boxes, 2))
+    plt.close(fig)
+
+
+def test_the_latex_table_is_split_into_floats_of_whole_points(tmp_path):
+    run = write_run(tmp_path / "m", name="m", ranks=(2, 8), sizes=tuple(4**k for k in range(15)))
+    data = load([run])
+    rows = tables.table_rows(data, baseline_of(data, Options()))
+    tex = tables.latex(rows, "native", "All-reduce times.")
+    floats = re.findall(r"\\begin\{table\}.*?\\end\{table\}", tex, re.S)
+    assert len(floats) == 4  # two per P: 4 algorithms × 15 sizes = 60 rows each
+    for part in floats:
+        body = [ln for ln in part.splitlines() if ln.endswith(r"\\") and "Implementation" not in ln]
+        assert 0 < len(body) <= tables.MAX_FLOAT_ROWS
+        assert len({ln.split(" & ")[1] for ln in body}) == 1  # one P per float
+        assert re.search(r"\\caption\{All-reduce times; \$P = \d+\$, .* to .*\}", part)
+    points = [ln.split(" & ")[1:3] for part in floats for ln in part.splitlines() if ln.endswith(r"\\")
+              and "Implementation" not in ln]
+    assert len(points) == 120 and len({tuple(p) for p in points}) == 30
