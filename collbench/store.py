@@ -380,8 +380,8 @@ def _fill_optional(frame, columns: tuple[str, ...]):
         if name == "time_us":
             frame[name] = frame[name].fillna(frame["median_us"])
         elif name == "timing":
-            measured = frame["source"] == "measured"
-            frame.loc[measured, name] = frame.loc[measured, name].fillna(default)
+            column = frame[name].astype(object)
+            frame[name] = column.where(column.notna() | (frame["source"] != "measured"), default)
         else:
             frame[name] = frame[name].fillna(default).astype(type(default))
     return frame

@@ -51,8 +51,10 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
     assert list(summary.columns) == list(SUMMARY_COLUMNS)
     assert list(samples.columns) == list(SAMPLE_COLUMNS)
     assert len(summary) == 32 and (summary.n_wrong == 0).all()
-    assert len(samples) == 32 * (1 + 1 + 3)  # first + warm-up + timed, every one kept
-    assert samples.groupby("phase").size().to_dict() == {"first": 32, "timed": 96, "warmup": 32}
+    combined = samples[samples["rank"] == -1]  # the ranks' times combined; then each rank's own
+    assert len(combined) == 32 * (1 + 1 + 3)  # first + warm-up + timed, every one kept
+    assert combined.groupby("phase").size().to_dict() == {"first": 32, "timed": 96, "warmup": 32}
+    assert samples.groupby("rank").size().to_dict() == {-1: 160, 0: 160, 1: 160, 2: 160}
     assert summary.busbw_GBps.to_numpy() == pytest.approx(summary.algbw_GBps.to_numpy() * 4 / 3)
     assert (summary.ci_low_us <= summary.median_us).all() and (summary.median_us <= summary.ci_high_us).all()
 
@@ -183,7 +185,7 @@ def test_an_experiment_file_that_would_run_something_else_is_refused(collbench_c
 
 
 def test_a_repeated_algorithm_is_measured_once(mpiexec, tmp_path):
-    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring,native,ring", "-m", "out,out",
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring,native,ring", "--modes", "out,out",
                      "--out", tmp_path / "d")
     assert done.returncode == 0, done.stderr
     summary = pd.read_csv(tmp_path / "d" / "summary.csv")
@@ -193,20 +195,20 @@ def test_a_repeated_algorithm_is_measured_once(mpiexec, tmp_path):
 
 def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_aside(mpiexec, tmp_path):
     out = tmp_path / "r"
-    assert collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "--out", out).returncode == 0
+    assert collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--out", out).returncode == 0
     before = (out / "summary.csv").read_text()
     for nranks, flags, differ in ((2, ["-n", "5", "-d", "int32"],
                                    "iters 3 -> 5; datatype 'float32' -> 'int32'"), (3, [], "nranks 2 -> 3")):
-        done = collbench(mpiexec, nranks, "run", *SMALL, "-a", "ring", *flags, "--out", out)
+        done = collbench(mpiexec, nranks, "run", *SMALL, "--algorithms", "ring", *flags, "--out", out)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert f"results folder {out} was measured with other settings ({differ}): rerun" in done.stderr
         assert "--force-new" in done.stderr and (out / "summary.csv").read_text() == before
     # settings that only choose points may change: a wider sweep extends the folder
-    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring,native", "--out", out)
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring,native", "--out", out)
     assert done.returncode == 0 and "resuming: 8 point(s) already stored" in done.stdout, done.stderr
 
-    done = collbench(mpiexec, 2, "run", *SMALL[:-4], "-n", "5", "-w", "1", "-a", "ring", "--force-new",
-                     "--out", out)
+    done = collbench(mpiexec, 2, "run", *SMALL[:-4], "-n", "5", "-w", "1", "--algorithms", "ring",
+                     "--force-new", "--out", out)
     assert done.returncode == 0, done.stderr
     [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("r.")]
     assert f"moved the earlier results in {out} to {aside}" in done.stderr
@@ -217,8 +219,9 @@ def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_a
 
 def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):
     out = tmp_path / "busy"
-    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
-            "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-m", "out", "--out", str(out)]
+    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "--algorithms",
+            "ring,native", "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "--modes", "out",
+            "--out", str(out)]
     first = subprocess.Popen(args, env=mpi_env(2), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -226,7 +229,7 @@ def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):
         while time.monotonic() < deadline and not (out / "summary.csv").exists():
             time.sleep(0.2)
         assert first.poll() is None, "the first run should still be measuring"
-        done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "-m", "out", "--out", out)
+        done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--modes", "out", "--out", out)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert f"results folder {out} is in use by another run (pid " in done.stderr
         assert done.stdout == "" and first.poll() is None
@@ -275,8 +278,8 @@ def test_mpi_starts_at_the_thread_level_asked_for_and_run_json_records_it(mpiexe
                                                                            variable, level):
     env = {"MPI4PY_RC_THREAD_LEVEL": variable} if variable else {}
     args = ["--mpi-thread-level", flag] if flag else []
-    done = collbench(mpiexec, 2, "run", "-a", "native", "-b", "8", "-e", "8", "-n", "1", "-m", "in",
-                     *args, "--out", tmp_path / "t", env=env)
+    done = collbench(mpiexec, 2, "run", "--algorithms", "native", "-b", "8", "-e", "8", "-n", "1",
+                     "--modes", "in", *args, "--out", tmp_path / "t", env=env)
     assert done.returncode == 0, done.stderr
     run = json.loads((tmp_path / "t" / "run.json").read_text())
     assert run["mpi_threads"] == {"requested": level, "provided": level,

@@ -93,13 +93,20 @@ def test_missing_prediction_is_said_in_the_index(tmp_path, capsys):
     assert "not drawn: Predicted vs measured" in capsys.readouterr().out
 
 
+def _spoil_first_n_wrong(path) -> None:
+    """Write a word into the first row's n_wrong, a numeric column."""
+    header, first, *rest = path.read_text().split("\n")
+    cells = first.split(",")
+    cells[header.split(",").index("n_wrong")] = "oops"
+    path.write_text("\n".join([header, ",".join(cells), *rest]))
+
+
 @pytest.mark.parametrize("damage, named", [
     (lambda f: (f / "run.json").unlink(), "run.json"),
     (lambda f: (f / "run.json").write_text("{not json"), "run.json"),
     (lambda f: (f / "summary.csv").unlink(), "summary.csv"),
     (lambda f: (f / "summary.csv").write_text("source,algorithm\nmeasured,ring\n"), "summary.csv"),
-    (lambda f: (f / "summary.csv").write_text(
-        (f / "summary.csv").read_text().replace(",0,2\n", ",oops,2\n", 1)), "summary.csv"),
+    (lambda f: _spoil_first_n_wrong(f / "summary.csv"), "summary.csv"),
     (lambda f: (f / "samples.csv").write_text(
         (f / "samples.csv").read_text().rsplit("\n", 2)[0] + "\nmeasured,mpi,ring,8\n"), "samples.csv"),
 ])

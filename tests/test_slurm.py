@@ -86,7 +86,7 @@ def test_gpu_shape_follows_the_transport_and_runs_one_rank_per_gpu(tmp_path):
     lines = sbatch_lines(sweep.jobs[0].script)
     assert "--gpus-per-node=4" in lines and "--ntasks-per-node=4" in lines
     assert "nvidia-smi" in sweep.jobs[0].script
-    assert "-t nccl" in sweep.jobs[0].script and "--buffers cupy" in sweep.jobs[0].script
+    assert "--transport nccl" in sweep.jobs[0].script and "--buffers cupy" in sweep.jobs[0].script
 
 
 def test_ib_shape_and_explicit_shape(tmp_path):
