@@ -79,6 +79,7 @@ PROVENANCE_KEYS = (
     "nranks",
     "hosts",  # sorted unique host names
     "ranks_per_node",  # {host: ranks}
+    "rank_hosts",  # [host of rank 0, host of rank 1, ...]: where each rank ran
     "versions",  # {python, numpy, mpi4py, mpi_library, collbench, cupy, nccl, rdma_core, ...}
     "environment",  # variables that change MPI/NCCL/UCX behaviour, SLURM_*
     "slurm",  # {job_id, nodelist, partition, ntasks_per_node, ...} or null

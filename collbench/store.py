@@ -118,12 +118,14 @@ class FolderLock:
     cannot lock (some parallel file systems without their flock option) a note says so and the
     folder is used unlocked."""
 
+    fd: int | None
+
     def __init__(self, folder: Path) -> None:
         import fcntl
 
-        path = folder / LOCK_FILE
+        path, self.fd = folder / LOCK_FILE, None
         try:
-            self.fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise ResultsError(f"cannot create the lock file {path}: {e.strerror or e}") from None
         try:
@@ -146,6 +148,9 @@ class FolderLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    def __del__(self) -> None:  # a writer dropped after an error frees its folder in-process too
+        self.release()
 
 
 def set_aside(folder: Path | str) -> Path | None:

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -78,13 +79,18 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
                    help="SimPy executor (default) or closed forms (ideal, switch and half-duplex "
                    "networks, one rank per node or all ranks on one node's intra-node fabric)")
     p.add_argument("--dtype", default="float32", choices=sorted(ITEMSIZE))
+    p.add_argument("-s", "--segments", type=int, default=1, metavar="N",
+                   help="pipeline segments per ring chunk (default 1)")
+    p.add_argument("--execution", default="step", choices=("step", "dataflow"),
+                   help="step (post a step, wait for all of it) or dataflow (each op once what it "
+                   "needs is done); as 'collbench run --execution'")
     p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
     p.add_argument("--no-save", action="store_true", help="print only")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="simulate N points at once in separate processes (0: one per CPU; default 1)")
     g = p.add_argument_group("network overrides")
     g.add_argument("--topology", dest="o_topology", metavar="NAME",
-                   help="ideal, switch, half-duplex, fat-tree or torus")
+                   help="ideal, switch, half-duplex, fat-tree, torus or pcie-rails")
     g.add_argument("--bandwidth", dest="o_bandwidth", metavar="RATE", help="per NIC, e.g. 400Gbps")
     g.add_argument("--latency", dest="o_latency", metavar="TIME", help="e.g. 1us")
     g.add_argument("--oversubscription", dest="o_oversubscription", type=float, metavar="RATIO",
@@ -92,6 +98,8 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hosts-per-leaf", dest="o_hosts_per_leaf", type=int, metavar="N")
     g.add_argument("--nics-per-node", dest="o_nics_per_node", type=int, metavar="N")
     g.add_argument("--ranks-per-node", dest="o_ranks_per_node", type=int, metavar="N")
+    g.add_argument("--pcie-bandwidth", dest="o_pcie_bandwidth", metavar="RATE",
+                   help="pcie-rails: a GPU's PCIe link, each direction, e.g. 15.75GB/s")
     g.add_argument("--placement", dest="o_placement", metavar="HOW", help="block, cyclic or 0,0,1,1,...")
     g.add_argument("--gamma", dest="o_gamma", metavar="S_PER_BYTE", help="seconds per byte reduced")
     g.add_argument("--overhead", dest="o_overhead", metavar="TIME", help="per message, e.g. 0.5us")
@@ -119,9 +127,9 @@ def _network(args, one_host_ranks: int = 1):
     try:
         calibration = Calibration.load(args.calibration) if args.calibration else None
         if calibration and not args.network:
-            spec = calibration.network(one_host_ranks)
+            spec = base = calibration.network(one_host_ranks)
         else:
-            spec = load_network(args.network or "ib-edr")
+            spec = base = load_network(args.network or "ib-edr")
             if calibration:
                 spec = spec.with_overrides(gamma=calibration.params.gamma,
                                            overhead=calibration.params.overhead)
@@ -139,9 +147,14 @@ def _network(args, one_host_ranks: int = 1):
             overhead=parse_time(args.o_overhead) if args.o_overhead else None,
             memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
             cores=args.o_cores, host_model=args.o_host_model,
+            pcie_bandwidth=parse_bandwidth(args.o_pcie_bandwidth) if args.o_pcie_bandwidth else None,
             cache_size=parse_size(args.o_cache_size) if args.o_cache_size else None)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
+    changed = [f.name for f in fields(spec)
+               if f.name != "name" and getattr(spec, f.name) != getattr(base, f.name)]
+    if changed:  # no longer the preset or file it was loaded from: say so in its name
+        spec = replace(spec, name=f"{base.name}+{'+'.join(changed)}")
     return spec, calibration
 
 
@@ -165,10 +178,18 @@ def _run_sim(args) -> int:
     bad = [s for s in sizes if s % itemsize]
     if bad:
         raise CollbenchError(f"size {bad[0]} B is not a whole number of {args.dtype} elements")
-    if args.model == "analytic":  # before the header: every point would be refused
-        from collbench.sim.predict import refuse_analytic
+    if args.model == "analytic":  # before anything is printed: a closed form that does not exist
+        from collbench.sim.predict import predict_seconds, refuse_analytic
 
         refuse_analytic(spec)
+        if args.execution == "dataflow":
+            raise CollbenchError("the closed forms predict step execution; use --model sim for dataflow")
+    if args.segments < 1:
+        raise CollbenchError(f"segments must be at least 1, got {args.segments}")
+    if args.model == "analytic":
+        for algorithm in algorithms:
+            for p in ranks:
+                predict_seconds(spec, algorithm, p, sizes[0], itemsize, "analytic", args.segments)
     writer = None if args.no_save else _writer(args, spec, calibration)
     source = "simulated" if args.model == "sim" else "model"
     print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
@@ -177,13 +198,17 @@ def _run_sim(args) -> int:
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
     points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
+    from collbench.sim.topology import idle_settings
+
+    for note in idle_settings(spec, ranks):
+        print(f"collbench: warning: {note}", file=sys.stderr)
     if args.model == "sim":
         from collbench.sim.predict import cost_warning
 
-        warning = cost_warning(points)
+        warning = cost_warning(points, args.segments)
         if warning:
             print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
-    one = partial(_predict, spec, args.dtype, itemsize, args.model)
+    one = partial(_predict, spec, args.dtype, itemsize, args.model, args.segments, args.execution)
     from collbench.provenance import now
 
     try:
@@ -203,13 +228,14 @@ def _run_sim(args) -> int:
     return 0
 
 
-def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int, int]) -> dict:
+def _predict(spec, dtype: str, itemsize: int, model: str, segments: int, execution: str,
+             point: tuple[str, int, int]) -> dict:
     """The results row of one (algorithm, ranks, size) point; a module-level function so
     that worker processes can run it."""
     from collbench.sim.predict import predict_point
 
     algorithm, nranks, size = point
-    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model)
+    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model, segments, execution)
 
 
 def _map(function, points: list, jobs: int) -> Iterator[dict]:
@@ -262,7 +288,8 @@ def _writer(args, spec, calibration):
     info = {
         "name": name, "source": "simulated" if args.model == "sim" else "model",
         "command": sys.argv, "config": {"algorithms": args.algorithms, "ranks": args.ranks,
-                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model},
+                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model,
+                                        "segments": args.segments, "execution": args.execution},
         "versions": provenance.versions(), "git_commit": provenance.git_commit(),
         "machine": provenance.machine(), "start_time": provenance.now(), "network": spec.as_dict(),
     }

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
     run = json.loads((out / "run.json").read_text())
     assert set(PROVENANCE_KEYS) - {"slurm"} <= set(run)
     assert run["nranks"] == 3 and sum(run["ranks_per_node"].values()) == 3
+    assert run["rank_hosts"] == [socket.gethostname()] * 3  # gathered from every rank, in rank order
     assert run["versions"]["mpi_library"] and run["versions"]["numpy"]
     assert "\\u0000" not in (out / "run.json").read_text()  # Open MPI's library string ends in a NUL
     autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")  # decides what a polling rank costs

@@ -75,8 +75,9 @@ def test_every_preset_loads_and_runs(name):
 
 
 def test_presets_cover_the_issue():
-    assert {"ib-fdr", "ib-edr", "ib-hdr", "ib-ndr", "roce-100g", "tcp-25g", "dgx-h100"} <= set(preset_names())
-    assert load_network("ib-fdr").nics_per_node == 2
+    assert {"ib-fdr", "ib-edr", "ib-hdr", "ib-ndr", "roce-100g", "tcp-25g", "dgx-h100",
+            "p100-fdr2-pcie"} <= set(preset_names())
+    assert load_network("p100-fdr2-pcie").topology == "pcie-rails"
 
 
 def test_units():
@@ -197,15 +198,42 @@ def test_an_expensive_simulation_is_announced_in_one_line_before_it_starts(capsy
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "collbench", "sim", "--no-save", "--ranks", "100000",
-                             "--sizes", "1MiB", "--algorithms", "ring"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
-    try:
-        line = proc.stderr.readline()
-    finally:
-        proc.kill()
-        proc.wait()
+    with subprocess.Popen([sys.executable, "-m", "collbench", "sim", "--no-save", "--ranks", "100000",
+                           "--sizes", "1MiB", "--algorithms", "ring"], stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True) as proc:
+        try:
+            line = proc.stderr.readline()
+        finally:
+            proc.kill()
     assert line.startswith("collbench: warning: this sweep simulates 2e+10 messages (ring at P = 100000")
     assert " h of one core" in line
     assert main(["sim", "--no-save", "--ranks", "2,4", "--sizes", "1K"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_an_overridden_preset_is_named_for_what_changed(tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert main(["sim", "--network", "ib-edr", "--bandwidth", "200Gbps", "--topology", "fat-tree",
+                 "--ranks", "4", "--sizes", "1M", "--algorithms", "ring", "--out", str(out)]) == 0
+    assert "# network ib-edr+topology+bandwidth: fat-tree" in capsys.readouterr().out
+    assert read_results(out)[0]["network"]["name"] == "ib-edr+topology+bandwidth"
+    assert main(["sim", "--network", "ib-edr", "--bandwidth", "100Gbps", "--ranks", "4", "--sizes", "1M",
+                 "--no-save"]) == 0  # the preset's own figure: still the preset
+    assert "# network ib-edr: switch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--topology", "fat-tree", "--hosts-per-leaf", "8", "--ranks", "4,8"],
+     "the fat tree's 8 hosts per leaf hold all 8 nodes of these runs under one leaf: it is a single switch"),
+    (["--oversubscription", "2", "--ranks", "16"], "oversubscription describes a fat tree and change"),
+    (["--topology", "pcie-rails", "--pcie-bandwidth", "16GB/s", "--nics-per-node", "2", "--ranks", "4"],
+     "1 rank(s) per node use 1 of its 2 rails"),
+])
+def test_a_setting_that_changes_nothing_is_named(capsys, args, words):
+    base = ["sim", "--no-save", "--network", "ib-edr", "--sizes", "1M", "--algorithms", "ring"]
+    assert main([*base, *args]) == 0
+    err = capsys.readouterr().err
+    assert f"collbench: warning: {words}" in err
+    assert main(["sim", "--no-save", "--network", "ib-edr", "--sizes", "1M", "--ranks", "64",
+                 "--topology", "fat-tree", "--hosts-per-leaf", "8"]) == 0
     assert "warning" not in capsys.readouterr().err

@@ -9,7 +9,8 @@ from collbench.algorithms import build
 from collbench.sim import analytic
 from collbench.sim.executor import simulate
 from collbench.sim.fabric import Fabric, Flow, Link
-from collbench.sim.network import NetworkSpec
+from collbench.sim.network import NetworkSpec, SpecError
+from collbench.sim.topology import Topology
 
 from tests.sim_data import even_count
 
@@ -283,3 +284,61 @@ def test_a_flow_on_a_group_member_s_own_link_dissolves_the_group():
     flows = [(0.0, 4.0, (shared, own_a)), (0.0, 4.0, (shared, own_b)), (2.0, 1.0, (own_a,))]
     arrivals = run_flows(1.0, flows)
     assert arrivals == {0: pytest.approx(8.5), 1: pytest.approx(8.5), 2: pytest.approx(4.5)}
+
+
+def rails(rails, gpus, pcie=100 * B, **more):
+    """Nodes of *gpus* ranks behind *rails* PCIe switches, a NIC (rail) on each."""
+    return NetworkSpec(topology="pcie-rails", bandwidth=B, latency=ALPHA, nics_per_node=rails,
+                       ranks_per_node=gpus, pcie_bandwidth=pcie, gamma=GAMMA, overhead=OVERHEAD, **more)
+
+
+def test_one_rank_per_node_uses_one_rail_of_two():
+    """The seed study's shape: one rank per node, two rails. The rank's GPU is behind the
+    first switch, so its messages leave and arrive on rail 0 alone: the ring runs at one
+    NIC's β, where a switch bonding the two NICs gives it half of that."""
+    p, count = 8, 8 * 2**16
+    q = analytic.Params(ALPHA, 1 / B, GAMMA, OVERHEAD)
+    assert simulate(build("ring", p, count), rails(2, 1), 4).time == pytest.approx(
+        analytic.ring(p, 4 * count, q), rel=1e-12)
+    bonded = NetworkSpec(topology="switch", bandwidth=B, latency=ALPHA, nics_per_node=2, gamma=GAMMA,
+                         overhead=OVERHEAD)
+    assert simulate(build("ring", p, count), bonded, 4).time == pytest.approx(
+        analytic.ring(p, 4 * count, analytic.Params(ALPHA, 1 / (2 * B), GAMMA, OVERHEAD)), rel=1e-12)
+
+
+def test_two_gpus_behind_one_nic_share_it_and_a_rail_each_do_not():
+    """Two nodes of two GPUs, ranks placed cyclically (node 0: ranks 0 and 2; node 1: 1 and
+    3), no latency or costs. Every ring message crosses between the nodes; on node 0, 0->1
+    and 2->3 leave together. With one rail they share its NIC, B/2 each, so each of the 6
+    steps moves n/4 at B/2; with a rail per GPU (ranks 0 and 1 on rail 0, 2 and 3 on rail 1)
+    each message has a NIC to itself and lands behind the receiver's own switch: at B."""
+    n = 4 * 2**20
+    bare = dict(latency=0.0, gamma=0.0, overhead=0.0, placement="cyclic")
+    one = NetworkSpec(topology="pcie-rails", bandwidth=B, nics_per_node=1, ranks_per_node=2,
+                      pcie_bandwidth=100 * B, **bare)
+    assert simulate(build("ring", 4, n // 4), one, 4).time == pytest.approx(6 * (n / 4) / (B / 2), rel=1e-12)
+    two = one.with_overrides(nics_per_node=2)
+    assert simulate(build("ring", 4, n // 4), two, 4).time == pytest.approx(6 * (n / 4) / B, rel=1e-12)
+
+
+def test_a_slow_pcie_link_bounds_the_gpu_not_the_nic():
+    """PCIe at half a NIC's speed: the ring between nodes moves at B/2; between switches of
+    one node a message crosses the GPU's link and the root complex, both at B/2."""
+    p, count = 4, 4 * 2**16
+    n = 4 * count
+    slow = rails(2, 1, pcie=B / 2).with_overrides(latency=0.0, gamma=0.0, overhead=0.0)
+    assert simulate(build("ring", p, count), slow, 4).time == pytest.approx(2 * (p - 1) * (n / p) * 2 / B,
+                                                                           rel=1e-12)
+    host = slow.with_overrides(ranks_per_node=2, intra_latency=0.0)  # ranks 0, 1 on one node
+    topology = Topology(host, 2)
+    links, latency, bandwidth, _ = topology.route(0, 1)
+    assert [link.name for link in links] == ["rank0.pcie_up", "node0.switch0.root_up",
+                                             "node0.switch1.root_down", "rank1.pcie_down"]
+    assert bandwidth == B / 2 and latency == 0.0
+
+
+def test_pcie_rails_needs_its_pcie_figure_and_only_it_takes_one():
+    with pytest.raises(SpecError, match="pcie-rails topology needs pcie_bandwidth"):
+        NetworkSpec(topology="pcie-rails")
+    with pytest.raises(SpecError, match="pcie_bandwidth is a figure of the pcie-rails topology, not switch"):
+        NetworkSpec(pcie_bandwidth=1e10)

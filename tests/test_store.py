@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from collbench.cli import main
 from collbench.errors import ResultsError
 from collbench.schema import SAMPLE_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
 from collbench.store import LOCK_FILE, SAMPLES_FILE, SUMMARY_FILE, ResultsWriter, read_results, set_aside
@@ -124,6 +125,7 @@ def test_a_kill_between_the_samples_and_the_summary_leaves_no_half_point(tmp_pat
     _, summary_frame, sample_frame = read_results(folder)
     assert list(summary_frame.size_bytes) == [8, 16]
     assert set(sample_frame.size_bytes) == {8, 16}  # the uncommitted samples are not a point
+    assert main(["report", str(folder), "--out", str(tmp_path / "report"), "--formats", "png"]) == 0
 
     writer = ResultsWriter(folder, {"name": "r"})  # the rerun measures the point again
     assert not writer.has(key(32))
@@ -196,6 +198,7 @@ def test_a_folder_holding_a_point_twice_reads_its_first_measurement(tmp_path, ca
     assert list(summary_frame.size_bytes) == [8, 16]
     assert len(sample_frame) == 2 * ITERS and 77.0 not in set(sample_frame.time_us)
     assert "holds 1 repeated point(s)" in capsys.readouterr().err
+    assert main(["report", str(folder), "--out", str(tmp_path / "report"), "--formats", "png"]) == 0
 
 
 def test_setting_aside_moves_a_folder_and_deletes_nothing(tmp_path):
