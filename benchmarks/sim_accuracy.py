@@ -61,7 +61,7 @@ def main() -> None:
         calibration = fit(train, args.topology, memory=not args.no_memory and args.topology != "ideal",
                           cores=cores)
     else:
-        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=not args.no_cache,
+        calibration = fit_by_simulation(train, host_model=args.host_model, cache=not args.no_cache,
                                         cores=cores, topology=args.topology)
     print(f"# fitted on P in {sorted(fit_ranks)}: {calibration.describe()}")
     if calibration.note:

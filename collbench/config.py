@@ -53,6 +53,9 @@ class RunConfig:
     aggregate."""
     agg_iters: int = 1
     """Calls per timed iteration, run back to back; the iteration's time is their mean."""
+    trace: str | None = None
+    """A file to write every op's events to, in Chrome trace format (dataflow execution): one
+    untimed call per point, after the timed ones."""
     execution: str = "step"
     """How a schedule runs: ``step`` (post a step, wait for all of it, reduce) or ``dataflow``
     (each op as soon as what it waits for is done; :mod:`collbench.dataflow`)."""
@@ -213,6 +216,8 @@ def _check(c: RunConfig) -> None:
                              "segments at least 1")
     if c.execution not in EXECUTIONS:
         raise CollbenchError(f"unknown execution {c.execution!r}; choose step or dataflow")
+    if c.trace and c.execution != "dataflow":
+        raise CollbenchError("--trace records the dataflow executor; add --execution dataflow")
     if c.execution == "dataflow" and (c.transport != "mpi" or c.buffers != "numpy"):
         raise CollbenchError("--execution dataflow runs on the mpi transport with numpy buffers only; "
                              "use --execution step")

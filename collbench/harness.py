@@ -129,6 +129,29 @@ class PointRunner:
         tolerance = (self.transport.size + 2) * float(np.finfo(expected.dtype).eps) * max(scale, 1.0)
         return abs(self.recv - expected) > tolerance
 
+    def traced_events(self, comm, offset_us: float) -> list[dict]:
+        """Untimed: one more call with every op's events recorded (dataflow execution), as this
+        rank's Chrome trace events (:mod:`collbench.trace`), shifted by *offset_us*. The ranks
+        start together after a barrier; their clocks agree on one host only."""
+        from collbench.trace import Trace, chrome_events
+
+        executor = self._executor
+        if not isinstance(executor, DataflowExecutor):
+            return []
+        executor.trace = trace = Trace()
+        self.prepare()
+        comm.Barrier()
+        trace.start()
+        self.call()
+        executor.trace = None
+        name = f"{self.point.algorithm} {self.point.size_bytes} B {'in' if self.point.in_place else 'out'}"
+        return chrome_events(self.transport.rank, executor.plan.ops, executor.plan.steps, trace.records,
+                             offset_us, name)
+
+
+COUNTERS = ("registrations", "hits", "misses")
+"""The transport counters recorded per call (:meth:`~collbench.transports.base.Transport.counters`)."""
+
 
 def _calls(runner: PointRunner, agg_iters: int) -> None:
     """One iteration: *agg_iters* calls back to back, the device synchronised after the last."""
@@ -136,26 +159,34 @@ def _calls(runner: PointRunner, agg_iters: int) -> None:
         runner.call(sync=i == agg_iters - 1)
 
 
-def _per_call(runner: PointRunner, comm, iterations: int, agg_iters: int,
-              progress: Progress) -> np.ndarray:
-    """Seconds per call of each iteration, each started by a barrier on restored inputs."""
+def _per_call(runner: PointRunner, comm, iterations: int, agg_iters: int, progress: Progress,
+              counts: np.ndarray | None = None) -> np.ndarray:
+    """Seconds per call of each iteration, each started by a barrier on restored inputs.
+    *counts* (iterations x COUNTERS), if given, receives what each iteration added to the
+    transport's counters, read outside the clock."""
     local = np.empty(iterations)
+    counters = runner.transport.counters
     for i in range(iterations):
         runner.prepare()
         runner.transport.synchronize()  # a device-side restore must not leak into the timing
         progress.waiting("barrier before an iteration")
         runner.transport.barrier(comm)
         progress.waiting(runner.point.algorithm)
+        before = counters() if counts is not None else None
         start = time.perf_counter()
         _calls(runner, agg_iters)
         local[i] = (time.perf_counter() - start) / agg_iters
+        if before:
+            after = counters()
+            counts[i] = [after[k] - before[k] for k in COUNTERS]
     return local
 
 
-def _back_to_back(runner: PointRunner, comm, iterations: int, agg_iters: int,
-                  progress: Progress) -> np.ndarray:
+def _back_to_back(runner: PointRunner, comm, iterations: int, agg_iters: int, progress: Progress,
+                  counts: np.ndarray | None = None) -> np.ndarray:
     """Seconds per call of each iteration, after one barrier, with no barrier or input
-    restore between iterations: their sum is the block's wall time on this rank."""
+    restore between iterations: their sum is the block's wall time on this rank. Counters
+    are read between iterations, so their cost lands in the next one's time."""
     if iterations == 0:
         return np.empty(0)
     runner.prepare()
@@ -163,20 +194,30 @@ def _back_to_back(runner: PointRunner, comm, iterations: int, agg_iters: int,
     progress.waiting("barrier before the iterations")
     runner.transport.barrier(comm)
     progress.waiting(runner.point.algorithm)
+    counters = runner.transport.counters
+    before = counters() if counts is not None else None
     stamps = np.empty(iterations + 1)
     stamps[0] = time.perf_counter()
     for i in range(iterations):
         _calls(runner, agg_iters)
         stamps[i + 1] = time.perf_counter()
+        if before:
+            after = counters()
+            counts[i], before = [after[k] - before[k] for k in COUNTERS], after
     return np.diff(stamps) / agg_iters
 
 
-def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress) -> np.ndarray:
-    """Local seconds per call of every iteration: first (one call), warm-ups, timed."""
+def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress,
+               counts: np.ndarray | None = None) -> np.ndarray:
+    """Local seconds per call of every iteration: first (one call), warm-ups, timed. *counts*
+    (iterations x COUNTERS), if given, receives what each iteration added to the transport's
+    counters."""
     block = _back_to_back if config.timing == "aggregate" else _per_call
-    return np.concatenate([_per_call(runner, comm, 1, 1, progress),
-                           block(runner, comm, config.warmup_iters, config.agg_iters, progress),
-                           block(runner, comm, config.iters, config.agg_iters, progress)])
+    warm = 1 + config.warmup_iters
+    parts = (None, None, None) if counts is None else (counts[:1], counts[1:warm], counts[warm:])
+    return np.concatenate([_per_call(runner, comm, 1, 1, progress, parts[0]),
+                           block(runner, comm, config.warmup_iters, config.agg_iters, progress, parts[1]),
+                           block(runner, comm, config.iters, config.agg_iters, progress, parts[2])])
 
 
 _COMBINE = {0: lambda t, axis: np.take(t, 0, axis=axis), 1: np.mean, 2: np.min, 3: np.max}
@@ -283,6 +324,7 @@ class Sweep:
         printer = PointPrinter(output_format, self.folder, enabled=self.rank == 0)
         skipped = len(points) - sum(todo)
         printer.header(self.config, self.nranks, self._describe(), skipped)
+        self.trace_events = []
         wrong_points = 0
         try:
             with printer.progress(sum(todo), show_progress) as bar:
@@ -302,37 +344,72 @@ class Sweep:
             self.writer.write_provenance(end_time=provenance.now())
             self.writer.close()
             printer.footer(wrong_points)
+            if self.config.trace:
+                from collbench import trace
+
+                counts = trace.write(self.config.trace, self.trace_events,
+                                     {"source": "measured", "execution": self.config.execution,
+                                      "nranks": self.nranks, "results": str(self.folder)})
+                if output_format == "table":
+                    print(trace.describe(self.config.trace, counts), flush=True)
             status = 1 if wrong_points else printer.check_min_busbw(min_busbw)
         return self.comm.bcast(status, root=0)
 
     where = ""
     """The point being measured, for the watchdog's message."""
+    trace_events: list[dict]
+    """With ``--trace``: the Chrome trace events of every point so far (rank 0)."""
+    trace_end = 0.0
+    """Where the next point's trace begins, in microseconds: the points follow each other."""
 
     def _measure(self, point: Point) -> dict:
         c = self.config
         self.where = (f"{point.algorithm}, {point.size_bytes} B, "
                        f"{'in' if point.in_place else 'out-of'}-place")
         runner = PointRunner(c, self.transport, point, self.progress)
-        local = time_point(runner, self.comm, c, self.progress)
+        counts = np.zeros((1 + c.warmup_iters + c.iters, len(COUNTERS)), dtype=np.int64)
+        local = time_point(runner, self.comm, c, self.progress, counts)
+        counted = bool(self.transport.counters())
         wrong = sum(runner.count_wrong(seed) for seed in range(1, c.check_iters + 1))
+        if c.trace:
+            self.progress.waiting("tracing")
+            events = self.comm.gather(runner.traced_events(self.comm, self.trace_end), root=0)
+            if self.rank == 0:
+                self.trace_events += [e for rank_events in events for e in rank_events]
+                self.trace_end = max((e["ts"] + e.get("dur", 0) for e in self.trace_events if "ts" in e),
+                                     default=self.trace_end)
+            self.trace_end = self.comm.bcast(self.trace_end, root=0)
         self.progress.waiting("collecting results")
         n_wrong = self.comm.allreduce(wrong) if c.check_iters else -1
-        times = self.comm.gather(local, root=0)
+        gathered = self.comm.gather((local, counts), root=0)
         if self.rank != 0:
             return {}
-        rank_us = np.stack(times) * 1e6  # [rank, iteration]
+        rank_us = np.stack([t for t, _ in gathered]) * 1e6  # [rank, iteration]
         per_iter_us = _COMBINE[c.average](rank_us, axis=0)
+        rank_counts = np.stack([n for _, n in gathered])  # [rank, iteration, counter]
+        per_iter_counts = rank_counts.sum(axis=0)
+
+        def registrations(counts: np.ndarray) -> list:
+            return [int(n) if counted else "" for n in counts[:, 0]]
+
         key = self._key(point)
-        samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t, "rank": rank}
-                   for rank, row in [(COMBINED_RANKS, per_iter_us), *enumerate(rank_us)]
-                   for (phase, i), t in zip(_phases(c), row)]
+        samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t,
+                    "registrations": reg, "rank": rank}
+                   for rank, times, regs in [(COMBINED_RANKS, per_iter_us, registrations(per_iter_counts)),
+                                             *((r, rank_us[r], registrations(rank_counts[r]))
+                                               for r in range(len(gathered)))]
+                   for (phase, i), t, reg in zip(_phases(c), times, regs)]
         timed = slice(1 + c.warmup_iters, None)
+        counted_timed = per_iter_counts[timed].sum(axis=0)
+        registration = (dict(zip(("reg_timed", "reg_hits", "reg_misses"), map(int, counted_timed)))
+                        if counted else {"reg_timed": "", "reg_hits": "", "reg_misses": ""})
         stats = summarise(per_iter_us[timed], point.size_bytes, self.nranks,
-                          time_us=point_time(rank_us[:, timed], c))
+                          reported_us=point_time(rank_us[:, timed], c))
         hosts = self.writer.provenance.get("ranks_per_node", {}) or {}
         row = {**key, "count": runner.count,
                "ranks_per_node": max(hosts.values()) if hosts else self.nranks,
-               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong, "timing": c.timing}
+               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong, **registration,
+               "timing": c.timing}
         self.writer.add_point(row, samples)
         return row
 

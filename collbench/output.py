@@ -29,7 +29,7 @@ _COLUMNS = (  # (title, unit, width, row key or None, format)
     ("redop", "", 6, "op", "s"),
     ("algorithm", "", 13, "algorithm", "s"),
     ("place", "", 6, None, "s"),
-    ("time", "(us)", 11, "time_us", ".2f"),
+    ("time", "(us)", 11, "reported_us", ".2f"),
     ("ci{level}-lo", "(us)", 11, "ci_low_us", ".2f"),
     ("ci{level}-hi", "(us)", 11, "ci_high_us", ".2f"),
     ("first", "(us)", 11, "first_us", ".2f"),
@@ -110,6 +110,10 @@ class PointPrinter:
             print(f"# Out of bounds values : {wrong_points} {'FAILED' if wrong_points else 'OK'}")
             print(f"# Avg bus bandwidth    : {average_busbw(self.rows):.6g} GB/s")
             print(f"# {len(self.rows)} point(s) measured; results in {self.folder}")
+            registering = [r for r in self.rows if isinstance(r.get("reg_timed"), int) and r["reg_timed"]]
+            if registering:
+                print(f"# {len(registering)} point(s) registered memory inside timed calls (reg_timed in "
+                      "summary.csv); raise COLLBENCH_VERBS_REGCACHE_LIMIT to keep their buffers registered")
         if wrong_points:
             print(f"collbench: error: {wrong_points} point(s) had wrong results (see #wrong)",
                   file=sys.stderr)

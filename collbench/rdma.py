@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collbench.errors import CollbenchError
+from collbench.verbs.protocol import wc_status_text
 
 SYSFS_VERBS = Path("/sys/class/infiniband_verbs")
 SYSFS_IB = Path("/sys/class/infiniband")
@@ -285,13 +286,10 @@ class Device:
                  socket.ntohl(wc.imm_data) if wc.opcode == recv_imm else 0, wc.byte_len)
                 for wc in wcs[:count]]
 
-    def status_text(self, status: int) -> str:
-        try:
-            from pyverbs.cq import WC
-
-            return WC.status_to_str(status) if hasattr(WC, "status_to_str") else str(status)
-        except Exception:  # pragma: no cover - cosmetic
-            return str(status)
+    @staticmethod
+    def status_text(status: int) -> str:
+        """libibverbs' name of a completion status (pyverbs has no public function for it)."""
+        return wc_status_text(status)
 
     def close(self) -> None:
         self.ctx.close()

@@ -42,6 +42,8 @@ def register(sub) -> None:
     p.add_argument("--segments", help="pipeline segments per ring chunk (default 1)")
     p.add_argument("--execution", help="step (default: post a step, wait for all of it) or dataflow "
                    "(each op once what it needs is done; mpi with numpy buffers)")
+    p.add_argument("--trace", metavar="FILE", help="write every op's events (one untimed call per point) "
+                   "in Chrome trace format, for Perfetto; with --execution dataflow")
     p.add_argument("-T", "--timeout", help="seconds without progress before the job aborts (default 300)")
     p.add_argument("--buffers", help="numpy (host, default) or cupy (device)")
     p.add_argument("--device", help="RDMA device for the verbs transport (default: the first)")
@@ -66,8 +68,8 @@ def register(sub) -> None:
 
 _SETTINGS = ("algorithms", "transport", "minbytes", "maxbytes", "stepfactor", "iters",
              "warmup_iters", "agg_iters", "average", "timing", "check_iters", "datatype", "op",
-             "modes", "segments", "execution", "timeout", "buffers", "device", "mpi_thread_level",
-             "name", "out")
+             "modes", "segments", "execution", "trace", "timeout", "buffers", "device",
+             "mpi_thread_level", "name", "out")
 
 
 def parse_gbps(text: str | None) -> float | None:

@@ -79,7 +79,7 @@ class Summary:
     ci_level: float
     algbw_GBps: float
     busbw_GBps: float
-    time_us: float
+    reported_us: float
     """The point's reported time, from which algbw and busbw come (the median unless the
     caller passes another, e.g. the aggregate timing's mean)."""
 
@@ -87,11 +87,11 @@ class Summary:
         return asdict(self)
 
 
-def summarise(times_us, size_bytes: int, nranks: int, time_us: float | None = None) -> Summary:
+def summarise(times_us, size_bytes: int, nranks: int, reported_us: float | None = None) -> Summary:
     """Summarise the timed samples *times_us* (each one iteration's time, the ranks' times
     already combined) of one point.
 
-    algbw is bytes / *time_us* (default: the median sample) and busbw = algbw · 2(P-1)/P,
+    algbw is bytes / *reported_us* (default: the median sample) and busbw = algbw · 2(P-1)/P,
     nccl-tests' definitions."""
     t = np.asarray(times_us, dtype=float)
     if t.size == 0:
@@ -99,7 +99,7 @@ def summarise(times_us, size_bytes: int, nranks: int, time_us: float | None = No
     median = float(np.median(t))
     low, high, level = median_ci(t)
     mean = float(t.mean())
-    reported = median if time_us is None else float(time_us)
+    reported = median if reported_us is None else float(reported_us)
     algbw = size_bytes / (reported * 1e-6) / 1e9 if reported > 0 else 0.0
     return Summary(
         iters=int(t.size),
@@ -114,5 +114,5 @@ def summarise(times_us, size_bytes: int, nranks: int, time_us: float | None = No
         ci_level=level,
         algbw_GBps=algbw,
         busbw_GBps=algbw * busbw_factor(nranks),
-        time_us=reported,
+        reported_us=reported,
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from collbench.errors import ResultsError
 from collbench.schema import (
+    ADDED_COLUMNS,
     OPTIONAL_SAMPLE_COLUMNS,
     OPTIONAL_SUMMARY_COLUMNS,
     POINT_KEY,
@@ -208,7 +209,7 @@ def _parse(path: Path, lines: list[str]) -> tuple[list[str], list[list[str]]]:
 
 
 def _check_columns(path: Path, header: list[str], columns: tuple[str, ...]) -> None:
-    missing = set(columns) - set(header) - {VERSION_KEY} - set(_OPTIONAL.get(columns, ()))
+    missing = set(columns) - set(header) - {VERSION_KEY} - set(ADDED_COLUMNS)
     if missing:
         raise ResultsError(f"{path} lacks the columns {', '.join(sorted(missing))}")
 
@@ -272,6 +273,9 @@ class ResultsWriter:
         if torn or len(kept) != len(records) or header != list(columns):
             for r in kept:
                 r.setdefault(VERSION_KEY, str(UNVERSIONED))
+                for column in ADDED_COLUMNS:
+                    if column in columns:
+                        r.setdefault(column, "")
             extra = set(header) - set(columns)
             if extra:
                 raise ResultsError(f"{path} has columns this collbench does not know "
@@ -348,6 +352,9 @@ def _read_frame(path: Path, columns: tuple[str, ...]):
     _check_columns(path, header, columns)
     if VERSION_KEY not in frame:
         frame[VERSION_KEY] = UNVERSIONED
+    for column in ADDED_COLUMNS:
+        if column in columns and column not in frame:
+            frame[column] = float("nan")
     return _fill_optional(frame, columns)
 
 
@@ -382,7 +389,7 @@ def _fill_optional(frame, columns: tuple[str, ...]):
     for name, default in _OPTIONAL[columns].items():
         if name not in frame.columns:
             frame[name] = float("nan") if default is None else default
-        if name == "time_us":
+        if name == "reported_us":
             frame[name] = frame[name].fillna(frame["median_us"])
         elif name == "timing":
             column = frame[name].astype(object)

@@ -67,6 +67,9 @@ def register(subparsers) -> None:
                             "bandwidth, latency and topology and takes gamma and overhead from the fit.")
     _prediction_options(pred)
     pred.add_argument("--calibration", required=True, help="file written by 'collbench sim calibrate'")
+    pred.add_argument("--against", nargs="+", default=None, metavar="RESULTS",
+                      help="measured results (not fitted) to check the predictions on: predict each of "
+                      "their points on this network and print the error (no --ranks, --sizes or saving)")
     pred.set_defaults(func=_run_sim)
 
 
@@ -81,10 +84,16 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=sorted(ITEMSIZE))
     p.add_argument("-s", "--segments", type=int, default=1, metavar="N",
                    help="pipeline segments per ring chunk (default 1)")
+    p.add_argument("--trace", metavar="FILE", help="write every op's events in Chrome trace format "
+                   "(Perfetto) to FILE; with --execution dataflow")
     p.add_argument("--execution", default="step", choices=("step", "dataflow"),
                    help="step (post a step, wait for all of it) or dataflow (each op once what it "
                    "needs is done); as 'collbench run --execution'")
-    p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
+    p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>); "
+                   "an existing one is resumed if it was predicted with the same settings")
+    p.add_argument("--force-new", action="store_true",
+                   help="do not resume: move an existing --out folder aside to DIR.<UTC time> "
+                   "(nothing is deleted) and start afresh in DIR")
     p.add_argument("--no-save", action="store_true", help="print only")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="simulate N points at once in separate processes (0: one per CPU; default 1)")
@@ -162,6 +171,8 @@ def _run_sim(args) -> int:
     from collbench.algorithms import ALGORITHMS
     from collbench.sim.units import parse_ranks, parse_sizes
 
+    if getattr(args, "against", None):
+        return _run_against(args)
     try:
         ranks, sizes = parse_ranks(args.ranks), parse_sizes(args.sizes)
     except ValueError as e:
@@ -186,18 +197,23 @@ def _run_sim(args) -> int:
             raise CollbenchError("the closed forms predict step execution; use --model sim for dataflow")
     if args.segments < 1:
         raise CollbenchError(f"segments must be at least 1, got {args.segments}")
+    if args.trace and (args.execution != "dataflow" or args.model != "sim"):
+        raise CollbenchError("--trace records the simulated dataflow executor; add --execution dataflow "
+                             "(and --model sim)")
     if args.model == "analytic":
         for algorithm in algorithms:
             for p in ranks:
                 predict_seconds(spec, algorithm, p, sizes[0], itemsize, "analytic", args.segments)
     writer = None if args.no_save else _writer(args, spec, calibration)
     source = "simulated" if args.model == "sim" else "model"
+    points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
+    if writer:
+        points = _not_stored(writer, points, source, spec.name, args.dtype)
     print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
           f"{spec.nics_per_node} per node, latency {spec.latency * 1e6:g} us, "
           f"{spec.ranks_per_node} ranks/node; {source}")
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
-    points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
     from collbench.sim.topology import idle_settings
 
     for note in idle_settings(spec, ranks):
@@ -222,10 +238,59 @@ def _run_sim(args) -> int:
             writer.write_provenance(end_time=now(), interrupted=True)
             print(f"# interrupted; the points above are in {writer.folder}", file=sys.stderr)
         raise
+    if args.trace:
+        _write_trace(args, spec, itemsize, points)
     if writer:
         writer.write_provenance(end_time=now())
         print(f"# results in {writer.folder}")
     return 0
+
+
+def _run_against(args) -> int:
+    """``sim predict --against``: every measured point of the given folders predicted on the
+    network, with its error, and the held-out score (points of 1 MiB or more within 10%)."""
+    from collbench.sim.calibrate import measured_inputs
+    from collbench.sim.heldout import compare, score
+    from collbench.sim.topology import idle_settings
+
+    data, _, skipped = measured_inputs(args.against)
+    for line in skipped:
+        print(f"# skipped {line}", file=sys.stderr)
+    ranks = sorted(set(data["nranks"].astype(int)))
+    spec, _ = _network(args, max(ranks))
+    for note in idle_settings(spec, ranks):
+        print(f"collbench: warning: {note}", file=sys.stderr)
+    print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
+          f"{spec.nics_per_node} per node, latency {spec.latency * 1e6:g} us, "
+          f"{spec.ranks_per_node} ranks/node; measured vs predicted ({args.model})")
+    print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'measured(us)':>14} {'predicted(us)':>14} "
+          f"{'error':>8}")
+    rows = compare(spec, data, args.model)
+    for r in rows:
+        print(f"{r['algorithm']:>13} {r['nranks']:>7} {r['size_bytes']:>12} {r['measured_us']:>14.2f} "
+              f"{r['predicted_us']:>14.2f} {r['error_pct']:>7.1f}%")
+    print(f"# held out: {score(rows).describe()}")
+    return 0
+
+
+def _write_trace(args, spec, itemsize: int, points: list[tuple[str, int, int]]) -> None:
+    """Simulate every point again with a tracer and write one trace, the points one after
+    another in simulated time."""
+    from collbench.algorithms import build
+    from collbench.sim.dataflow import traced
+
+    from collbench import trace
+
+    events, offset = [], 0.0
+    for algorithm, p, size in points:
+        options = {"segments": args.segments} if algorithm == "ring" and args.segments > 1 else {}
+        result, more = traced(build(algorithm, p, size // itemsize, **options), spec, itemsize,
+                              offset_us=offset, name=f"{algorithm} P={p} {size} B")
+        events += more
+        offset += result.time * 1e6
+    counts = trace.write(args.trace, events, {"source": "simulated", "network": spec.name,
+                                              "execution": args.execution, "segments": args.segments})
+    print(trace.describe(args.trace, counts))
 
 
 def _predict(spec, dtype: str, itemsize: int, model: str, segments: int, execution: str,
@@ -276,12 +341,25 @@ def _fmt(x: float) -> str:
     return f"{x:>12.3f}" if math.isfinite(x) else f"{'-':>12}"
 
 
+def _not_stored(writer, points: list, source: str, network: str, dtype: str) -> list:
+    """The *points* the resumed folder of *writer* does not hold yet; says once how many it skips."""
+    from collbench.sim.results import point_identity
+
+    todo = [(a, p, size) for a, p, size in points if not writer.has(point_identity(
+        source=source, network=network, algorithm=a, nranks=p, size_bytes=size, dtype=dtype))]
+    if len(todo) < len(points):
+        print(f"# resuming: {len(points) - len(todo)} point(s) already in {writer.folder} are skipped")
+    return todo
+
+
 def _writer(args, spec, calibration):
     from dataclasses import asdict
 
+    from collbench.sim.results import refuse_other_settings
+
     from collbench import provenance
     from collbench.lineage import CALIBRATED_FROM
-    from collbench.store import ResultsWriter
+    from collbench.store import ResultsWriter, set_aside
 
     name = f"sim-{spec.name}"
     folder = Path(args.out) if args.out else Path("results") / f"{provenance.timestamp()}-{name}"
@@ -296,7 +374,9 @@ def _writer(args, spec, calibration):
     if calibration:
         info["calibration"] = {**asdict(calibration), "file": str(args.calibration)}
         info[CALIBRATED_FROM] = calibration.calibrated_from if _predicts_calibrated_system(args) else []
-    return ResultsWriter(folder, info)
+    if args.force_new and (moved := set_aside(folder)):
+        print(f"collbench: note: moved the earlier results in {folder} to {moved}", file=sys.stderr)
+    return ResultsWriter(folder, info, partial(refuse_other_settings, folder, info))
 
 
 def _predicts_calibrated_system(args) -> bool:
@@ -334,7 +414,7 @@ def _run_calibrate(args) -> int:
         if args.topology == "ideal":
             raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "
                                  "topology, not ideal")
-        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=args.cache,
+        calibration = fit_by_simulation(train, host_model=args.host_model, cache=args.cache,
                                         memory=args.memory, cores=cores, topology=args.topology,
                                         note_sources=sources)
     else:

@@ -240,3 +240,22 @@ def simulate_dataflow(schedule: Schedule, spec: NetworkSpec, itemsize: int = 4, 
                       tracer: Tracer | None = None) -> SimResult:
     """Simulate *schedule* run as a dataflow on network *spec*; see :class:`DataflowSimulation`."""
     return DataflowSimulation(schedule, spec, itemsize, window, tracer).run()
+
+
+def traced(schedule: Schedule, spec: NetworkSpec, itemsize: int = 4, window: int = WINDOW,
+           offset_us: float = 0.0, name: str = "") -> tuple[SimResult, list[dict]]:
+    """Simulate as :func:`simulate_dataflow` and return the Chrome trace events of every rank
+    too (:func:`collbench.trace.chrome_events`), in simulated time shifted by *offset_us*."""
+    from collbench.trace import chrome_events
+
+    records: dict[int, list[tuple[float, str, int]]] = {}
+
+    def record(rank: int, t: float, event: str, op: int) -> None:
+        records.setdefault(rank, []).append((t, event, op))
+
+    result = (simulation := DataflowSimulation(schedule, spec, itemsize, window, record)).run()
+    events = []
+    for st in simulation.ranks:
+        events += chrome_events(st.rank, st.plan.ops, st.plan.steps, records.get(st.rank, ()),
+                                offset_us, name)
+    return result, events

@@ -11,9 +11,12 @@ from collbench.sim.results import summary_row
 
 from collbench.errors import CollbenchError
 
-SECONDS_PER_MESSAGE = 2e-6
-"""What simulating one message costs, about: 1.7-2.5 us on one core of the project's 2-core
-VM for a ring at P = 256-4096 (``benchmarks/sim_speed.py``)."""
+SECONDS_PER_MESSAGE = {"ring": 2e-6, "rabenseifner": 5e-5, "naive": 1e-4}
+"""What simulating one message costs, about, on one core of the project's 2-core VM
+(``benchmarks/sim_speed.py --algorithm A``, 2026-12-02, load average 3-14): the ring's messages
+reuse one channel each and mostly skip the flow model (1.7 us at P = 1024); Rabenseifner's
+and naive's each open a channel and a route of their own, and naive's share the root's
+links (80 and 130-160 us under load)."""
 
 
 def messages(algorithm: str, nranks: int, segments: int = 1) -> int:
@@ -34,7 +37,7 @@ def cost_warning(points: list[tuple[str, int, int]], segments: int = 1, limit: f
     """One line warning of a sweep of (algorithm, ranks, size) *points* whose simulation
     would take more than *limit* seconds of one core, or None."""
     total = sum(messages(a, p, segments) for a, p, _ in points)
-    seconds = total * SECONDS_PER_MESSAGE
+    seconds = sum(messages(a, p, segments) * SECONDS_PER_MESSAGE.get(a, 1e-4) for a, p, _ in points)
     if seconds <= limit:
         return None
     a, p, _ = max(points, key=lambda point: messages(point[0], point[1], segments))

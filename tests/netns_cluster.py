@@ -46,6 +46,20 @@ class EmulatedCluster:
         return subprocess.run(["bash", str(CLUSTER), "mpiexec", str(VENV), str(nranks), *map(str, command)],
                               env=self.env, capture_output=True, text=True, timeout=timeout)
 
+    def tcp_counters(self) -> dict[str, int]:
+        """TCP's segments sent, retransmitted and its retransmission timeouts, summed over the
+        nodes since they came up (each node's namespace keeps its own counters)."""
+        names = {"TcpOutSegs": "sent", "TcpRetransSegs": "retransmitted", "TcpExtTCPTimeouts": "timeouts"}
+        totals = dict.fromkeys(names.values(), 0)
+        for ns in self.namespaces():
+            out = subprocess.run(["ip", "netns", "exec", ns, "nstat", "-asz", *names], capture_output=True,
+                                 text=True).stdout
+            for line in out.splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] in names:
+                    totals[names[parts[0]]] += int(parts[1])
+        return totals
+
     def namespaces(self) -> list[str]:
         """The cluster's network namespaces that exist now."""
         out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -91,16 +105,18 @@ def slurm_skip_reason() -> str | None:
 
 @contextmanager
 def emulated_cluster(nodes: int, rate: str, hosts_per_leaf: int = 0, uplink: str | None = None,
-                     slurm: bool = False, cpus: int = 2) -> Iterator[EmulatedCluster]:
+                     slurm: bool = False, cpus: int = 2,
+                     burst: str | None = None) -> Iterator[EmulatedCluster]:
     """Bring up *nodes* nodes at *rate* (``tc`` units, e.g. ``200mbit``) on one switch, or in
-    leaves of *hosts_per_leaf* under uplinks of *uplink*; with *slurm*, a Slurm of *cpus* per
-    node. Tears everything down on the way out; the Slurm folder (configuration, logs) stays
+    leaves of *hosts_per_leaf* under uplinks of *uplink*, each shaper's bucket *burst* bytes
+    (``tc`` units; the script's default, 256kb, when None); with *slurm*, a Slurm of *cpus*
+    per node. Tears everything down on the way out; the Slurm folder (configuration, logs) stays
     only when the block failed. It is a short path in /tmp, because slurmstepd's sockets in
     it must fit the 108 bytes of a Unix socket name.
 
     Raises RuntimeError with the scripts' own message if bringing it up fails."""
     name, net = _free_name_and_net()
-    env = {**os.environ, "CB_CLUSTER": name, "CB_CLUSTER_NET": net}
+    env = {**os.environ, "CB_CLUSTER": name, "CB_CLUSTER_NET": net, **({"CB_BURST": burst} if burst else {})}
     cluster = EmulatedCluster(name, net, nodes, env=env)
     keep_logs = True
     try:

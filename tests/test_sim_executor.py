@@ -1,5 +1,7 @@
-"""The SimPy executor against closed forms (no contention) and against hand-derived exact
-values where links are shared. Times are in seconds, sizes in bytes, float32 elements."""
+"""The SimPy executor against hand-derived exact values where links are shared (naive's
+root, a ring across an oversubscribed core, flows joining a link), then cross-checked with
+the closed forms, derived from the same model. Times are in seconds, sizes in bytes,
+float32 elements."""
 
 import itertools
 
@@ -19,34 +21,6 @@ ALPHA, GAMMA, OVERHEAD = 1.3e-6, 2.0e-10, 3.0e-7
 IDEAL = NetworkSpec(topology="ideal", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
 Q = analytic.Params(ALPHA, 1 / B, GAMMA, OVERHEAD)
 RANKS = [2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 31, 32, 33, 48, 63, 64]
-
-
-@pytest.mark.parametrize("p", RANKS)
-@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
-def test_ideal_network_matches_closed_form(algorithm, p):
-    for k in (1, 7, 1000):
-        count = even_count(p, k)
-        simulated = simulate(build(algorithm, p, count), IDEAL, 4).time
-        closed = analytic.predict(algorithm, p, 4 * count, Q, "ideal")
-        assert simulated == pytest.approx(closed, rel=1e-9), (algorithm, p, count)
-
-
-@pytest.mark.parametrize("p", [2, 3, 5, 8, 13, 16])
-@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
-@pytest.mark.parametrize("topology", ["switch", "half-duplex"])
-def test_switches_match_their_closed_forms(topology, algorithm, p):
-    """On a switch only naive differs from ideal: its root's links are shared (the
-    closed form includes the broadcast's staggered starts, one overhead apart). With
-    half-duplex ports, exchanges in both directions also share each rank's port."""
-    network, q = IDEAL.with_overrides(topology=topology), Q
-    if topology == "half-duplex" and algorithm == "rabenseifner" and p & (p - 1):
-        # A folded rank's first core partner posted long before, so its message starts one
-        # overhead before the reply and has the port alone meanwhile: exact only with o = 0.
-        network, q = network.with_overrides(overhead=0.0), analytic.Params(ALPHA, 1 / B, GAMMA, 0.0)
-    for k in (1, 1000):
-        count = even_count(p, k)
-        simulated = simulate(build(algorithm, p, count), network, 4).time
-        assert simulated == pytest.approx(analytic.predict(algorithm, p, 4 * count, q, topology), rel=1e-9)
 
 
 def test_half_duplex_ports_halve_the_speed_of_exchanges_only():
@@ -125,6 +99,36 @@ def test_rabenseifner_on_a_torus_pays_for_hops_and_sharing():
     spec = NetworkSpec(topology="torus", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
     count = 8 * 2**16
     assert simulate(build("rabenseifner", 8, count), spec, 4).time > analytic.rabenseifner(8, 4 * count, Q)
+
+
+@pytest.mark.parametrize("p", RANKS)
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+def test_cross_check_ideal_network_against_the_closed_forms(algorithm, p):
+    """Cross-check with forms derived from the same model (no contention on ideal)."""
+    for k in (1, 7, 1000):
+        count = even_count(p, k)
+        simulated = simulate(build(algorithm, p, count), IDEAL, 4).time
+        closed = analytic.predict(algorithm, p, 4 * count, Q, "ideal")
+        assert simulated == pytest.approx(closed, rel=1e-9), (algorithm, p, count)
+
+
+@pytest.mark.parametrize("p", [2, 3, 5, 8, 13, 16])
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+@pytest.mark.parametrize("topology", ["switch", "half-duplex"])
+def test_cross_check_switches_against_their_closed_forms(topology, algorithm, p):
+    """Cross-check with forms derived from the same model. On a switch only naive differs
+    from ideal: its root's links are shared (the closed form includes the broadcast's
+    staggered starts, one overhead apart). With half-duplex ports, exchanges in both
+    directions also share each rank's port."""
+    network, q = IDEAL.with_overrides(topology=topology), Q
+    if topology == "half-duplex" and algorithm == "rabenseifner" and p & (p - 1):
+        # A folded rank's first core partner posted long before, so its message starts one
+        # overhead before the reply and has the port alone meanwhile: exact only with o = 0.
+        network, q = network.with_overrides(overhead=0.0), analytic.Params(ALPHA, 1 / B, GAMMA, 0.0)
+    for k in (1, 1000):
+        count = even_count(p, k)
+        simulated = simulate(build(algorithm, p, count), network, 4).time
+        assert simulated == pytest.approx(analytic.predict(algorithm, p, 4 * count, q, topology), rel=1e-9)
 
 
 def test_one_rank_and_empty_buffers_take_no_time():

@@ -13,7 +13,7 @@ import pytest
 
 from collbench.cli import main
 from collbench.errors import ResultsError
-from collbench.schema import SAMPLE_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from collbench.schema import ADDED_COLUMNS, SAMPLE_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
 from collbench.store import LOCK_FILE, SAMPLES_FILE, SUMMARY_FILE, ResultsWriter, read_results, set_aside
 
 ITERS = 4
@@ -31,7 +31,7 @@ def summary(size: int, algorithm: str = "ring") -> dict:
 
 def samples(size: int, algorithm: str = "ring") -> list[dict]:
     return [{**key(size, algorithm), "count": size // 4, "phase": "timed", "iter": i,
-             "time_us": 10.0 + i, "rank": -1} for i in range(ITERS)]
+             "time_us": 10.0 + i, "registrations": 0, "rank": -1} for i in range(ITERS)]
 
 
 def store(writer: ResultsWriter, size: int, algorithm: str = "ring") -> None:
@@ -91,8 +91,10 @@ def write_unversioned(folder: Path, sizes=(8, 16)) -> None:
     """A folder as collbench wrote it before files carried a schema version."""
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps({"name": "old", "config": {"iters": ITERS}, "nranks": 2}))
-    pd.DataFrame([summary(s) for s in sizes]).to_csv(folder / SUMMARY_FILE, index=False)
-    pd.DataFrame([r for s in sizes for r in samples(s)]).to_csv(folder / SAMPLES_FILE, index=False)
+    old_columns = [c for c in SUMMARY_COLUMNS[:-1] if c not in ADDED_COLUMNS]
+    pd.DataFrame([summary(s) for s in sizes])[old_columns].to_csv(folder / SUMMARY_FILE, index=False)
+    old_samples = [{k: v for k, v in r.items() if k not in ADDED_COLUMNS} for s in sizes for r in samples(s)]
+    pd.DataFrame(old_samples).to_csv(folder / SAMPLES_FILE, index=False)
 
 
 def test_a_folder_from_before_versioning_reads_as_schema_1_and_resumes(tmp_path):
@@ -109,6 +111,8 @@ def test_a_folder_from_before_versioning_reads_as_schema_1_and_resumes(tmp_path)
     _, summary_frame, sample_frame = read_results(old)
     assert list(summary_frame.schema_version) == [1, 1, SCHEMA_VERSION]
     assert list(sample_frame.groupby("size_bytes").schema_version.first()) == [1, 1, SCHEMA_VERSION]
+    assert summary_frame.reg_timed.isna().tolist() == [True, True, False]  # added in schema 3
+    assert sample_frame.registrations.isna().sum() == 2 * ITERS
 
 
 def test_a_kill_between_the_samples_and_the_summary_leaves_no_half_point(tmp_path):

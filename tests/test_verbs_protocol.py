@@ -170,17 +170,42 @@ def test_registration_cache_hits_and_keeps_owner_alive():
     assert not a.valid and a.owner is None and fake.live == {}
 
 
-def test_registration_cache_evicts_least_recently_used():
+def _use(cache, addr, nbytes, owner):
+    """Acquire and release at once: a registration touched, then left unpinned."""
+    entry = cache.acquire(addr, nbytes, owner)
+    cache.release(entry)
+    return entry
+
+
+def test_registration_cache_evicts_least_recently_used_unpinned():
     fake = _FakeRegistrar()
     cache = RegistrationCache(fake.register, fake.deregister, limit_bytes=250)
-    a = cache.acquire(0, 100, "a")
-    b = cache.acquire(1000, 100, "b")
-    cache.acquire(0, 100, "a")  # touch a: b is now the oldest
-    c = cache.acquire(2000, 100, "c")
+    a = _use(cache, 0, 100, "a")
+    b = _use(cache, 1000, 100, "b")
+    _use(cache, 0, 100, "a")  # touch a: b is now the oldest
+    c = _use(cache, 2000, 100, "c")
     assert a.valid and not b.valid and c.valid and cache.bytes == 200
     assert ("dereg", 1000, 100) in fake.calls
-    big = cache.acquire(5000, 1000, "big")  # alone over the limit: kept, the others go
+    big = _use(cache, 5000, 1000, "big")  # alone over the limit: kept, the others go
     assert big.valid and not a.valid and not c.valid and len(cache) == 1
+
+
+def test_registration_cache_never_evicts_what_a_step_has_pinned():
+    """A step pins its user buffer and scratch area; together they exceed the limit, and
+    neither may go while the step runs (a peer may be writing into it)."""
+    fake = _FakeRegistrar()
+    cache = RegistrationCache(fake.register, fake.deregister, limit_bytes=120)
+    user = cache.acquire(0, 100, "user")
+    scratch = cache.acquire(1000, 40, "scratch")
+    again = cache.acquire(0, 100, "user")  # the same buffer twice in one step
+    assert user is again and user.valid and scratch.valid and cache.bytes == 140
+    assert cache.pinned() == 2
+    for entry in (user, scratch, again):
+        cache.release(entry)
+    assert cache.pinned() == 0 and user.valid and scratch.valid  # eviction waits for a new one
+    other = cache.acquire(2000, 10, "other")  # the scratch area was used least recently
+    assert user.valid and not scratch.valid and other.valid and cache.bytes == 110
+    assert cache.stats()["hits"] == 1 and cache.stats()["misses"] == 3
 
 
 def test_registration_cache_off_registers_every_time():

@@ -121,6 +121,11 @@ class Transport(ABC):
         """Block until the device has finished queued work (no-op on the host)."""
         return None
 
+    def counters(self) -> dict[str, int]:
+        """Cumulative counts the harness records per call (``registrations``, ``hits``,
+        ``misses`` of a registration cache); empty for transports that keep none."""
+        return {}
+
     def describe(self) -> dict:
         """Facts about the transport for provenance and the table (e.g. CUDA-aware or staged)."""
         return {"transport": self.name}

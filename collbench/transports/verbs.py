@@ -92,7 +92,10 @@ class VerbsTransport(Transport):
 
     name = "verbs"
 
-    def __init__(self, comm, config) -> None:
+    def __init__(self, comm, config, device=None, settings: Settings | None = None) -> None:
+        """*device* opens a device (``(name, port, gid_index, cqe)``, default
+        :class:`collbench.rdma.Device`; tests pass :meth:`collbench.verbs.fake.Fabric.device`);
+        *settings* default to the ``COLLBENCH_VERBS_*`` environment."""
         self.comm = comm.Dup()
         self.rank, self.size = self.comm.rank, self.comm.size
         self.xp = np
@@ -104,10 +107,10 @@ class VerbsTransport(Transport):
                 raise CollbenchError("the verbs transport moves host (numpy) buffers only; "
                                      "drop --buffers cupy or use --transport nccl")
             try:
-                self.settings = Settings.from_env()
+                self.settings = settings or Settings.from_env()
             except ValueError as e:
                 raise CollbenchError(str(e)) from None
-            self._open_device(config.device)
+            self._open_device(config.device, device)
         except CollbenchError as e:
             error = str(e)
         except Exception as e:  # a pyverbs failure: report it as one sentence on every rank
@@ -123,13 +126,14 @@ class VerbsTransport(Transport):
 
     # ------------------------------------------------------------ setup
 
-    def _open_device(self, name: str | None) -> None:
-        from collbench.rdma import Device
+    def _open_device(self, name: str | None, device) -> None:
+        if device is None:
+            from collbench.rdma import Device as device
 
         s = self.settings
         self._send_depth = s.window + CONTROL_SEND_SLOTS
         peers = max(self.size - 1, 1)
-        self.dev = Device(name, s.port, s.gid_index, cqe=peers * (self._send_depth + s.recv_depth) + 64)
+        self.dev = device(name, s.port, s.gid_index, cqe=peers * (self._send_depth + s.recv_depth) + 64)
         self.cache = RegistrationCache(self.dev.register, self.dev.deregister, s.regcache,
                                        s.regcache_limit)
         self.peers: dict[int, _Peer] = {}
@@ -177,35 +181,36 @@ class VerbsTransport(Transport):
         root = _root(buf)
         msg = _Message(buf, buf.ctypes.data, buf.nbytes, root,
                        plan_segments(buf.nbytes, self.settings.segment_bytes))
-        if self.cache.enabled and buf.nbytes:
+        if self.cache.enabled and buf.nbytes:  # registered now, outside the timed calls
             msg.reg = self.cache.acquire(root.ctypes.data, root.nbytes, root)
+            self.cache.release(msg.reg)
         return msg
 
-    def _registration(self, msg: _Message, temporary: list) -> Registration:
+    def _registration(self, msg: _Message, pinned: list) -> Registration:
+        """The registration *msg* moves through, pinned until the step ends (listed in *pinned*)."""
         if self.cache.enabled:
-            if msg.reg is None or not msg.reg.valid:
-                msg.reg = self.cache.acquire(msg.root.ctypes.data, msg.root.nbytes, msg.root)
-            return msg.reg
-        reg = self.cache.acquire(msg.addr, msg.nbytes, msg.buf)
-        temporary.append(reg)
+            reg = msg.reg = self.cache.acquire(msg.root.ctypes.data, msg.root.nbytes, msg.root)
+        else:
+            reg = self.cache.acquire(msg.addr, msg.nbytes, msg.buf)
+        pinned.append(reg)
         return reg
 
     # ------------------------------------------------------------ the step
 
     def exchange(self, sends: list[Transfer], recvs: list[Transfer],
                  progress: Progress) -> Iterator[int]:
-        temporary: list[Registration] = []
+        pinned: list[Registration] = []
         try:
-            yield from self._exchange(sends, recvs, progress, temporary)
+            yield from self._exchange(sends, recvs, progress, pinned)
         finally:
-            for reg in temporary:
+            for reg in pinned:
                 self.cache.release(reg)
 
-    def _exchange(self, sends, recvs, progress, temporary) -> Iterator[int]:
+    def _exchange(self, sends, recvs, progress, pinned) -> Iterator[int]:
         dev, window, peers = self.dev, self.window, self.peers
         for i, t in enumerate(recvs):
             msg = t.message
-            reg = self._registration(msg, temporary)
+            reg = self._registration(msg, pinned)
             seq = self.book.announce(t.peer, i, len(msg.segments))
             self._control_queue.append((t.peer, ClearToSend(t.tag, seq, reg.handle.rkey,
                                                             msg.addr, msg.nbytes)))
@@ -213,7 +218,7 @@ class VerbsTransport(Transport):
         for i, t in enumerate(sends):
             waiting.setdefault((t.peer, t.tag), deque()).append(i)
         writes: deque[tuple[int, ClearToSend, int]] = deque()  # (send index, cts, segment)
-        send_regs = [self._registration(t.message, temporary) for t in sends]
+        send_regs = [self._registration(t.message, pinned) for t in sends]
         recv_left = len(recvs)
         backoff = Backoff(self.timeout)
 
@@ -325,6 +330,10 @@ class VerbsTransport(Transport):
 
     def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
         raise CollbenchError(NO_NATIVE)
+
+    def counters(self) -> dict[str, int]:
+        c = self.cache
+        return {"registrations": c.registrations, "hits": c.hits, "misses": c.misses}
 
     def describe(self) -> dict:
         d = {"transport": self.name, "protocol": "receiver-driven RDMA write with immediate"}

@@ -46,6 +46,27 @@ def unpack_imm(imm: int) -> tuple[int, int]:
     return (imm >> SEG_BITS) & (SEQ_MOD - 1), imm & (MAX_SEGMENTS - 1)
 
 
+# ---------------------------------------------------------------- completion status
+
+_WC_STATUS = ("success", "local length error", "local QP operation error",
+              "local EE context operation error", "local protection error", "Work Request Flushed Error",
+              "memory management operation error", "bad response error", "local access error",
+              "remote invalid request error", "remote access error", "remote operation error",
+              "transport retry counter exceeded", "RNR retry counter exceeded", "local RDD violation error",
+              "remote invalid RD request", "aborted error", "invalid EE context number",
+              "invalid EE context state", "fatal error", "response timeout error", "general error",
+              "TM error", "TM software rendezvous")
+"""``ibv_wc_status_str`` of libibverbs, indexed by ``enum ibv_wc_status`` (a stable ABI)."""
+WC_LOC_LEN_ERR, WC_LOC_PROT_ERR, WC_FLUSH_ERR, WC_REM_ACCESS_ERR, WC_RETRY_EXC_ERR = 1, 4, 5, 10, 12
+
+
+def wc_status_text(status: int) -> str:
+    """What libibverbs calls a work completion's *status*, e.g. 10 -> ``remote access error``."""
+    if 0 <= status < len(_WC_STATUS):
+        return _WC_STATUS[status]
+    return f"unknown completion status {status}"
+
+
 # ---------------------------------------------------------------- control message
 
 _CTS = struct.Struct("!4sIIIQQ")
@@ -212,6 +233,8 @@ class Registration:
     owner: object
     """Kept alive while registered, so the memory cannot be freed and reused."""
     valid: bool = True
+    pins: int = 0
+    """Acquisitions not yet released: a pinned registration is never evicted."""
 
 
 class RegistrationCache:
@@ -219,7 +242,12 @@ class RegistrationCache:
 
     The executor binds views of one buffer once, so with the cache every buffer is registered
     the first time it is seen (the first, untimed call of a point) and never inside the timed
-    loop. Least recently used registrations are dropped once more than *limit_bytes* are held.
+    loop. :meth:`acquire` pins a registration until the matching :meth:`release`: the transport
+    pins everything a step uses (a receive's rkey travels to the peer in a clear-to-send, and
+    deregistering it before the peer's write lands would fail that write with a remote access
+    error). When a new registration takes the cache over *limit_bytes*, least recently used
+    *unpinned* registrations are dropped; if what is pinned alone exceeds the limit, the cache
+    holds it anyway (the limit is what is kept between steps, not a cap on one step).
     With *enabled* false, :meth:`acquire` registers every time and :meth:`release` deregisters:
     the cost the cache saves, measurable.
     """
@@ -233,32 +261,35 @@ class RegistrationCache:
         self.hits = self.misses = self.registrations = self.deregistrations = 0
 
     def acquire(self, addr: int, nbytes: int, owner: object) -> Registration:
+        """The registration of ``[addr, addr + nbytes)``, pinned until :meth:`release`."""
         key = (addr, nbytes)
         if self.enabled:
             entry = self._entries.get(key)
             if entry is not None:
                 self.hits += 1
                 self._entries.move_to_end(key)
+                entry.pins += 1
                 return entry
             self.misses += 1
-        entry = Registration(addr, nbytes, self._register(addr, nbytes), owner)
+        entry = Registration(addr, nbytes, self._register(addr, nbytes), owner, pins=1)
         self.registrations += 1
         if self.enabled:
             self._entries[key] = entry
             self.bytes += nbytes
-            self._evict(keep=key)
+            self._evict()
         return entry
 
     def release(self, entry: Registration) -> None:
-        """End of use: deregisters when the cache is off, nothing when on."""
+        """End of one use: unpins (cache on) or deregisters (cache off)."""
+        if entry.pins > 0:
+            entry.pins -= 1
         if not self.enabled and entry.valid:
             self._drop(entry)
 
-    def _evict(self, keep: tuple[int, int]) -> None:
-        while self.bytes > self.limit_bytes and len(self._entries) > 1:
-            key = next(iter(self._entries))
-            if key == keep:
-                break
+    def _evict(self) -> None:
+        for key in [k for k, e in self._entries.items() if not e.pins]:
+            if self.bytes <= self.limit_bytes:
+                return
             self._drop(self._entries.pop(key))
             self.bytes -= key[1]
 
@@ -276,6 +307,9 @@ class RegistrationCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def pinned(self) -> int:
+        return sum(1 for e in self._entries.values() if e.pins)
 
     def stats(self) -> dict:
         return {"enabled": self.enabled, "entries": len(self), "bytes": self.bytes, "hits": self.hits,

@@ -1,0 +1,168 @@
+"""The verbs transport's real code on a fake verbs device (:mod:`collbench.verbs.fake`): ranks are
+threads, every byte of the all-reduce moves through registered memory by RDMA writes."""
+
+from __future__ import annotations
+
+import ctypes
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from collbench.algorithms import build
+from collbench.algorithms.data import expected_output, make_input
+from collbench.algorithms.ops import ReduceOp
+
+from collbench.executor import Executor
+from collbench.transports.verbs import VerbsTransport
+from collbench.verbs.fake import ENUMS, Fabric, FakeVerbsError, run_ranks
+from collbench.verbs.protocol import WC_REM_ACCESS_ERR, Settings
+
+CONFIG = SimpleNamespace(buffers="numpy", timeout=10.0, device=None)
+
+
+def allreduce(nranks: int, algorithm: str, nbytes: int, settings=None, calls: int = 2,
+              dtype: str = "float32", op: str = "sum", config=CONFIG, **options) -> list:
+    """Every rank's ``(wrong elements, transport)`` after *calls* all-reduces, or its exception."""
+    fabric = Fabric()
+    itemsize = np.dtype(dtype).itemsize
+    count = nbytes // itemsize
+    reduce_op = ReduceOp.parse(op)
+
+    def rank(comm):
+        per_rank = settings[comm.rank] if isinstance(settings, list) else settings or Settings()
+        transport = VerbsTransport(comm, config, device=fabric.device, settings=per_rank)
+        try:
+            schedule = build(algorithm, nranks, count, **options)
+            executor = Executor(schedule, transport, dtype, reduce_op)
+            recv = np.empty(count, dtype=dtype)
+            for seed in range(calls):
+                recv[...] = make_input(comm.rank, nranks, count, dtype, reduce_op, seed, np)
+                executor.run(recv)
+            expected = expected_output(nranks, count, dtype, reduce_op, calls - 1, np)
+            return int((recv != expected).sum()), transport
+        finally:
+            transport.close()
+
+    return run_ranks(nranks, rank)
+
+
+def _raise_first(results):
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+# ---------------------------------------------------------------- the fake device itself
+
+def test_fake_write_lands_in_the_peers_registered_memory_with_its_immediate():
+    fabric = Fabric()
+    a, b = fabric.device("a"), fabric.device("b")
+    qa, qb = a.create_qp(4, 4), b.create_qp(4, 4)
+    a.connect(qa, 0, b.address(qb, 0))
+    b.connect(qb, 0, a.address(qa, 0))
+    src, dst = np.arange(8, dtype=np.int32), np.zeros(8, dtype=np.int32)
+    ms, md = a.register(src.ctypes.data, src.nbytes), b.register(dst.ctypes.data, dst.nbytes)
+    ctl = b.alloc(64)
+    a.post_write_imm(qa, 7, src.ctypes.data + 8, 16, ms.lkey, dst.ctypes.data + 8, md.rkey, 0x10002)
+    assert b.poll(4) == [] and a.rnr_waits == 1 and dst.sum() == 0  # no receive posted yet
+    b.post_recv(qb, 9, ctl.buf, 64, ctl.lkey)
+    assert dst.tolist() == [0, 0, 2, 3, 4, 5, 0, 0]
+    assert b.poll(4) == [(9, 0, ENUMS.IBV_WC_RECV_RDMA_WITH_IMM, 0x10002, 16)]
+    assert a.poll(4) == [(7, 0, ENUMS.IBV_WC_RDMA_WRITE, 0, 0)]
+
+
+def test_fake_write_to_a_deregistered_rkey_is_a_remote_access_error_and_flushes():
+    fabric = Fabric()
+    a, b = fabric.device("a"), fabric.device("b")
+    qa, qb = a.create_qp(4, 4), b.create_qp(4, 4)
+    a.connect(qa, 0, b.address(qb, 0))
+    b.connect(qb, 0, a.address(qa, 0))
+    src, dst = np.ones(4), np.zeros(4)
+    ms, md, ctl = a.register(src.ctypes.data, 32), b.register(dst.ctypes.data, 32), b.alloc(128)
+    b.post_recv(qb, 1, ctl.buf, 64, ctl.lkey)
+    b.post_recv(qb, 2, ctl.buf + 64, 64, ctl.lkey)
+    b.deregister(md)
+    a.post_write_imm(qa, 5, src.ctypes.data, 32, ms.lkey, dst.ctypes.data, md.rkey, 0)
+    assert dst.sum() == 0
+    assert a.poll(4) == [(5, WC_REM_ACCESS_ERR, ENUMS.IBV_WC_RDMA_WRITE, 0, 0)]
+    assert {wc[0]: a.status_text(wc[1]) for wc in b.poll(4)} == {1: "Work Request Flushed Error",
+                                                                  2: "Work Request Flushed Error"}
+    a.post_write_imm(qa, 6, src.ctypes.data, 8, ms.lkey, dst.ctypes.data, 1234, 0)  # QP in error
+    assert a.poll(4)[0][:2] == (6, 5)
+
+
+def test_fake_checks_bounds_and_queue_depths():
+    fabric = Fabric()
+    a, b = fabric.device("a"), fabric.device("b")
+    qa, qb = a.create_qp(1, 1), b.create_qp(1, 1)
+    a.connect(qa, 0, b.address(qb, 0))
+    b.connect(qb, 0, a.address(qa, 0))
+    src, dst = np.ones(4), np.zeros(4)
+    ms, md = a.register(src.ctypes.data, 32), b.register(dst.ctypes.data, 32)
+    ctl = b.alloc(64)
+    b.post_recv(qb, 1, ctl.buf, 64, ctl.lkey)
+    with pytest.raises(FakeVerbsError, match="receive queue"):
+        b.post_recv(qb, 2, ctl.buf, 64, ctl.lkey)
+    a.post_write_imm(qa, 3, src.ctypes.data, 32, ms.lkey, dst.ctypes.data + 8, md.rkey, 0)  # 8 B past
+    assert a.poll(1)[0][1] == WC_REM_ACCESS_ERR and dst.sum() == 0
+    assert ctypes.sizeof(ctypes.c_double) * 4 == 32
+
+
+# ---------------------------------------------------------------- the transport on it
+
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+@pytest.mark.parametrize("nranks", [2, 3, 5])
+def test_every_algorithm_is_exact_on_the_fake_device(algorithm, nranks):
+    results = _raise_first(allreduce(nranks, algorithm, 3000 * 4))
+    assert [wrong for wrong, _ in results] == [0] * nranks
+
+
+def test_segments_and_stop_and_wait_and_no_cache():
+    settings = Settings(segment_bytes=1000, window=1, regcache=False)
+    results = _raise_first(allreduce(4, "ring", 64 << 10, settings, dtype="int32"))
+    assert [wrong for wrong, _ in results] == [0] * 4
+
+
+def test_registration_cache_below_the_working_set_never_frees_a_buffer_a_peer_writes_into():
+    """Ring, P = 3, 1 MiB: the user buffer (1 MiB) and the scratch area (1/3 MiB) do not both
+    fit 1.2 MB. A cache that evicts by recency alone deregisters the scratch area while the
+    clear-to-send naming its rkey is queued, and every rank's write fails with a remote access
+    error; one that pins what a step uses keeps it until the step is done."""
+    settings = Settings(regcache_limit=1_200_000)
+    results = _raise_first(allreduce(3, "ring", 1 << 20, settings))
+    assert [wrong for wrong, _ in results] == [0] * 3
+
+
+def timed_registrations(nranks: int, algorithm: str, nbytes: int, limit: int) -> list:
+    """Per rank: registrations made in each call of one point, timed as the harness times it."""
+    from collbench.config import RunConfig
+    from collbench.harness import COUNTERS, Point, PointRunner, time_point
+    from collbench.transports.base import Progress
+
+    fabric = Fabric()
+    config = RunConfig(transport="verbs", iters=3, warmup_iters=1, timeout=10.0)
+
+    def rank(comm):
+        transport = VerbsTransport(comm, config, device=fabric.device,
+                                   settings=Settings(regcache_limit=limit))
+        try:
+            runner = PointRunner(config, transport, Point(algorithm, nbytes, False), Progress())
+            counts = np.zeros((5, len(COUNTERS)), dtype=np.int64)
+            time_point(runner, comm, config, Progress(), counts)
+            return counts[:, 0].tolist()
+        finally:
+            transport.close()
+
+    return _raise_first(run_ranks(nranks, rank))
+
+
+def test_registrations_inside_timed_calls_are_counted_per_call():
+    """Naive, P = 4, 1 MiB: the root's scratch area is 3 MiB, 4 MiB with its buffer.
+    Under a 3.5 MiB limit the root registers two buffers again in every call; the other ranks
+    and a large enough limit never register after the first call."""
+    small = timed_registrations(4, "naive", 1 << 20, limit=int(3.5 * (1 << 20)))
+    assert small[0][1:] == [2, 2, 2, 2] and all(r[1:] == [0] * 4 for r in small[1:])
+    assert small[0][0] >= 2
+    large = timed_registrations(4, "naive", 1 << 20, limit=16 << 20)
+    assert all(r[1:] == [0] * 4 for r in large)
