@@ -54,8 +54,8 @@ class RunConfig:
     agg_iters: int = 1
     """Calls per timed iteration, run back to back; the iteration's time is their mean."""
     trace: str | None = None
-    """A file to write every op's events to, in Chrome trace format (dataflow execution): one
-    untimed call per point, after the timed ones."""
+    """A file to write every op's events to, in Chrome trace format: one untimed call per
+    point, after the timed ones."""
     execution: str = "step"
     """How a schedule runs: ``step`` (post a step, wait for all of it, reduce) or ``dataflow``
     (each op as soon as what it waits for is done; :mod:`collbench.dataflow`)."""
@@ -216,11 +216,9 @@ def _check(c: RunConfig) -> None:
                              "segments at least 1")
     if c.execution not in EXECUTIONS:
         raise CollbenchError(f"unknown execution {c.execution!r}; choose step or dataflow")
-    if c.trace and c.execution != "dataflow":
-        raise CollbenchError("--trace records the dataflow executor; add --execution dataflow")
-    if c.execution == "dataflow" and (c.transport != "mpi" or c.buffers != "numpy"):
-        raise CollbenchError("--execution dataflow runs on the mpi transport with numpy buffers only; "
-                             "use --execution step")
+    if c.execution == "dataflow" and (c.transport not in ("mpi", "verbs") or c.buffers != "numpy"):
+        raise CollbenchError("--execution dataflow runs on the mpi and verbs transports with numpy "
+                             "buffers only; use --execution step")
     if c.timeout <= 0:
         raise CollbenchError(f"the timeout must be positive, got {c.timeout}")
     if c.buffers not in ("numpy", "cupy"):

@@ -120,23 +120,26 @@ class _Run:
 
     def run(self) -> None:
         ex, state = self.ex, self.state
-        transport, progress, steps = ex.transport, ex.progress, ex.plan.steps
+        transport, progress = ex.transport, ex.progress
+        progress.waiting(ex.schedule.name)
+        progress.source = self.where
         self.post()
         while not state.complete_all:
             if self.ready:
                 self.apply(self.ready.popleft())
                 self.post()
                 continue
-            progress.waiting(ex.schedule.name, steps[self.inflight_ops[0]] if self.inflight_ops else None,
-                             *self.peers())
             self.completed(transport.completed(self.inflight, True))
             self.post()
 
-    def peers(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The peers of the ops in flight: (receiving from, sending to), for the watchdog."""
-        ops, kinds = self.ex.plan.ops, self.ex.plan.kinds
-        return (tuple(ops[i].peer for i in self.inflight_ops if kinds[i] != SEND),
-                tuple(ops[i].peer for i in self.inflight_ops if kinds[i] == SEND))
+    def where(self) -> tuple[int | None, tuple[int, ...], tuple[int, ...]]:
+        """The step of the oldest op in flight and the peers of all of them (receiving from,
+        sending to): what the watchdog names when this rank is stuck."""
+        ops, kinds, steps = self.ex.plan.ops, self.ex.plan.kinds, self.ex.plan.steps
+        inflight = list(self.inflight_ops)
+        return (min((steps[i] for i in inflight), default=None),
+                tuple(ops[i].peer for i in inflight if kinds[i] != SEND),
+                tuple(ops[i].peer for i in inflight if kinds[i] == SEND))
 
     def post(self) -> None:
         """Post what the policy allows now."""

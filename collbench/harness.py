@@ -130,13 +130,13 @@ class PointRunner:
         return abs(self.recv - expected) > tolerance
 
     def traced_events(self, comm, offset_us: float) -> list[dict]:
-        """Untimed: one more call with every op's events recorded (dataflow execution), as this
+        """Untimed: one more call with every op's events recorded (not for ``native``), as this
         rank's Chrome trace events (:mod:`collbench.trace`), shifted by *offset_us*. The ranks
         start together after a barrier; their clocks agree on one host only."""
         from collbench.trace import Trace, chrome_events
 
         executor = self._executor
-        if not isinstance(executor, DataflowExecutor):
+        if executor is None:
             return []
         executor.trace = trace = Trace()
         self.prepare()
@@ -145,8 +145,9 @@ class PointRunner:
         self.call()
         executor.trace = None
         name = f"{self.point.algorithm} {self.point.size_bytes} B {'in' if self.point.in_place else 'out'}"
-        return chrome_events(self.transport.rank, executor.plan.ops, executor.plan.steps, trace.records,
-                             offset_us, name)
+        ops, steps = ((executor.plan.ops, executor.plan.steps) if isinstance(executor, DataflowExecutor)
+                      else (executor.ops, executor.op_steps))
+        return chrome_events(self.transport.rank, ops, steps, trace.records, offset_us, name)
 
 
 COUNTERS = ("registrations", "hits", "misses")
@@ -275,8 +276,9 @@ class Sweep:
     def _refuse_other_settings(self, previous: dict) -> None:
         """Refuse to resume a folder measured with other settings: its points would be skipped
         as if measured with these."""
-        recorded = {**previous.get("config", {}), "nranks": previous.get("nranks")}
-        current = {**self.config.as_dict(), "nranks": self.nranks}
+        recorded = {**previous.get("config", {}), "nranks": previous.get("nranks"),
+                    "source": previous.get("source")}
+        current = {**self.config.as_dict(), "nranks": self.nranks, "source": "measured"}
         differ = resume_mismatches({k: v for k, v in recorded.items() if v is not None}, current)
         if differ:
             raise CollbenchError(f"results folder {self.out} was measured with other settings "

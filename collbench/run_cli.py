@@ -43,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("--execution", help="step (default: post a step, wait for all of it) or dataflow "
                    "(each op once what it needs is done; mpi with numpy buffers)")
     p.add_argument("--trace", metavar="FILE", help="write every op's events (one untimed call per point) "
-                   "in Chrome trace format, for Perfetto; with --execution dataflow")
+                   "in Chrome trace format, for Perfetto")
     p.add_argument("-T", "--timeout", help="seconds without progress before the job aborts (default 300)")
     p.add_argument("--buffers", help="numpy (host, default) or cupy (device)")
     p.add_argument("--device", help="RDMA device for the verbs transport (default: the first)")

@@ -146,7 +146,8 @@ BAD_INPUTS = {
                           "the verbs transport has no native"),
     "unknown thread level": (["--mpi-thread-level", "many"], "--mpi-thread-level must be one of single,"),
     "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
-    "dataflow over verbs": (["--transport", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
+    "dataflow over nccl": (["--transport", "nccl", "--execution", "dataflow"],
+                           "runs on the mpi and verbs transports"),
     "name with a path": (["--name", "../../x"], "run name '../../x' becomes a folder name under results/"),
 }
 
@@ -217,6 +218,18 @@ def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_a
     assert len(pd.read_csv(aside / "summary.csv")) == 16  # nothing lost
     fresh = pd.read_csv(out / "summary.csv")
     assert len(fresh) == 8 and set(fresh.iters) == {5}
+
+
+def test_measuring_into_a_folder_of_predictions_is_refused(mpiexec, tmp_path):
+    out = tmp_path / "pred"
+    done = subprocess.run([sys.executable, "-m", "collbench", "sim", "--network", "ib-edr", "--algorithms",
+                           "ring", "--ranks", "2", "--sizes", "8,64", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    before = (out / "summary.csv").read_text()
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--out", out)
+    assert done.returncode == 2 and "source 'simulated' -> 'measured'" in done.stderr, done.stderr
+    assert (out / "summary.csv").read_text() == before
 
 
 def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):

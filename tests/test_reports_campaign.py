@@ -241,3 +241,8 @@ def test_every_figure_kind_reads_back_right(tmp_path):
                 if handle.get_label() in fill and hasattr(handle, "get_fillstyle"):
                     assert handle.get_fillstyle() == fill[handle.get_label()], (plot.name, handle.get_label())
     plt.close("all")
+    # The tables keep the predictions of other systems apart too.
+    mine, other = (tmp_path / "out" / "summary.md").read_text().split("Predictions of other systems:")
+    assert "net-x" not in mine and "here" in mine and "net-x" in other and "sweep" not in other
+    tex = (tmp_path / "out" / "summary.tex").read_text()
+    assert r"\label{tab:collbench-other-systems" in tex and "predictions of other systems" in tex

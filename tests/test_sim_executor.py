@@ -346,3 +346,15 @@ def test_pcie_rails_needs_its_pcie_figure_and_only_it_takes_one():
         NetworkSpec(topology="pcie-rails")
     with pytest.raises(SpecError, match="pcie_bandwidth is a figure of the pcie-rails topology, not switch"):
         NetworkSpec(pcie_bandwidth=1e10)
+
+
+def test_a_run_repeats_exactly():
+    """Flows ending at one instant end in the order they were made, not in the order of the
+    sets they sit in (object addresses), so the dataflow executor, whose decisions follow
+    that order, gives the same times every time (it gave two different ones before)."""
+    from collbench.sim.dataflow import simulate_dataflow
+
+    spec = NetworkSpec(topology="switch", bandwidth=1e9, latency=0.0, ranks_per_node=4, placement="cyclic",
+                       overhead=3e-6)
+    times = {simulate_dataflow(build("rabenseifner", 12, 1000), spec, 4).rank_times for _ in range(8)}
+    assert len(times) == 1

@@ -4,6 +4,7 @@ threads, every byte of the all-reduce moves through registered memory by RDMA wr
 from __future__ import annotations
 
 import ctypes
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,7 @@ from collbench.algorithms import build
 from collbench.algorithms.data import expected_output, make_input
 from collbench.algorithms.ops import ReduceOp
 
+from collbench.errors import CollbenchError
 from collbench.executor import Executor
 from collbench.transports.verbs import VerbsTransport
 from collbench.verbs.fake import ENUMS, Fabric, FakeVerbsError, run_ranks
@@ -21,9 +23,9 @@ CONFIG = SimpleNamespace(buffers="numpy", timeout=10.0, device=None)
 
 
 def allreduce(nranks: int, algorithm: str, nbytes: int, settings=None, calls: int = 2,
-              dtype: str = "float32", op: str = "sum", config=CONFIG, **options) -> list:
+              dtype: str = "float32", op: str = "sum", config=CONFIG, fabric=None, **options) -> list:
     """Every rank's ``(wrong elements, transport)`` after *calls* all-reduces, or its exception."""
-    fabric = Fabric()
+    fabric = fabric or Fabric()
     itemsize = np.dtype(dtype).itemsize
     count = nbytes // itemsize
     reduce_op = ReduceOp.parse(op)
@@ -166,3 +168,94 @@ def test_registrations_inside_timed_calls_are_counted_per_call():
     assert small[0][0] >= 2
     large = timed_registrations(4, "naive", 1 << 20, limit=16 << 20)
     assert all(r[1:] == [0] * 4 for r in large)
+
+
+def test_ranks_with_different_segment_sizes_agree_the_receiver_decides():
+    """Each rank cuts what it receives by its own COLLBENCH_VERBS_SEGMENT; senders follow the
+    receiver's, agreed when the queue pairs connect."""
+    settings = [Settings(segment_bytes=0), Settings(segment_bytes=1000), Settings(segment_bytes=4096)]
+    results = _raise_first(allreduce(3, "ring", 64 << 10, settings))
+    assert [wrong for wrong, _ in results] == [0] * 3
+    assert results[0][1].remote == {1: {"segment_bytes": 1000, "recv_depth": 512},
+                                    2: {"segment_bytes": 4096, "recv_depth": 512}}
+
+
+def test_blocking_poll_waits_on_the_completion_channel():
+    fabric = Fabric()
+    results = _raise_first(allreduce(3, "rabenseifner", 64 << 10, Settings(poll="block"), fabric=fabric))
+    assert [wrong for wrong, _ in results] == [0] * 3
+    assert sum(d.waits for d in fabric.devices) > 0
+
+
+def test_spinning_never_waits_on_the_channel():
+    fabric = Fabric()
+    _raise_first(allreduce(2, "ring", 64 << 10, fabric=fabric))
+    assert sum(d.waits for d in fabric.devices) == 0
+
+
+def test_an_error_completion_is_one_line_naming_rank_peer_and_step():
+    fabric = Fabric()
+    config = SimpleNamespace(buffers="numpy", timeout=2.0, device=None)
+
+    def rank(comm):
+        transport = VerbsTransport(comm, config, device=fabric.device, settings=Settings())
+        if comm.rank == 1:
+            transport.dev.fail_next_send(WC_REM_ACCESS_ERR)
+        try:
+            count = 1024
+            executor = Executor(build("ring", 3, count), transport, "float32", ReduceOp.parse("sum"))
+            executor.run(np.ones(count, dtype=np.float32))
+        finally:
+            transport.close()
+
+    results = run_ranks(3, rank)  # rank 1's first post is its clear-to-send to rank 0
+    assert all(isinstance(r, CollbenchError) and "\n" not in str(r) for r in results)
+    assert str(results[1]) == ("verbs: rank 1, peer 0, step 0: a clear-to-send to rank 0 failed on fake0 "
+                               "(remote access error)")
+    assert str(results[0]) == ("verbs: rank 0, peer 1, step 0: a receive from rank 1 failed on fake0 "
+                               "(Work Request Flushed Error)")
+    # rank 2 waits for rank 1's data: its own timeout, or a post to a rank that has gone
+    assert re.fullmatch(r"verbs: rank 2, step 0: no progress for 2 s, waiting for data from rank\(s\) 1|"
+                        r"verbs: rank 2, peer \d, step 0: .* \(transport retry counter exceeded\)",
+                        str(results[2])), results[2]
+
+
+def dataflow_allreduce(nranks: int, algorithm: str, nbytes: int, settings=None, **options) -> list:
+    """Every rank's ``(wrong elements, trace summary)`` after one dataflow all-reduce."""
+    from collbench.dataflow import DataflowExecutor
+    from collbench.trace import Trace, chrome_events, summary
+
+    fabric, count = Fabric(), nbytes // 4
+    op = ReduceOp.parse("sum")
+
+    def rank(comm):
+        transport = VerbsTransport(comm, CONFIG, device=fabric.device, settings=settings or Settings())
+        try:
+            trace = Trace()
+            executor = DataflowExecutor(build(algorithm, nranks, count, **options), transport, "float32", op,
+                                        trace=trace)
+            recv = make_input(comm.rank, nranks, count, "float32", op, 0, np)
+            trace.start()
+            executor.run(recv)
+            wrong = int((recv != expected_output(nranks, count, "float32", op, 0, np)).sum())
+            events = chrome_events(comm.rank, executor.plan.ops, executor.plan.steps, trace.records)
+            return wrong, summary(events)
+        finally:
+            transport.close()
+
+    return _raise_first(run_ranks(nranks, rank))
+
+
+@pytest.mark.parametrize("algorithm,options", [("naive", {}), ("ring", {}), ("rabenseifner", {}),
+                                               ("ring", {"segments": 3})])
+def test_dataflow_execution_is_exact_on_verbs(algorithm, options):
+    results = dataflow_allreduce(4, algorithm, 40_000, Settings(segment_bytes=4096), **options)
+    assert [wrong for wrong, _ in results] == [0] * 4
+
+
+def test_dataflow_reduces_while_transfers_complete():
+    """The pipelined ring reduces lane k in pieces while lane k + 1 moves; the transport takes
+    completions between the pieces, so transfers complete during reductions."""
+    results = dataflow_allreduce(3, "ring", 6 << 20, Settings(segment_bytes=64 << 10), segments=4)
+    assert [wrong for wrong, _ in results] == [0] * 3
+    assert sum(s["overlapped_reductions"] for _, s in results) > 0

@@ -63,6 +63,11 @@ def cases() -> list[dict]:
              {"REGCACHE": "0", "WINDOW": "1", "SEGMENT": "64K"}),
         case("p3-ring-lanes4", 3, "float32", "sum", 4, 2 * MIB, 512, {"SEGMENT": "128K"},
              algorithms="ring", segments=4, modes="out,in"),
+        # dataflow execution, blocking polls, a registration cache below a step's working set
+        # (ring at 1 MiB holds 1.33 MiB; nothing a step pins may be deregistered)
+        case("p3-dataflow-block-smallcache", 3, "float32", "sum", 4, MIB, 512,
+             {"SEGMENT": "16K", "POLL": "block", "REGCACHE_LIMIT": "1200000"},
+             algorithms="ring,rabenseifner", execution="dataflow"),
     ]
 
 
@@ -78,7 +83,7 @@ def _settings(case: dict, out: str) -> dict:
     return dict(algorithms=case["algorithms"], transport="verbs", datatype=case["datatype"],
                 op=case["op"], minbytes=case["minbytes"], maxbytes=case["maxbytes"],
                 stepfactor=case["stepfactor"], segments=case.get("segments", 1), iters=1,
-                modes=case.get("modes", "out"),
+                modes=case.get("modes", "out"), execution=case.get("execution", "step"),
                 warmup_iters=0, check_iters=1, timeout=240, name=case["name"], out=out)
 
 
@@ -102,7 +107,7 @@ def driver(outdir: str) -> int:
         inside = world.rank < case["nranks"]
         sub = world.Split(0 if inside else MPI.UNDEFINED, world.rank)
         if inside:
-            for key in ("SEGMENT", "WINDOW", "REGCACHE"):
+            for key in ("SEGMENT", "WINDOW", "REGCACHE", "REGCACHE_LIMIT", "POLL"):
                 os.environ.pop(f"COLLBENCH_VERBS_{key}", None)
             os.environ.update({f"COLLBENCH_VERBS_{k}": v for k, v in case["env"].items()})
             folder = f"{outdir}/{case['name']}"
@@ -145,6 +150,7 @@ def _guest_job() -> str:
         "echo $? > $OUT/native.rc",
         f"date +%T; time {mpiexec} -iface lo -n {WORLD} {py} {Path(__file__)} driver $OUT/cases; "
         "echo driver rc $?; date +%T",
+        "grep -H . /sys/class/infiniband/rxe0/ports/1/hw_counters/* > $OUT/hw_counters.txt 2>&1",
     ])
 
 
@@ -240,6 +246,21 @@ def test_case_verified(guest, case):
     assert {int(r["nranks"]) for r in rows} == {case["nranks"]}
     assert all(int(r["n_wrong"]) == 0 for r in rows), [r for r in rows if int(r["n_wrong"])]
     assert sorted({int(r["size_bytes"]) for r in rows}) == sizes
+    assert all(r["reg_timed"].isdigit() and r["reg_hits"].isdigit() for r in rows)
+    if case["name"] == "p3-dataflow-block-smallcache":
+        assert all(r["reg_timed"] == "0" for r in rows if r["algorithm"] == "ring"), rows
+
+
+@pytest.mark.rxe
+def test_rxe_counted_no_rnr_or_retry_errors(guest):
+    """rxe's hardware counters after the whole matrix: no receiver-not-ready NAKs, no retries
+    exceeded (a receive queue that ran dry or a lost peer would show here)."""
+    text = (guest / "hw_counters.txt").read_text()
+    counters = {line.split(":")[0].rsplit("/", 1)[-1]: int(line.rsplit(":", 1)[1])
+                for line in text.splitlines() if line.rsplit(":", 1)[-1].strip().isdigit()}
+    assert counters, text
+    bad = {k: v for k, v in counters.items() if ("rnr" in k or "retry" in k) and v}
+    assert not bad, bad
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "driver":

@@ -6,9 +6,9 @@ import pytest
 
 from collbench.verbs.protocol import (
     MAX_SEGMENTS,
-    Backoff,
     ClearToSend,
     CreditBook,
+    Idle,
     ProtocolError,
     ReceiveBook,
     RegistrationCache,
@@ -220,20 +220,22 @@ def test_registration_cache_off_registers_every_time():
     assert fake.live == {} and cache.stats()["deregistrations"] == 2
 
 
-def test_backoff_spins_then_sleeps_capped_and_expires():
+def test_idle_expires_after_timeout_without_progress():
     now = [0.0]
-    slept = []
-    backoff = Backoff(timeout=1.0, spins=3, first_sleep=1e-4, max_sleep=1e-3,
-                      clock=lambda: now[0], sleep=slept.append)
-    assert [backoff.idle() for _ in range(3)] == [0, 0, 0] and slept == []
-    for _ in range(8):
-        backoff.idle()
-    assert slept[:4] == [1e-4, 2e-4, 4e-4, 8e-4] and max(slept) == 1e-3
-    assert not backoff.expired()
-    now[0] = 1.5
-    assert backoff.expired()
-    backoff.reset()
-    assert not backoff.expired() and backoff.idle() == 0
+    idle = Idle(timeout=1.0, clock=lambda: now[0])
+    now[0] = 0.9
+    assert not idle.expired() and idle.remaining() == pytest.approx(0.1)
+    idle.reset()
+    now[0] = 1.8
+    assert not idle.expired()
+    now[0] = 2.0
+    assert idle.expired()
+
+
+def test_protocol_errors_are_one_sentence_collbench_errors():
+    from collbench.errors import CollbenchError
+
+    assert issubclass(ProtocolError, CollbenchError)
 
 
 def test_settings_from_env():
@@ -248,6 +250,9 @@ def test_settings_from_env():
         Settings.from_env({"COLLBENCH_VERBS_REGCACHE": "maybe"})
     with pytest.raises(ValueError, match="WINDOW"):
         Settings.from_env({"COLLBENCH_VERBS_WINDOW": "0"})
+    assert Settings().poll == "spin" and Settings.from_env({"COLLBENCH_VERBS_POLL": "Block"}).poll == "block"
+    with pytest.raises(ValueError, match="POLL"):
+        Settings.from_env({"COLLBENCH_VERBS_POLL": "sleep"})
 
 
 def test_views_register_their_whole_owning_buffer():

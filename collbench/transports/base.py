@@ -10,7 +10,7 @@ all-reduce (the ``native`` baseline) and a synchronisation point for asynchronou
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,21 @@ class Progress:
         self.recv_from: tuple[int, ...] = ()
         self.send_to: tuple[int, ...] = ()
         self.ticks = 0
+        self.source: Callable[[], tuple[int | None, tuple[int, ...], tuple[int, ...]]] | None = None
+        """Set by an executor that would rather not work out its step and peers at every wait:
+        :meth:`settle` asks it for them when someone reads them."""
 
     def waiting(self, what: str, step: int | None = None, recv_from: tuple[int, ...] = (),
                 send_to: tuple[int, ...] = ()) -> None:
         self.what, self.step, self.recv_from, self.send_to = what, step, recv_from, send_to
+        self.source = None
         self.ticks += 1
+
+    def settle(self) -> None:
+        """Fill in the step and peers from :attr:`source`, if one is set (the watchdog calls
+        this before it names them)."""
+        if self.source is not None:
+            self.step, self.recv_from, self.send_to = self.source()
 
     def tick(self, recv_from: tuple[int, ...] | None = None,
              send_to: tuple[int, ...] | None = None) -> None:

@@ -7,8 +7,13 @@ rkey; the sender writes each segment with an immediate ``(seq, segment)``; the r
 reported to the executor when its last segment is in. See :mod:`collbench.verbs.protocol` for
 the protocol (plain Python, unit-tested) and :mod:`collbench.rdma` for the pyverbs calls.
 
+Ops are started one at a time (:meth:`VerbsTransport.start`) and reported done by
+:meth:`VerbsTransport.completed`, which posts what may be posted and takes completions: the
+dataflow executor runs on that directly, taking completions between the pieces of a
+reduction; :meth:`VerbsTransport.exchange` (the step executor) is built on the same two calls.
+
 Switches (environment, so each technique's effect can be measured): COLLBENCH_VERBS_REGCACHE,
-_REGCACHE_LIMIT, _SEGMENT, _WINDOW, _RECV_DEPTH, _PORT, _GID_INDEX; see docs/verbs.md.
+_REGCACHE_LIMIT, _SEGMENT, _WINDOW, _RECV_DEPTH, _POLL, _PORT, _GID_INDEX; see docs/verbs.md.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from collbench.errors import CollbenchError
+from collbench.rdma import MTU_BYTES
 from collbench.transports.base import Progress, Transfer, Transport
 from collbench.verbs.protocol import (
     CONTROL_BYTES,
-    Backoff,
     ClearToSend,
     CreditBook,
+    Idle,
     ProtocolError,
     ReceiveBook,
     Registration,
@@ -69,7 +75,21 @@ class _Message:
     root: np.ndarray
     """The array owning the memory: registered whole, once, when the cache is on."""
     segments: list[tuple[int, int]]
-    reg: Registration | None = None
+    peer: int
+    tag: int
+    send: bool
+
+
+@dataclass
+class _Op:
+    """A started send or receive, until :meth:`VerbsTransport.completed` reports it."""
+
+    message: _Message
+    reg: Registration
+    """Pinned while the op runs: the peer may be writing into it."""
+    left: int
+    """Segment writes not yet completed (sends)."""
+    done: bool = False
 
 
 @dataclass
@@ -133,7 +153,8 @@ class VerbsTransport(Transport):
         s = self.settings
         self._send_depth = s.window + CONTROL_SEND_SLOTS
         peers = max(self.size - 1, 1)
-        self.dev = device(name, s.port, s.gid_index, cqe=peers * (self._send_depth + s.recv_depth) + 64)
+        self.dev = device(name, s.port, s.gid_index, cqe=peers * (self._send_depth + s.recv_depth) + 64,
+                          blocking=s.poll == "block")
         self.cache = RegistrationCache(self.dev.register, self.dev.deregister, s.regcache,
                                        s.regcache_limit)
         self.peers: dict[int, _Peer] = {}
@@ -145,15 +166,19 @@ class VerbsTransport(Transport):
             self.peers[peer] = _Peer(qp, control, list(range(CONTROL_SEND_SLOTS)))
 
     def _connect(self) -> None:
-        """Exchange (lid, gid, qpn, psn) over MPI, bring every QP to RTS, post receives."""
+        """Exchange (lid, gid, qpn, psn) and each rank's receiving settings over MPI, bring
+        every QP to RTS, post receives. A sender follows the receiver's settings (how
+        messages to it are cut), so ranks started with different settings still agree."""
         psns = {p: random.randrange(1 << 24) for p in self.peers}
-        mine = [self.dev.address(self.peers[p].qp, psns[p]) if p in self.peers else None
-                for p in range(self.size)]
+        mine = [(self.dev.address(self.peers[p].qp, psns[p]), self.settings.wire()) if p in self.peers
+                else None for p in range(self.size)]
         theirs = self.comm.alltoall(mine)
+        self.remote = {p: theirs[p][1] for p in self.peers}
+        """Each peer's :meth:`Settings.wire`: how this rank sends to it."""
         error = None
         try:
             for peer, info in self.peers.items():
-                self.dev.connect(info.qp, psns[peer], theirs[peer])
+                self.dev.connect(info.qp, psns[peer], theirs[peer][0])
                 for slot in range(self.settings.recv_depth):
                     self._post_recv(peer, slot)
         except Exception as e:
@@ -166,6 +191,12 @@ class VerbsTransport(Transport):
         self.window = Window(self.settings.window)
         self._control_queue: deque[tuple[int, ClearToSend]] = deque()
         self._control_in_flight = 0
+        self._ops: dict[int, _Op] = {}
+        self._next_handle = 0
+        self._waiting: dict[tuple[int, int], deque[int]] = {}
+        """Sends waiting for a clear-to-send, per (peer, tag), in start order."""
+        self._writes: deque[tuple[int, ClearToSend, int]] = deque()
+        """(handle, clear-to-send, segment) writes allowed and not yet posted."""
         self.comm.Barrier()  # every receive is posted before anyone sends
 
     def _post_recv(self, peer: int, slot: int) -> None:
@@ -179,116 +210,120 @@ class VerbsTransport(Transport):
         if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
             raise CollbenchError("the verbs transport needs contiguous numpy buffers")
         root = _root(buf)
-        msg = _Message(buf, buf.ctypes.data, buf.nbytes, root,
-                       plan_segments(buf.nbytes, self.settings.segment_bytes))
+        segment = self.remote[peer]["segment_bytes"] if send else self.settings.segment_bytes
+        msg = _Message(buf, buf.ctypes.data, buf.nbytes, root, plan_segments(buf.nbytes, segment),
+                       peer, tag, send)
         if self.cache.enabled and buf.nbytes:  # registered now, outside the timed calls
-            msg.reg = self.cache.acquire(root.ctypes.data, root.nbytes, root)
-            self.cache.release(msg.reg)
+            self.cache.release(self.cache.acquire(root.ctypes.data, root.nbytes, root))
         return msg
 
-    def _registration(self, msg: _Message, pinned: list) -> Registration:
-        """The registration *msg* moves through, pinned until the step ends (listed in *pinned*)."""
+    def _pin(self, msg: _Message) -> Registration:
+        """The registration *msg* moves through, pinned until its op is reported done."""
         if self.cache.enabled:
-            reg = msg.reg = self.cache.acquire(msg.root.ctypes.data, msg.root.nbytes, msg.root)
+            return self.cache.acquire(msg.root.ctypes.data, msg.root.nbytes, msg.root)
+        return self.cache.acquire(msg.addr, msg.nbytes, msg.buf)
+
+    # ------------------------------------------------------------ single ops (the engine)
+
+    dataflow = True
+
+    def start(self, message: _Message) -> int:
+        """Post one send or receive; returns its handle for :meth:`completed`. A receive
+        announces its target to the sender (a clear-to-send); a send waits for one."""
+        handle = self._next_handle
+        self._next_handle = (handle + 1) & 0xFFFFFFFF
+        self._ops[handle] = op = _Op(message, self._pin(message), len(message.segments))
+        if message.send:
+            key = (message.peer, message.tag)
+            self._waiting.setdefault(key, deque()).append(handle)
+            self._match(key)
         else:
-            reg = self.cache.acquire(msg.addr, msg.nbytes, msg.buf)
-        pinned.append(reg)
-        return reg
+            try:
+                seq = self.book.announce(message.peer, handle, op.left)
+            except ProtocolError as e:
+                raise self._error(message, str(e)) from None
+            self._control_queue.append((message.peer, ClearToSend(
+                message.tag, seq, op.reg.handle.rkey, message.addr, message.nbytes)))
+        return handle
 
-    # ------------------------------------------------------------ the step
-
-    def exchange(self, sends: list[Transfer], recvs: list[Transfer],
-                 progress: Progress) -> Iterator[int]:
-        pinned: list[Registration] = []
-        try:
-            yield from self._exchange(sends, recvs, progress, pinned)
-        finally:
-            for reg in pinned:
-                self.cache.release(reg)
-
-    def _exchange(self, sends, recvs, progress, pinned) -> Iterator[int]:
-        dev, window, peers = self.dev, self.window, self.peers
-        for i, t in enumerate(recvs):
-            msg = t.message
-            reg = self._registration(msg, pinned)
-            seq = self.book.announce(t.peer, i, len(msg.segments))
-            self._control_queue.append((t.peer, ClearToSend(t.tag, seq, reg.handle.rkey,
-                                                            msg.addr, msg.nbytes)))
-        waiting: dict[tuple[int, int], deque[int]] = {}
-        for i, t in enumerate(sends):
-            waiting.setdefault((t.peer, t.tag), deque()).append(i)
-        writes: deque[tuple[int, ClearToSend, int]] = deque()  # (send index, cts, segment)
-        send_regs = [self._registration(t.message, pinned) for t in sends]
-        recv_left = len(recvs)
-        backoff = Backoff(self.timeout)
-
-        def match(key) -> None:
-            queue = waiting.get(key)
-            while queue:
-                cts = self.credits.take(*key)
-                if cts is None:
-                    return
-                i = queue.popleft()
-                if cts.nbytes != sends[i].message.nbytes:
-                    raise CollbenchError(f"verbs: rank {key[0]} expects {cts.nbytes} bytes for "
-                                         f"message {key[1]}, this rank sends "
-                                         f"{sends[i].message.nbytes}; the schedules disagree")
-                writes.extend((i, cts, s) for s in range(len(sends[i].message.segments)))
-            waiting.pop(key, None)
-
-        for key in list(waiting):
-            match(key)
+    def completed(self, handles: list, block: bool) -> list[int]:
+        """Indices of the *handles* that are done (each reported once); makes progress first,
+        and with *block* until at least one is done."""
+        ops, idle = self._ops, Idle(self.timeout)
         while True:
-            self._post_control()
-            while writes and window.free(sends[writes[0][0]].peer) > 0:
-                i, cts, segment = writes.popleft()
-                t, reg = sends[i], send_regs[i]
-                offset, length = t.message.segments[segment]
-                window.acquire(t.peer)
-                dev.post_write_imm(peers[t.peer].qp, _wr_id(_WRITE, t.peer, i), t.message.addr + offset,
-                                   length, reg.handle.lkey, cts.addr + offset, cts.rkey,
-                                   pack_imm(cts.seq, segment))
-            if (not recv_left and not waiting and not writes and not window.in_flight()
-                    and not self._control_queue and not self._control_in_flight):
-                break
-            completions = dev.poll(POLL_BATCH)
-            if not completions:
-                backoff.idle()
-                if backoff.expired():
-                    raise CollbenchError(self._stuck(sends, recvs, waiting, writes))
-                continue
-            backoff.reset()
-            landed = []
-            for wr_id, status, opcode, imm, _byte_len in completions:
-                kind, peer, index = _split_wr_id(wr_id)
-                if status != 0:
-                    what = {_RECV: "a receive from", _CONTROL: "a clear-to-send to",
-                            _WRITE: "an RDMA write to"}.get(kind, "a work request with")
-                    raise CollbenchError(f"verbs: {what} rank {peer} failed on {dev.name} "
-                                         f"({dev.status_text(status)}, step {self._step(sends, recvs)})")
-                if kind == _WRITE:
-                    window.release(peer)
-                elif kind == _CONTROL:
-                    self._control_in_flight -= 1
-                    peers[peer].free_control.append(index)
-                elif kind == _RECV:
+            any_completion = self._advance()
+            done = [k for k, h in enumerate(handles) if ops[h].done]
+            if done or not block:
+                for k in done:
+                    self.cache.release(ops.pop(handles[k]).reg)
+                return done
+            if any_completion:
+                idle.reset()
+            elif idle.expired():
+                raise CollbenchError(self._stuck(handles))
+            elif self.settings.poll == "block":
+                self.dev.wait(idle.remaining())
+
+    def _advance(self) -> bool:
+        """Post what may be posted, take one batch of completions; whether there was any."""
+        dev, window, peers, ops = self.dev, self.window, self.peers, self._ops
+        self._post_control()
+        writes = self._writes
+        while writes and window.free(ops[writes[0][0]].message.peer) > 0:
+            handle, cts, segment = writes.popleft()
+            op = ops[handle]
+            msg = op.message
+            offset, length = msg.segments[segment]
+            window.acquire(msg.peer)
+            dev.post_write_imm(peers[msg.peer].qp, _wr_id(_WRITE, msg.peer, handle), msg.addr + offset,
+                               length, op.reg.handle.lkey, cts.addr + offset, cts.rkey,
+                               pack_imm(cts.seq, segment))
+        completions = dev.poll(POLL_BATCH)
+        for wr_id, status, opcode, imm, _byte_len in completions:
+            kind, peer, index = _split_wr_id(wr_id)
+            if status != 0:
+                what = {_RECV: "a receive from", _CONTROL: "a clear-to-send to",
+                        _WRITE: "an RDMA write to"}.get(kind, "a work request with")
+                raise self._error(peer, f"{what} rank {peer} failed on {dev.name} "
+                                  f"({dev.status_text(status)})")
+            if kind == _WRITE:
+                window.release(peer)
+                op = ops[index]
+                op.left -= 1
+                op.done = op.left == 0
+            elif kind == _CONTROL:
+                self._control_in_flight -= 1
+                peers[peer].free_control.append(index)
+            elif kind == _RECV:
+                try:
                     if opcode == dev.e.IBV_WC_RECV_RDMA_WITH_IMM:
-                        done = self.book.landed(peer, *unpack_imm(imm))
-                        if done is not None:
-                            landed.append(done)
+                        handle = self.book.landed(peer, *unpack_imm(imm))
+                        if handle is not None:
+                            ops[handle].done = True
                     else:
                         data = peers[peer].control.read(CONTROL_BYTES, index * CONTROL_BYTES)
                         cts = ClearToSend.unpack(bytes(data))
                         self.credits.add(peer, cts)
-                        match((peer, cts.tag))
-                    self._post_recv(peer, index)
-            outstanding = {t.peer for t in recvs} if recv_left else set()
-            outstanding |= {k[0] for k in waiting} | set(window.busy())
-            progress.tick(tuple(sorted(outstanding)))
-            for index in landed:
-                recv_left -= 1
-                yield index
-        progress.tick(())
+                        self._match((peer, cts.tag))
+                except ProtocolError as e:
+                    raise self._error(peer, str(e)) from None
+                self._post_recv(peer, index)
+        return bool(completions)
+
+    def _match(self, key: tuple[int, int]) -> None:
+        """Pair the sends waiting for *key* ``(peer, tag)`` with clear-to-sends received."""
+        queue = self._waiting.get(key)
+        while queue:
+            cts = self.credits.take(*key)
+            if cts is None:
+                return
+            handle = queue.popleft()
+            msg = self._ops[handle].message
+            if cts.nbytes != msg.nbytes:
+                raise self._error(msg, f"the peer expects {cts.nbytes} bytes for message {key[1]}, "
+                                  f"this rank sends {msg.nbytes}; the schedules disagree")
+            self._writes.extend((handle, cts, s) for s in range(len(msg.segments)))
+        self._waiting.pop(key, None)
 
     def _post_control(self) -> None:
         while self._control_queue:
@@ -305,26 +340,56 @@ class VerbsTransport(Transport):
                                len(data), info.control.lkey)
             self._control_in_flight += 1
 
-    @staticmethod
-    def _step(sends, recvs) -> int | str:
+    # ------------------------------------------------------------ the step
+
+    def exchange(self, sends: list[Transfer], recvs: list[Transfer],
+                 progress: Progress) -> Iterator[int]:
+        handles = [self.start(t.message) for t in recvs] + [self.start(t.message) for t in sends]
+        index = list(range(len(handles)))  # each live handle's index in recvs + sends
+        transfers, nrecv = recvs + sends, len(recvs)
+        while handles:
+            done = self.completed(handles, True)
+            landed = [index[k] for k in done if index[k] < nrecv]
+            for k in sorted(done, reverse=True):
+                del handles[k], index[k]
+            progress.tick(tuple(transfers[i].peer for i in index if i < nrecv),
+                          tuple(transfers[i].peer for i in index if i >= nrecv))
+            yield from landed
+
+    # ------------------------------------------------------------ errors
+
+    def _step_of(self, what) -> int | str:
+        """The step of a message, or of the oldest op in flight with a peer (*what* an int)."""
         from collbench.executor import TAGS_PER_STEP
 
-        tags = [t.tag for t in sends + recvs]
-        return tags[0] // TAGS_PER_STEP if tags else "?"
+        if isinstance(what, _Message):
+            return what.tag // TAGS_PER_STEP
+        tags = [op.message.tag for op in self._ops.values() if op.message.peer == what and not op.done]
+        tags = tags or [op.message.tag for op in self._ops.values() if not op.done]
+        return min(tags) // TAGS_PER_STEP if tags else "?"
 
-    def _stuck(self, sends, recvs, waiting, writes) -> str:
+    def _error(self, about, what: str) -> CollbenchError:
+        """A failure of this rank's exchange with a peer (*about*: a message or the peer), as
+        one line naming the rank, the peer and the step."""
+        peer = about.peer if isinstance(about, _Message) else about
+        return CollbenchError(f"verbs: rank {self.rank}, peer {peer}, step {self._step_of(about)}: {what}")
+
+    def _stuck(self, handles: list) -> str:
         parts = []
         pending = self.book.peers()
         if pending:
             parts.append(f"data from rank(s) {', '.join(map(str, pending))}")
-        if waiting:
-            parts.append(f"clear-to-send from rank(s) {', '.join(str(k[0]) for k in sorted(waiting))}")
+        if self._waiting:
+            parts.append(f"clear-to-send from rank(s) {', '.join(str(k[0]) for k in sorted(self._waiting))}")
         busy = self.window.busy()
         if busy:
             parts.append(f"write completions to rank(s) {', '.join(map(str, busy))}")
         what = "; ".join(parts) or "control-message completions"
-        return (f"verbs: no progress for {self.timeout:g} s in step {self._step(sends, recvs)} on rank "
-                f"{self.rank}, waiting for {what}")
+        tags = [self._ops[h].message.tag for h in handles]
+        from collbench.executor import TAGS_PER_STEP
+
+        return (f"verbs: rank {self.rank}, step {min(tags) // TAGS_PER_STEP}: no progress for "
+                f"{self.timeout:g} s, waiting for {what}")
 
     # ------------------------------------------------------------ the rest of the contract
 
@@ -340,8 +405,9 @@ class VerbsTransport(Transport):
         if self.dev is not None:
             d.update(device=self.dev.name, port=self.dev.port,
                      link_layer="Ethernet (RoCE)" if self.dev.is_global else "InfiniBand",
-                     gid_index=self.dev.gid_index, **{f"verbs_{k}": v for k, v in
-                                                      self.settings.as_dict().items()})
+                     gid_index=self.dev.gid_index, gid_type=self.dev.gid_type,
+                     active_mtu_bytes=MTU_BYTES.get(self.dev.mtu, self.dev.mtu),
+                     **{f"verbs_{k}": v for k, v in self.settings.as_dict().items()})
         return d
 
     def _teardown(self) -> None:

@@ -119,6 +119,7 @@ class Fabric:
         self.lock = threading.RLock()
         self.regions: dict[int, FakeMR] = {}
         self.qps: dict[int, FakeQP] = {}
+        self.devices: list[FakeDevice] = []
         self._keys = 0x100
         self._qpns = 0x10
 
@@ -131,9 +132,11 @@ class Fabric:
         return self._qpns
 
     def device(self, name: str | None = None, port: int = 1, gid_index: int | None = None,
-               cqe: int = 4096) -> FakeDevice:
+               cqe: int = 4096, blocking: bool = False) -> FakeDevice:
         """Open a device on this fabric; the signature of :class:`collbench.rdma.Device`."""
-        return FakeDevice(self, name or "fake0", port, gid_index, cqe)
+        device = FakeDevice(self, name or "fake0", port, gid_index, cqe)
+        self.devices.append(device)
+        return device
 
 
 class FakeDevice:
@@ -143,15 +146,17 @@ class FakeDevice:
 
     def __init__(self, fabric: Fabric, name: str, port: int, gid_index: int | None, cqe: int) -> None:
         self.fabric, self.name, self.port = fabric, name, port
-        self.is_global, self.gid_index, self.gid, self.lid = False, 0, "::", 1
+        self.is_global, self.gid_index, self.gid, self.gid_type, self.lid = False, 0, "::", "", 1
+        self.mtu = ENUMS.IBV_MTU_4096
         self.access = ENUMS.IBV_ACCESS_LOCAL_WRITE | ENUMS.IBV_ACCESS_REMOTE_WRITE
         self.cqe = cqe
         self.cq: deque = deque()
         self.overrun = False
         self.regions: dict[int, FakeMR] = {}  # by lkey
         self.qps: list[FakeQP] = []
-        self.registrations = self.deregistrations = self.rnr_waits = 0
+        self.registrations = self.deregistrations = self.rnr_waits = self.waits = 0
         self.closed = False
+        self.inject = 0
 
     # -- memory
 
@@ -186,7 +191,7 @@ class FakeDevice:
             return qp
 
     def address(self, qp: FakeQP, psn: int) -> tuple:
-        return (self.lid, self.gid, qp.qp_num, psn)
+        return (self.lid, self.gid, qp.qp_num, psn, self.mtu)
 
     def connect(self, qp: FakeQP, local_psn: int, remote: tuple) -> None:
         with self.fabric.lock:
@@ -219,6 +224,10 @@ class FakeDevice:
                    remote_addr: int, rkey: int) -> None:
         self._post(qp, _Op(wr_id, ENUMS.IBV_WR_RDMA_WRITE, addr, nbytes, lkey, remote_addr, rkey))
 
+    def fail_next_send(self, status: int) -> None:
+        """Complete this device's next posted send or write with *status* (an injected error)."""
+        self.inject = status
+
     def _post(self, qp: FakeQP, op: _Op) -> None:
         with self.fabric.lock:
             if qp.state not in ("RTS", "ERR"):
@@ -226,6 +235,10 @@ class FakeDevice:
             if qp.sends_outstanding >= qp.send_depth:
                 raise FakeVerbsError(f"send queue of QP {qp.qp_num} is full ({qp.send_depth})")
             qp.sends_outstanding += 1
+            if self.inject:
+                status, self.inject = self.inject, 0
+                self._send_done(qp, op, status)
+                return
             if qp.state == "ERR":
                 self._send_done(qp, op, WC_FLUSH_ERR)
                 return
@@ -323,6 +336,7 @@ class FakeDevice:
 
     def wait(self, timeout: float) -> None:
         """Block until a completion may be there or *timeout* passes (the completion channel)."""
+        self.waits += 1
         deadline = time.monotonic() + timeout
         while not self.cq and time.monotonic() < deadline:
             time.sleep(1e-4)
@@ -389,14 +403,11 @@ class ThreadComm:
     def allreduce(self, value):
         return sum(self.allgather(value))
 
-    def abort(self) -> None:
-        """Release every rank blocked in a collective (one of them failed)."""
-        self._group.barrier.abort()
-
 
 def run_ranks(size: int, body: Callable[[ThreadComm], object], timeout: float = 60.0) -> list:
     """Run ``body(comm)`` on *size* threads; return each rank's result or the exception it raised.
-    A rank that raises aborts the others' collectives instead of leaving them waiting."""
+    A rank that raises does not abort the others (as in MPI without an abort handler): they
+    fail on their own, by the transport's timeout or the collectives' (*timeout* seconds)."""
     comms = ThreadComm.world(size, timeout)
     results: list = [None] * size
 
@@ -405,7 +416,6 @@ def run_ranks(size: int, body: Callable[[ThreadComm], object], timeout: float = 
             results[rank] = body(comms[rank])
         except BaseException as e:  # reported to the caller, rank by rank
             results[rank] = e
-            comms[rank].abort()
 
     threads = [threading.Thread(target=main, args=(r,), name=f"rank{r}", daemon=True) for r in range(size)]
     for t in threads:

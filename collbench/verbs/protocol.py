@@ -23,14 +23,17 @@ from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from collbench.errors import CollbenchError
+
 SEQ_BITS = 16
 SEG_BITS = 16
 SEQ_MOD = 1 << SEQ_BITS
 MAX_SEGMENTS = 1 << SEG_BITS
 
 
-class ProtocolError(RuntimeError):
-    """A message broke the protocol (unknown sequence, duplicate segment...)."""
+class ProtocolError(CollbenchError):
+    """A message broke the protocol (unknown sequence, duplicate segment...); the transport
+    prefixes the rank, peer and step."""
 
 
 # ---------------------------------------------------------------- immediate values
@@ -319,36 +322,26 @@ class RegistrationCache:
 
 # ---------------------------------------------------------------- polling
 
-class Backoff:
-    """Completion polling without spinning a core forever: *spins* empty polls back to back,
-    then sleeps that double from *first_sleep* up to *max_sleep* seconds; any completion resets
-    it. :meth:`expired` says when nothing has happened for *timeout* seconds."""
+POLL_MODES = ("spin", "block")
 
-    def __init__(self, timeout: float, spins: int = 200, first_sleep: float = 1e-6,
-                 max_sleep: float = 1e-3, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.timeout, self.spins = timeout, spins
-        self.first_sleep, self.max_sleep = first_sleep, max_sleep
-        self._clock, self._sleep = clock, sleep
+
+class Idle:
+    """Time since the last completion, read after empty polls: *timeout* seconds without one
+    means the step is stuck. Spinning polls back to back (no sleep: a sleep's wake-up
+    latency would be added to every wait); blocking waits on the completion channel."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout, self._clock = timeout, clock
         self.reset()
 
     def reset(self) -> None:
-        self.empty = 0
-        self.delay = self.first_sleep
         self.last_progress = self._clock()
 
-    def idle(self) -> float:
-        """Call after an empty poll; returns the seconds slept (0 while spinning)."""
-        self.empty += 1
-        if self.empty <= self.spins:
-            return 0.0
-        delay = self.delay
-        self._sleep(delay)
-        self.delay = min(self.delay * 2, self.max_sleep)
-        return delay
+    def remaining(self) -> float:
+        return self.timeout - (self._clock() - self.last_progress)
 
     def expired(self) -> bool:
-        return self._clock() - self.last_progress > self.timeout
+        return self.remaining() < 0
 
 
 # ---------------------------------------------------------------- switches
@@ -371,6 +364,10 @@ class Settings:
     """PORT: the device port."""
     gid_index: int | None = None
     """GID_INDEX: the GID for RoCE (default: the first non-zero one)."""
+    poll: str = "spin"
+    """POLL: ``spin`` (poll the completion queue back to back) or ``block`` (sleep on the
+    completion channel until the device signals a completion: frees the core, adds wake-up
+    latency to every wait)."""
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -399,12 +396,21 @@ class Settings:
                        window=get("WINDOW", int, cls.window),
                        recv_depth=get("RECV_DEPTH", int, cls.recv_depth),
                        port=get("PORT", int, cls.port),
-                       gid_index=get("GID_INDEX", int, cls.gid_index))
+                       gid_index=get("GID_INDEX", int, cls.gid_index),
+                       poll=get("POLL", str.lower, cls.poll))
         if settings.window < 1 or settings.recv_depth < 4 or settings.port < 1:
             raise ValueError("COLLBENCH_VERBS_WINDOW must be >= 1, RECV_DEPTH >= 4, PORT >= 1")
+        if settings.poll not in POLL_MODES:
+            raise ValueError(f"COLLBENCH_VERBS_POLL={settings.poll!r} is not one of {', '.join(POLL_MODES)}")
         return settings
+
+    def wire(self) -> dict:
+        """What a peer must know to send to this rank: the receiver decides how messages to
+        it are cut (``segment_bytes``) and how many receives it keeps posted."""
+        return {"segment_bytes": self.segment_bytes, "recv_depth": self.recv_depth}
 
     def as_dict(self) -> dict:
         return {"regcache": self.regcache, "regcache_limit": self.regcache_limit,
                 "segment_bytes": self.segment_bytes, "window": self.window,
-                "recv_depth": self.recv_depth, "port": self.port, "gid_index": self.gid_index}
+                "recv_depth": self.recv_depth, "port": self.port, "gid_index": self.gid_index,
+                "poll": self.poll}
