@@ -78,7 +78,7 @@ class DataflowExecutor:
         self._bound: tuple | None = None
 
     def _bind(self, recvbuf) -> tuple:
-        """Messages, reduction pieces and targets for *recvbuf*, made once per buffer."""
+        """Messages, reduction pieces and the run state for *recvbuf*, made once per buffer."""
         if self._bound is None or self._bound[0] is not recvbuf:
             message = self.transport.message
             piece = max(1, PIECE_BYTES // self._itemsize)
@@ -94,7 +94,7 @@ class DataflowExecutor:
                     area = recvbuf[o.start:o.stop]
                     pieces.append(None)
                 messages.append(message(area, o.peer, self.tags[i], send=kinds[i] == SEND))
-            self._bound = (recvbuf, messages, pieces)
+            self._bound = (recvbuf, messages, pieces, _Run(self, messages, pieces))
         return self._bound
 
     def run(self, recvbuf, sendbuf=None) -> None:
@@ -102,13 +102,16 @@ class DataflowExecutor:
         (AVG's division by P included)."""
         if sendbuf is not None:
             recvbuf[...] = sendbuf
-        _, messages, pieces = self._bind(recvbuf)
-        _Run(self, messages, pieces).run()
+        run = self._bind(recvbuf)[3]
+        run.state.reset()
+        run.trace = self.trace
+        run.run()
         self.op.finish(recvbuf, self.transport.size, self.xp)
 
 
 class _Run:
-    """One call of :meth:`DataflowExecutor.run`: the policy's state and the ops in flight."""
+    """The calls of :meth:`DataflowExecutor.run` on one buffer: the policy's state (reset per
+    call) and the ops in flight."""
 
     def __init__(self, ex: DataflowExecutor, messages: list, pieces: list) -> None:
         self.ex, self.messages, self.pieces = ex, messages, pieces

@@ -114,10 +114,18 @@ def test_fake_checks_bounds_and_queue_depths():
 # ---------------------------------------------------------------- the transport on it
 
 @pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
-@pytest.mark.parametrize("nranks", [2, 3, 5])
+@pytest.mark.parametrize("nranks", [2, 3, 5, 8])
 def test_every_algorithm_is_exact_on_the_fake_device(algorithm, nranks):
     results = _raise_first(allreduce(nranks, algorithm, 3000 * 4))
     assert [wrong for wrong, _ in results] == [0] * nranks
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_windows_at_their_edges(window):
+    """Writes in flight per peer at most *window*, with more segments than that per message."""
+    settings = Settings(segment_bytes=512, window=window)
+    results = _raise_first(allreduce(3, "rabenseifner", 12 << 10, settings, dtype="int64", op="max"))
+    assert [wrong for wrong, _ in results] == [0] * 3
 
 
 def test_segments_and_stop_and_wait_and_no_cache():
@@ -220,12 +228,13 @@ def test_an_error_completion_is_one_line_naming_rank_peer_and_step():
                         str(results[2])), results[2]
 
 
-def dataflow_allreduce(nranks: int, algorithm: str, nbytes: int, settings=None, **options) -> list:
+def dataflow_allreduce(nranks: int, algorithm: str, nbytes: int, settings=None, fabric=None,
+                       **options) -> list:
     """Every rank's ``(wrong elements, trace summary)`` after one dataflow all-reduce."""
     from collbench.dataflow import DataflowExecutor
     from collbench.trace import Trace, chrome_events, summary
 
-    fabric, count = Fabric(), nbytes // 4
+    fabric, count = fabric or Fabric(), nbytes // 4
     op = ReduceOp.parse("sum")
 
     def rank(comm):
@@ -259,3 +268,19 @@ def test_dataflow_reduces_while_transfers_complete():
     results = dataflow_allreduce(3, "ring", 6 << 20, Settings(segment_bytes=64 << 10), segments=4)
     assert [wrong for wrong, _ in results] == [0] * 3
     assert sum(s["overlapped_reductions"] for _, s in results) > 0
+
+
+@pytest.mark.parametrize("execution", ["step", "dataflow"])
+def test_a_shallow_receive_queue_never_runs_dry(execution):
+    """RECV_DEPTH 8, 1 KiB segments of ~22 KiB messages: a receiver that announced every segment
+    would have more writes coming than receives posted (RNR). It shares its depth between the
+    peer's clear-to-sends (4) and announced segments (4): messages are cut in at most 4
+    segments and announced only while their segments fit."""
+    fabric = Fabric()
+    settings = Settings(recv_depth=8, segment_bytes=1024, window=2)
+    if execution == "step":
+        results = _raise_first(allreduce(3, "ring", 64 << 10, settings, fabric=fabric))
+    else:
+        results = dataflow_allreduce(3, "ring", 64 << 10, settings, fabric=fabric, segments=2)
+    assert [wrong for wrong, _ in results] == [0] * 3
+    assert [d.rnr_waits for d in fabric.devices] == [0, 0, 0]

@@ -16,6 +16,7 @@ from collbench.verbs.protocol import (
     Window,
     pack_imm,
     plan_segments,
+    receive_budget,
     unpack_imm,
 )
 
@@ -45,6 +46,14 @@ def test_clear_to_send_round_trip_and_bad_input():
 ])
 def test_plan_segments(nbytes, seg, expect):
     assert plan_segments(nbytes, seg) == expect
+
+
+def test_receive_budget_shares_the_depth_and_caps_segments():
+    assert receive_budget(512, 64) == (64, 448)
+    assert receive_budget(8, 64) == (4, 4) and receive_budget(4, 64) == (2, 2)
+    assert plan_segments(22000, 1024, max_segments=4) == [(0, 5500), (5500, 5500), (11000, 5500),
+                                                          (16500, 5500)]
+    assert len(plan_segments(22000, 1024, max_segments=448)) == 22
 
 
 def test_plan_segments_covers_and_caps():

@@ -19,7 +19,7 @@ _REGCACHE_LIMIT, _SEGMENT, _WINDOW, _RECV_DEPTH, _POLL, _PORT, _GID_INDEX; see d
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -41,6 +41,7 @@ from collbench.verbs.protocol import (
     Window,
     pack_imm,
     plan_segments,
+    receive_budget,
     unpack_imm,
 )
 
@@ -175,6 +176,11 @@ class VerbsTransport(Transport):
         theirs = self.comm.alltoall(mine)
         self.remote = {p: theirs[p][1] for p in self.peers}
         """Each peer's :meth:`Settings.wire`: how this rank sends to it."""
+        for p, info in self.peers.items():  # clear-to-sends in flight within the peer's share
+            control, _ = receive_budget(self.remote[p]["recv_depth"], CONTROL_SEND_SLOTS)
+            info.free_control = list(range(control))
+        self._data_budget = receive_budget(self.settings.recv_depth, CONTROL_SEND_SLOTS)[1]
+        """Segments announced to one peer and not yet landed, at most (see receive_budget)."""
         error = None
         try:
             for peer, info in self.peers.items():
@@ -197,6 +203,10 @@ class VerbsTransport(Transport):
         """Sends waiting for a clear-to-send, per (peer, tag), in start order."""
         self._writes: deque[tuple[int, ClearToSend, int]] = deque()
         """(handle, clear-to-send, segment) writes allowed and not yet posted."""
+        self._deferred: dict[int, deque[int]] = {}
+        """Receives started but not yet announced, per peer, in start order."""
+        self._announced: defaultdict[int, int] = defaultdict(int)
+        """Segments announced per peer and not yet landed."""
         self.comm.Barrier()  # every receive is posted before anyone sends
 
     def _post_recv(self, peer: int, slot: int) -> None:
@@ -210,9 +220,10 @@ class VerbsTransport(Transport):
         if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
             raise CollbenchError("the verbs transport needs contiguous numpy buffers")
         root = _root(buf)
-        segment = self.remote[peer]["segment_bytes"] if send else self.settings.segment_bytes
-        msg = _Message(buf, buf.ctypes.data, buf.nbytes, root, plan_segments(buf.nbytes, segment),
-                       peer, tag, send)
+        receiver = self.remote[peer] if send else self.settings.wire()
+        budget = receive_budget(receiver["recv_depth"], CONTROL_SEND_SLOTS)[1]
+        msg = _Message(buf, buf.ctypes.data, buf.nbytes, root,
+                       plan_segments(buf.nbytes, receiver["segment_bytes"], budget), peer, tag, send)
         if self.cache.enabled and buf.nbytes:  # registered now, outside the timed calls
             self.cache.release(self.cache.acquire(root.ctypes.data, root.nbytes, root))
         return msg
@@ -232,19 +243,34 @@ class VerbsTransport(Transport):
         announces its target to the sender (a clear-to-send); a send waits for one."""
         handle = self._next_handle
         self._next_handle = (handle + 1) & 0xFFFFFFFF
-        self._ops[handle] = op = _Op(message, self._pin(message), len(message.segments))
+        self._ops[handle] = _Op(message, self._pin(message), len(message.segments))
         if message.send:
             key = (message.peer, message.tag)
             self._waiting.setdefault(key, deque()).append(handle)
             self._match(key)
         else:
-            try:
-                seq = self.book.announce(message.peer, handle, op.left)
-            except ProtocolError as e:
-                raise self._error(message, str(e)) from None
-            self._control_queue.append((message.peer, ClearToSend(
-                message.tag, seq, op.reg.handle.rkey, message.addr, message.nbytes)))
+            self._deferred.setdefault(message.peer, deque()).append(handle)
+            self._announce(message.peer)
         return handle
+
+    def _announce(self, peer: int) -> None:
+        """Send clear-to-sends for *peer*'s deferred receives, in order, while their segments
+        fit the receive budget (a receive is then always posted when a write arrives)."""
+        queue = self._deferred.get(peer)
+        while queue:
+            op = self._ops[queue[0]]
+            n = len(op.message.segments)
+            if self._announced[peer] and self._announced[peer] + n > self._data_budget:
+                return
+            handle = queue.popleft()
+            try:
+                seq = self.book.announce(peer, handle, n)
+            except ProtocolError as e:
+                raise self._error(op.message, str(e)) from None
+            self._announced[peer] += n
+            msg = op.message
+            self._control_queue.append((peer, ClearToSend(msg.tag, seq, op.reg.handle.rkey, msg.addr,
+                                                          msg.nbytes)))
 
     def completed(self, handles: list, block: bool) -> list[int]:
         """Indices of the *handles* that are done (each reported once); makes progress first,
@@ -298,8 +324,11 @@ class VerbsTransport(Transport):
                 try:
                     if opcode == dev.e.IBV_WC_RECV_RDMA_WITH_IMM:
                         handle = self.book.landed(peer, *unpack_imm(imm))
+                        self._announced[peer] -= 1
                         if handle is not None:
                             ops[handle].done = True
+                        if self._deferred.get(peer):
+                            self._announce(peer)
                     else:
                         data = peers[peer].control.read(CONTROL_BYTES, index * CONTROL_BYTES)
                         cts = ClearToSend.unpack(bytes(data))

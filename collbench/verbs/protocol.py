@@ -104,15 +104,27 @@ class ClearToSend:
 
 # ---------------------------------------------------------------- segments
 
-def plan_segments(nbytes: int, segment_bytes: int) -> list[tuple[int, int]]:
+def plan_segments(nbytes: int, segment_bytes: int, max_segments: int = MAX_SEGMENTS) -> list[tuple[int, int]]:
     """``(offset, length)`` of each segment of a message; ``segment_bytes <= 0`` means one
-    segment. Segments grow when needed so that there are at most MAX_SEGMENTS of them."""
+    segment. Segments grow when needed so that there are at most *max_segments* of them
+    (and never more than MAX_SEGMENTS, what the immediate can number)."""
     if nbytes <= 0:
         return []
     if segment_bytes <= 0 or segment_bytes >= nbytes:
         return [(0, nbytes)]
-    size = max(segment_bytes, math.ceil(nbytes / MAX_SEGMENTS))
+    size = max(segment_bytes, math.ceil(nbytes / min(max(max_segments, 1), MAX_SEGMENTS)))
     return [(off, min(size, nbytes - off)) for off in range(0, nbytes, size)]
+
+
+# ---------------------------------------------------------------- receive queue budget
+
+def receive_budget(recv_depth: int, control_slots: int) -> tuple[int, int]:
+    """How a queue pair's *recv_depth* posted receives are shared: ``(clear-to-sends the peer
+    may have in flight to it, segments it may have announced and not yet seen land)``. Every
+    incoming send and write with immediate consumes one receive; keeping the two shares within
+    the depth means a receive is always posted when one arrives (no RNR NAK, no retry)."""
+    control = max(1, min(control_slots, recv_depth // 2))
+    return control, max(1, recv_depth - control)
 
 
 # ---------------------------------------------------------------- receiver's book
