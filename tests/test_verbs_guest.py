@@ -143,7 +143,8 @@ def _guest_job() -> str:
     version of these checks hung exactly there)."""
     py, mpiexec, cb = VENV / "bin" / "python", VENV / "bin" / "mpiexec", VENV / "bin" / "collbench"
     probe = f"{py} -c 'import json; from collbench import rdma; print(json.dumps(rdma.probe()))'"
-    attempt = f"{mpiexec} -iface lo -n 2 {cb} run -t verbs -a ring -b 8 -e 8 -n 1 -w 0 --timeout 120"
+    attempt = (f"{mpiexec} -iface lo -n 2 {cb} run --transport verbs --algorithms ring -b 8 -e 8 -n 1 -w 0 "
+               "--timeout 120")
     return "\n".join([
         f"cd {ROOT}",
         "date +%T; rdma link delete rxe0",
@@ -154,7 +155,8 @@ def _guest_job() -> str:
         f"{probe} > $OUT/probe.json",
         f"{attempt} --device mlx5_9 --out $OUT/baddevice > $OUT/baddevice.out 2> $OUT/baddevice.err; "
         "echo $? > $OUT/baddevice.rc",
-        f"{cb} run -t verbs -a ring,native > $OUT/native.out 2> $OUT/native.err; echo $? > $OUT/native.rc",
+        f"{cb} run --transport verbs --algorithms ring,native > $OUT/native.out 2> $OUT/native.err; "
+        "echo $? > $OUT/native.rc",
         RAIL2,
         f"date +%T; time {mpiexec} -iface lo -n {WORLD} {py} {Path(__file__)} driver $OUT/cases; "
         "echo driver rc $?; date +%T",
