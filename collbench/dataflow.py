@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 
 from collbench.algorithms.dataflow import REDUCE, SEND, WINDOW, DataflowPlan, DataflowState
-from collbench.algorithms.ops import ReduceOp
+from collbench.algorithms.ops import ReduceOp, numpy_dtype
 from collbench.algorithms.schedule import Kind, Schedule, validate_rank
 from collbench.errors import CollbenchError
 from collbench.executor import TAGS_PER_STEP
@@ -62,13 +62,14 @@ class DataflowExecutor:
         if window < 1:
             raise CollbenchError(f"the dataflow window must be at least 1, got {window}")
         validate_rank(schedule, transport.rank)
+        dtype = numpy_dtype(dtype) if isinstance(dtype, str) else dtype
         self.schedule, self.transport, self.op = schedule, transport, op
         self.progress = progress or Progress()
         self.trace = trace
         """A :class:`~collbench.trace.Trace` that records this rank's op events, or None."""
         self.xp = transport.xp
         self._reduce = transport.reducer(op.ufunc, dtype)
-        self._itemsize = self.xp.dtype(dtype).itemsize
+        self._itemsize = dtype.itemsize
         steps = schedule.steps[transport.rank]
         self.plan = DataflowPlan(steps, window)
         self.tags = op_tags(steps)
@@ -97,13 +98,15 @@ class DataflowExecutor:
         return self._bound
 
     def run(self, recvbuf, sendbuf=None) -> None:
-        """All-reduce in place on *recvbuf*, or out of place from *sendbuf* into *recvbuf*."""
+        """All-reduce in place on *recvbuf*, or out of place from *sendbuf* into *recvbuf*
+        (AVG's division by P included)."""
         if sendbuf is not None:
             recvbuf[...] = sendbuf
         run = self._bind(recvbuf)[3]
         run.state.reset()
         run.trace = self.trace
         run.run()
+        self.op.finish(recvbuf, self.transport.size, self.xp)
 
 
 class _Run:
