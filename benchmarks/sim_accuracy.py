@@ -2,7 +2,7 @@
 print the error per algorithm and size (target: within 15% for sizes of 64 KiB and more).
 
     mpiexec -n 2 collbench run -b 1K -e 64M -f 4 --algorithms naive,ring,rabenseifner \\
-        -n 10 -w 3 -m out --out results/acc-p2      # and likewise -n 3, -n 4
+        -n 10 -w 3 --modes out --out results/acc-p2      # and likewise -n 3, -n 4
     .venv/bin/python benchmarks/sim_accuracy.py results/acc-p2 results/acc-p3 results/acc-p4
 
 The model is the one-host model, fitted by simulation (``sim.calibrate_sim``): ranks bound
@@ -61,7 +61,7 @@ def main() -> None:
         calibration = fit(train, args.topology, memory=not args.no_memory and args.topology != "ideal",
                           cores=cores)
     else:
-        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=not args.no_cache,
+        calibration = fit_by_simulation(train, host_model=args.host_model, cache=not args.no_cache,
                                         cores=cores, topology=args.topology)
     print(f"# fitted on P in {sorted(fit_ranks)}: {calibration.describe()}")
     if calibration.note:

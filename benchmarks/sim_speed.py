@@ -1,4 +1,4 @@
-"""Speed of the simulator: ring all-reduce of 256 MiB on a single switch.
+"""Speed of the simulator: an all-reduce (ring by default) of 256 MiB on a single switch.
 
 Prints, per rank count, the messages, the time to build the schedule (``algorithms.build``:
 since schedules are built per rank on demand, this only sets up the generator), the
@@ -10,6 +10,10 @@ number of messages shows as a constant column), and the peak memory of the proce
 
     .venv/bin/python benchmarks/sim_speed.py --ranks 64,256,1024,4096
     .venv/bin/python benchmarks/sim_speed.py --ranks 1024 --repeat 5
+    .venv/bin/python benchmarks/sim_speed.py --algorithm naive --size 1MiB --ranks 1024,2048,4096
+
+Naive's root shares its links with all P-1 messages, which join one overhead apart: the
+case where the flow model itself, not the executor, sets the cost.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import statistics
 import time
 
 from collbench.algorithms import build
+from collbench.sim import predict
 from collbench.sim.executor import simulate
 from collbench.sim.network import NetworkSpec
 from collbench.sim.units import parse_ranks, parse_sizes
@@ -31,6 +36,7 @@ from collbench.sim.units import parse_ranks, parse_sizes
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", default="64,256,1024,4096")
+    parser.add_argument("--algorithm", default="ring", choices=("naive", "ring", "rabenseifner"))
     parser.add_argument("--size", default="256MiB")
     parser.add_argument("--max-messages", type=float, default=1e8,
                         help="skip rank counts with more messages (P = 4096 has 33.5M and takes minutes)")
@@ -44,24 +50,24 @@ def main() -> None:
     spec = NetworkSpec(topology="switch", bandwidth=12.5e9, latency=1e-6, gamma=1e-10, overhead=5e-7)
     print(f"# {platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
           f"{datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.1f}; "
-          f"ring, {args.size}, single switch, 100 Gb/s")
+          f"{args.algorithm}, {args.size}, single switch, 100 Gb/s, overhead 0.5 us")
     print(f"{'P':>6} {'messages':>10} {'build(s)':>9} {'sim(s)':>8} {'total(s)':>9} {'events':>10} "
           f"{'events/s':>9} {'msgs/s':>9} {'us/msg':>7} {'simulated(s)':>13} {'peak MB':>8}")
     for p in parse_ranks(args.ranks):
-        messages = 2 * (p - 1) * p
+        messages = predict.messages(args.algorithm, p)
         if messages > args.max_messages:
             print(f"{p:>6} {messages:>10} skipped: more than --max-messages {args.max_messages:g}")
             continue
-        totals = [_run(p, size, spec) for _ in range(args.repeat)]
+        totals = [_run(args.algorithm, p, size, spec) for _ in range(args.repeat)]
         if args.repeat > 1:
             print(f"# P = {p}: total {min(totals):.2f} s fastest, {statistics.median(totals):.2f} s median, "
                   f"{max(totals):.2f} s slowest of {args.repeat} runs", flush=True)
 
 
-def _run(p: int, size: int, spec: NetworkSpec) -> float:
-    """Build and simulate the ring once, print its line, and return its total wall time."""
+def _run(algorithm: str, p: int, size: int, spec: NetworkSpec) -> float:
+    """Build and simulate *algorithm* once, print its line, and return its total wall time."""
     began = time.perf_counter()
-    schedule = build("ring", p, size // 4)
+    schedule = build(algorithm, p, size // 4)
     built = time.perf_counter() - began
     result = simulate(schedule, spec, 4)
     total = built + result.wall

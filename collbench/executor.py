@@ -9,10 +9,10 @@ on numpy and CuPy buffers: reductions are ``xp.<ufunc>(a, b, out=a)``.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from collbench.algorithms.ops import ReduceOp
-from collbench.algorithms.schedule import Kind, Schedule, validate_rank
+from collbench.algorithms.ops import ReduceOp, numpy_dtype
+from collbench.algorithms.schedule import Kind, Op, Schedule, validate_rank
 from collbench.transports.base import Progress, Transfer, Transport
 
 TAGS_PER_STEP = 1024
@@ -32,6 +32,8 @@ class _PlannedStep:
     index: int
     sends: list[tuple[int, int, int, int]]  # (start, stop, peer, tag)
     recvs: list[tuple[_PlannedRecv, int, int]]  # (plan, peer, tag)
+    send_ops: list[int] = field(default_factory=list)  # op numbers (flat_ops), for traces
+    recv_ops: list[int] = field(default_factory=list)
 
 
 def _tags(step_index: int, ops) -> list[int]:
@@ -60,17 +62,28 @@ class Executor:
             raise ValueError(f"{schedule.name} was built for {schedule.nranks} ranks, "
                              f"the transport has {transport.size}")
         validate_rank(schedule, transport.rank)
+        dtype = numpy_dtype(dtype) if isinstance(dtype, str) else dtype
         self.schedule, self.transport, self.op = schedule, transport, op
         self.progress = progress or Progress()
         self.xp = transport.xp
         self._reduce = transport.reducer(op.ufunc, dtype)
+        self._finish = op is ReduceOp.AVG  # divide the sum by P once the schedule is done
         self._steps: list[_PlannedStep] = []
+        self.trace = None
+        """A :class:`~collbench.trace.Trace` that records this rank's op events, or None. A
+        step's sends are stamped done when the step ends (MPI reports them with the step)."""
+        self.ops: list[Op] = []
+        """This rank's ops as :func:`~collbench.algorithms.dependencies.flat_ops` numbers them."""
+        self.op_steps: list[int] = []
         scratch_len = 0
         for index, step in enumerate(schedule.steps[transport.rank]):
             if not step:
                 continue
             planned, offset = _PlannedStep(index, [], []), 0
             for op_, tag in zip(step, _tags(index, step)):
+                (planned.send_ops if op_.kind is Kind.SEND else planned.recv_ops).append(len(self.ops))
+                self.ops.append(op_)
+                self.op_steps.append(index)
                 if op_.kind is Kind.SEND:
                     planned.sends.append((op_.start, op_.stop, op_.peer, tag))
                     continue
@@ -109,9 +122,14 @@ class Executor:
 
     def run(self, recvbuf, sendbuf=None) -> None:
         """All-reduce in place on *recvbuf*, or out of place from *sendbuf* into *recvbuf*
-        (the copy is part of the operation, as in MPI libraries)."""
+        (the copy is part of the operation, as in MPI libraries); AVG's division by P is
+        part of it too."""
         if sendbuf is not None:
             recvbuf[...] = sendbuf
+        if self.trace is not None:
+            self._run_traced(recvbuf)
+            self.op.finish(recvbuf, self.transport.size, self.xp)
+            return
         progress, name, reduce = self.progress, self.schedule.name, self._reduce
         exchange, pair_exchange = self.transport.exchange, self.transport.pair
         for index, sends, recvs, peers, targets, pair in self._bind(recvbuf):
@@ -126,3 +144,22 @@ class Executor:
                 target = targets[i]
                 if target is not None:
                     reduce(target, recvs[i].buf, out=target)
+        if self._finish:
+            self.op.finish(recvbuf, self.transport.size, self.xp)
+
+    def _run_traced(self, recvbuf) -> None:
+        """:meth:`run` recording every op's events in :attr:`trace` (no shortcut for pairs)."""
+        progress, name, reduce, trace = self.progress, self.schedule.name, self._reduce, self.trace
+        for planned, (index, sends, recvs, peers, targets, _) in zip(self._steps, self._bind(recvbuf)):
+            progress.waiting(name, index, *peers)
+            for i in planned.recv_ops + planned.send_ops:
+                trace.event("post", i)
+            for k in self.transport.exchange(sends, recvs, progress):
+                trace.event("land", planned.recv_ops[k])
+                target = targets[k]
+                if target is not None:
+                    trace.event("reduce start", planned.recv_ops[k])
+                    reduce(target, recvs[k].buf, out=target)
+                    trace.event("reduce end", planned.recv_ops[k])
+            for i in planned.send_ops:
+                trace.event("send done", i)

@@ -1,12 +1,21 @@
-"""The measurement harness: nccl-tests semantics for every algorithm and transport.
+"""The measurement harness: the same timing and checking for every algorithm and transport.
 
 For each point (algorithm, size, in/out of place) the harness runs one *first* call (kept
 on its own: the seed study saw a first run 7.5x the median), ``warmup_iters`` warm-ups and
-``iters`` timed calls. Each call is ``barrier, clock, all-reduce, device sync, clock``; the
-iteration's time is the maximum over ranks (collected once per point, so timing is not
-disturbed). Then ``check_iters`` separate calls on fresh inputs whose exact result is known
-count wrong elements, summed over ranks into ``#wrong`` (nccl-tests keeps timing and checking
-apart the same way). Every point is stored as soon as it is done.
+``iters`` timed iterations of ``agg_iters`` calls each. Two timings:
+
+- ``per-call``: each iteration is ``barrier, clock, call(s), device sync, clock``; the ranks'
+  times of one iteration are combined (by default their maximum) and the point's time is
+  the median over iterations.
+- ``aggregate``: one barrier, then the iterations back to back with a clock reading between
+  them; the point's time is each rank's mean per call combined over ranks (by default their
+  mean): what nccl-tests' all_reduce_perf reports. An in-place call then starts from the
+  previous call's output, as there.
+
+Every rank's own times are kept with the combined ones. Then ``check_iters`` separate calls
+on fresh inputs whose exact result is known count wrong elements, summed over ranks into
+``#wrong`` (nccl-tests keeps timing and checking apart the same way). Every point is stored
+as soon as it is done.
 """
 
 from __future__ import annotations
@@ -22,14 +31,15 @@ from collbench import mpi_threads, provenance
 from collbench.algorithms import build
 from collbench.algorithms.data import expected_output, make_input
 from collbench.algorithms.ops import ReduceOp
-from collbench.config import NATIVE, RunConfig
+from collbench.config import NATIVE, RunConfig, resume_mismatches
 from collbench.dataflow import DataflowExecutor
 from collbench.errors import CollbenchError
 from collbench.executor import Executor
 from collbench.launcher import check_world_size
 from collbench.output import PointPrinter
+from collbench.schema import COMBINED_RANKS
 from collbench.stats import summarise
-from collbench.store import ResultsWriter
+from collbench.store import ResultsWriter, set_aside
 from collbench.transports import open_transport
 from collbench.transports.base import Progress
 from collbench.watchdog import Watchdog, abort_on_failure
@@ -83,14 +93,15 @@ class PointRunner:
         if self.point.in_place:
             self.recv[...] = self.send
 
-    def call(self) -> None:
-        """The timed operation."""
+    def call(self, sync: bool = True) -> None:
+        """The timed operation; *sync* waits for the device to finish it."""
         send = None if self.point.in_place else self.send
         if self._executor is None:
             self.transport.native_allreduce(send, self.recv, self.config.op)
         else:
             self._executor.run(self.recv, send)
-        self.transport.synchronize()
+        if sync:
+            self.transport.synchronize()
 
     def count_wrong(self, seed: int) -> int:
         """Run once on fresh inputs and count wrong elements on this rank (an out-of-place
@@ -101,26 +112,127 @@ class PointRunner:
         self.call()
         expected = expected_output(self.transport.size, self.count, self.config.datatype, self.op,
                                    seed, self.xp)
-        wrong = int((self.recv != expected).sum())
+        wrong = int(self._mismatches(expected).sum())
         if not self.point.in_place:
             wrong += int((self.send != original).sum())
         return wrong
 
 
-def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress) -> np.ndarray:
-    """Local seconds of every call: first, warm-ups, timed."""
-    total = 1 + config.warmup_iters + config.iters
-    local = np.empty(total)
-    for i in range(total):
+    def _mismatches(self, expected):
+        """Elementwise: is this rank's result wrong? Exact, except a native average that
+        scales before summing (see ``native_avg_prescaled``): within P+2 units in the last
+        place of the largest expected magnitude."""
+        if not (self.op is ReduceOp.AVG and self._executor is None
+                and self.transport.native_avg_prescaled and expected.dtype.kind == "f"):
+            return self.recv != expected
+        scale = float(abs(expected).max()) if expected.size else 0.0
+        tolerance = (self.transport.size + 2) * float(np.finfo(expected.dtype).eps) * max(scale, 1.0)
+        return abs(self.recv - expected) > tolerance
+
+    def traced_events(self, comm, offset_us: float) -> list[dict]:
+        """Untimed: one more call with every op's events recorded (not for ``native``), as this
+        rank's Chrome trace events (:mod:`collbench.trace`), shifted by *offset_us*. The ranks
+        start together after a barrier; their clocks agree on one host only."""
+        from collbench.trace import Trace, chrome_events
+
+        executor = self._executor
+        if executor is None:
+            return []
+        executor.trace = trace = Trace()
+        self.prepare()
+        comm.Barrier()
+        trace.start()
+        self.call()
+        executor.trace = None
+        name = f"{self.point.algorithm} {self.point.size_bytes} B {'in' if self.point.in_place else 'out'}"
+        ops, steps = ((executor.plan.ops, executor.plan.steps) if isinstance(executor, DataflowExecutor)
+                      else (executor.ops, executor.op_steps))
+        return chrome_events(self.transport.rank, ops, steps, trace.records, offset_us, name)
+
+
+COUNTERS = ("registrations", "hits", "misses")
+"""The transport counters recorded per call (:meth:`~collbench.transports.base.Transport.counters`)."""
+
+
+def _calls(runner: PointRunner, agg_iters: int) -> None:
+    """One iteration: *agg_iters* calls back to back, the device synchronised after the last."""
+    for i in range(agg_iters):
+        runner.call(sync=i == agg_iters - 1)
+
+
+def _per_call(runner: PointRunner, comm, iterations: int, agg_iters: int, progress: Progress,
+              counts: np.ndarray | None = None) -> np.ndarray:
+    """Seconds per call of each iteration, each started by a barrier on restored inputs.
+    *counts* (iterations x COUNTERS), if given, receives what each iteration added to the
+    transport's counters, read outside the clock."""
+    local = np.empty(iterations)
+    counters = runner.transport.counters
+    for i in range(iterations):
         runner.prepare()
         runner.transport.synchronize()  # a device-side restore must not leak into the timing
         progress.waiting("barrier before an iteration")
         runner.transport.barrier(comm)
         progress.waiting(runner.point.algorithm)
+        before = counters() if counts is not None else None
         start = time.perf_counter()
-        runner.call()
-        local[i] = time.perf_counter() - start
+        _calls(runner, agg_iters)
+        local[i] = (time.perf_counter() - start) / agg_iters
+        if before:
+            after = counters()
+            counts[i] = [after[k] - before[k] for k in COUNTERS]
     return local
+
+
+def _back_to_back(runner: PointRunner, comm, iterations: int, agg_iters: int, progress: Progress,
+                  counts: np.ndarray | None = None) -> np.ndarray:
+    """Seconds per call of each iteration, after one barrier, with no barrier or input
+    restore between iterations: their sum is the block's wall time on this rank. Counters
+    are read between iterations, so their cost lands in the next one's time."""
+    if iterations == 0:
+        return np.empty(0)
+    runner.prepare()
+    runner.transport.synchronize()
+    progress.waiting("barrier before the iterations")
+    runner.transport.barrier(comm)
+    progress.waiting(runner.point.algorithm)
+    counters = runner.transport.counters
+    before = counters() if counts is not None else None
+    stamps = np.empty(iterations + 1)
+    stamps[0] = time.perf_counter()
+    for i in range(iterations):
+        _calls(runner, agg_iters)
+        stamps[i + 1] = time.perf_counter()
+        if before:
+            after = counters()
+            counts[i], before = [after[k] - before[k] for k in COUNTERS], after
+    return np.diff(stamps) / agg_iters
+
+
+def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress,
+               counts: np.ndarray | None = None) -> np.ndarray:
+    """Local seconds per call of every iteration: first (one call), warm-ups, timed. *counts*
+    (iterations x COUNTERS), if given, receives what each iteration added to the transport's
+    counters."""
+    block = _back_to_back if config.timing == "aggregate" else _per_call
+    warm = 1 + config.warmup_iters
+    parts = (None, None, None) if counts is None else (counts[:1], counts[1:warm], counts[warm:])
+    return np.concatenate([_per_call(runner, comm, 1, 1, progress, parts[0]),
+                           block(runner, comm, config.warmup_iters, config.agg_iters, progress, parts[1]),
+                           block(runner, comm, config.iters, config.agg_iters, progress, parts[2])])
+
+
+_COMBINE = {0: lambda t, axis: np.take(t, 0, axis=axis), 1: np.mean, 2: np.min, 3: np.max}
+"""nccl-tests' ``-a`` codes as functions over the ranks' axis of a times array."""
+
+
+def point_time(rank_times: np.ndarray, config: RunConfig) -> float:
+    """The point's reported time from the timed part of ``rank_times[rank, iteration]``:
+    per-call, the median over iterations of the combined time; aggregate, each rank's mean
+    combined over ranks (nccl-tests' all_reduce_perf)."""
+    combine = _COMBINE[config.average]
+    if config.timing == "aggregate":
+        return float(combine(rank_times.mean(axis=1), axis=0))
+    return float(np.median(combine(rank_times, axis=0)))
 
 
 def _phases(config: RunConfig) -> list[tuple[str, int]]:
@@ -132,10 +244,11 @@ class Sweep:
     """One ``collbench run``: a transport, a results folder and the points still to do."""
 
     def __init__(self, config: RunConfig, comm, progress: Progress,
-                 argv: list[str] | None = None) -> None:
+                 argv: list[str] | None = None, force_new: bool = False) -> None:
         self.config, self.comm, self.progress = config, comm, progress
         self.rank, self.nranks = comm.rank, comm.size
         self.argv = argv or sys.argv
+        self.force_new = force_new
         progress.waiting("agreeing on the results folder")
         self.folder = self._agree_on_folder()
         progress.waiting(f"opening the {config.transport} transport")
@@ -147,7 +260,11 @@ class Sweep:
         if self.rank == 0:
             try:
                 out = self.config.out or f"results/{provenance.timestamp()}-{self.config.name}"
-                self.writer = ResultsWriter(out, self._provenance_stub())
+                if self.force_new and (moved := set_aside(out)):
+                    print(f"collbench: note: moved the earlier results in {out} to {moved}",
+                          file=sys.stderr)
+                self.out = out
+                self.writer = ResultsWriter(out, self._provenance_stub(), self._refuse_other_settings)
                 answer = (out, None)
             except CollbenchError as e:
                 answer = ("", str(e))
@@ -155,6 +272,18 @@ class Sweep:
         if error:
             raise CollbenchError(error, shared=True)
         return Path(folder)
+
+    def _refuse_other_settings(self, previous: dict) -> None:
+        """Refuse to resume a folder measured with other settings: its points would be skipped
+        as if measured with these."""
+        recorded = {**previous.get("config", {}), "nranks": previous.get("nranks"),
+                    "source": previous.get("source")}
+        current = {**self.config.as_dict(), "nranks": self.nranks, "source": "measured"}
+        differ = resume_mismatches({k: v for k, v in recorded.items() if v is not None}, current)
+        if differ:
+            raise CollbenchError(f"results folder {self.out} was measured with other settings "
+                                 f"({'; '.join(differ)}): rerun with its settings to resume it, or "
+                                 "pass --force-new to move it aside and start afresh")
 
     def _provenance_stub(self) -> dict:
         return {"name": self.config.name, "source": "measured", "command": self.argv,
@@ -168,7 +297,7 @@ class Sweep:
         slurm = provenance.slurm()
         history = self.writer.provenance.get("slurm_history", []) + ([slurm] if slurm else [])
         self.writer.write_provenance(
-            hosts=hosts, ranks_per_node=per_node, transport=self._describe(),
+            hosts=hosts, ranks_per_node=per_node, rank_hosts=names, transport=self._describe(),
             versions=provenance.versions(), environment=provenance.environment(),
             slurm=slurm, slurm_history=history, git_commit=provenance.git_commit(),
             mpi_threads=mpi_threads.record(self.config.mpi_thread_level),
@@ -184,8 +313,10 @@ class Sweep:
                 "nranks": self.nranks, "size_bytes": point.size_bytes, "dtype": c.datatype,
                 "op": c.op, "in_place": point.in_place}
 
-    def run(self, output_format: str = "table", show_progress: bool = False) -> int:
-        """Run every point not already stored; return 0, or 1 if any element was wrong."""
+    def run(self, output_format: str = "table", show_progress: bool = False,
+            min_busbw: float | None = None) -> int:
+        """Run every point not already stored; return 0, 1 if any element was wrong, or
+        :data:`collbench.output.BELOW_MIN_BUSBW` if the average bus bandwidth is below *min_busbw* (GB/s)."""
         self._record_provenance()
         points = plan_points(self.config)
         todo = None
@@ -195,6 +326,7 @@ class Sweep:
         printer = PointPrinter(output_format, self.folder, enabled=self.rank == 0)
         skipped = len(points) - sum(todo)
         printer.header(self.config, self.nranks, self._describe(), skipped)
+        self.trace_events = []
         wrong_points = 0
         try:
             with printer.progress(sum(todo), show_progress) as bar:
@@ -209,35 +341,77 @@ class Sweep:
         finally:
             self.progress.waiting("finishing")
             self.transport.close()  # queue pairs and registrations, also when a point failed
+        status = 0
         if self.rank == 0:
             self.writer.write_provenance(end_time=provenance.now())
+            self.writer.close()
             printer.footer(wrong_points)
-        return 1 if self.comm.bcast(wrong_points, root=0) else 0
+            if self.config.trace:
+                from collbench import trace
+
+                counts = trace.write(self.config.trace, self.trace_events,
+                                     {"source": "measured", "execution": self.config.execution,
+                                      "nranks": self.nranks, "results": str(self.folder)})
+                if output_format == "table":
+                    print(trace.describe(self.config.trace, counts), flush=True)
+            status = 1 if wrong_points else printer.check_min_busbw(min_busbw)
+        return self.comm.bcast(status, root=0)
 
     where = ""
     """The point being measured, for the watchdog's message."""
+    trace_events: list[dict]
+    """With ``--trace``: the Chrome trace events of every point so far (rank 0)."""
+    trace_end = 0.0
+    """Where the next point's trace begins, in microseconds: the points follow each other."""
 
     def _measure(self, point: Point) -> dict:
         c = self.config
         self.where = (f"{point.algorithm}, {point.size_bytes} B, "
                        f"{'in' if point.in_place else 'out-of'}-place")
         runner = PointRunner(c, self.transport, point, self.progress)
-        local = time_point(runner, self.comm, c, self.progress)
+        counts = np.zeros((1 + c.warmup_iters + c.iters, len(COUNTERS)), dtype=np.int64)
+        local = time_point(runner, self.comm, c, self.progress, counts)
+        counted = bool(self.transport.counters())
         wrong = sum(runner.count_wrong(seed) for seed in range(1, c.check_iters + 1))
+        if c.trace:
+            self.progress.waiting("tracing")
+            events = self.comm.gather(runner.traced_events(self.comm, self.trace_end), root=0)
+            if self.rank == 0:
+                self.trace_events += [e for rank_events in events for e in rank_events]
+                self.trace_end = max((e["ts"] + e.get("dur", 0) for e in self.trace_events if "ts" in e),
+                                     default=self.trace_end)
+            self.trace_end = self.comm.bcast(self.trace_end, root=0)
         self.progress.waiting("collecting results")
         n_wrong = self.comm.allreduce(wrong) if c.check_iters else -1
-        times = self.comm.gather(local, root=0)
+        gathered = self.comm.gather((local, counts), root=0)
         if self.rank != 0:
             return {}
-        per_iter_us = np.max(np.stack(times), axis=0) * 1e6
+        rank_us = np.stack([t for t, _ in gathered]) * 1e6  # [rank, iteration]
+        per_iter_us = _COMBINE[c.average](rank_us, axis=0)
+        rank_counts = np.stack([n for _, n in gathered])  # [rank, iteration, counter]
+        per_iter_counts = rank_counts.sum(axis=0)
+
+        def registrations(counts: np.ndarray) -> list:
+            return [int(n) if counted else "" for n in counts[:, 0]]
+
         key = self._key(point)
-        samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t}
-                   for (phase, i), t in zip(_phases(c), per_iter_us)]
-        stats = summarise(per_iter_us[1 + c.warmup_iters:], point.size_bytes, self.nranks)
+        samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t,
+                    "registrations": reg, "rank": rank}
+                   for rank, times, regs in [(COMBINED_RANKS, per_iter_us, registrations(per_iter_counts)),
+                                             *((r, rank_us[r], registrations(rank_counts[r]))
+                                               for r in range(len(gathered)))]
+                   for (phase, i), t, reg in zip(_phases(c), times, regs)]
+        timed = slice(1 + c.warmup_iters, None)
+        counted_timed = per_iter_counts[timed].sum(axis=0)
+        registration = (dict(zip(("reg_timed", "reg_hits", "reg_misses"), map(int, counted_timed)))
+                        if counted else {"reg_timed": "", "reg_hits": "", "reg_misses": ""})
+        stats = summarise(per_iter_us[timed], point.size_bytes, self.nranks,
+                          reported_us=point_time(rank_us[:, timed], c))
         hosts = self.writer.provenance.get("ranks_per_node", {}) or {}
         row = {**key, "count": runner.count,
                "ranks_per_node": max(hosts.values()) if hosts else self.nranks,
-               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong}
+               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong, **registration,
+               "timing": c.timing}
         self.writer.add_point(row, samples)
         return row
 
@@ -256,8 +430,11 @@ def _hostname() -> str:
 
 
 def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
-              show_progress: bool = False, argv: list[str] | None = None) -> int:
-    """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status."""
+              show_progress: bool = False, argv: list[str] | None = None,
+              force_new: bool = False, min_busbw: float | None = None) -> int:
+    """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status
+    (see :meth:`Sweep.run`). *force_new* moves an existing results folder aside (see
+    :func:`collbench.store.set_aside`) instead of resuming it."""
     mpi_threads.request(config.mpi_thread_level)  # before mpi4py.MPI initialises MPI
     from mpi4py import MPI
 
@@ -271,7 +448,7 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
 
     with (abort_on_failure(comm.rank, comm.size, comm.Abort),
           Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where)):
-        sweep = Sweep(config, comm, progress, argv)
-        return sweep.run(output_format, show_progress)
+        sweep = Sweep(config, comm, progress, argv, force_new)
+        return sweep.run(output_format, show_progress, min_busbw)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collbench.errors import CollbenchError
+from collbench.verbs.protocol import wc_status_text
 
 SYSFS_VERBS = Path("/sys/class/infiniband_verbs")
 SYSFS_IB = Path("/sys/class/infiniband")
@@ -123,6 +124,33 @@ def _nonzero_gids(ctx, port: int, table_len: int) -> tuple[tuple[int, str], ...]
     return tuple(out)
 
 
+def gid_type(device: str, port: int, index: int) -> str:
+    """``RoCE v2``, ``IB/RoCE v1`` or ``""`` (unknown): the kernel's type of a GID table entry."""
+    path = SYSFS_IB / device / "ports" / str(port) / "gid_attrs" / "types" / str(index)
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def choose_gid(gids: list[tuple[int, str, str]]) -> tuple[int, str] | None:
+    """``(index, gid)`` a RoCE queue pair should use among ``(index, gid, type)`` entries:
+    RoCE v2 before v1 (v2 travels in UDP/IP, so it is routed and is what ECN-based congestion
+    control expects), then a routable address before a link-local one (``fe80::``), then the
+    lowest index. None if there is no entry."""
+    if not gids:
+        return None
+    index, gid, _ = min(gids, key=lambda g: (g[2] != "RoCE v2", g[1].lower().startswith("fe80"), g[0]))
+    return index, gid
+
+
+MTU_BYTES = {1: 256, 2: 512, 3: 1024, 4: 2048, 5: 4096}
+"""``enum ibv_mtu`` to bytes."""
+HOP_LIMIT = 64
+"""IP hop limit (TTL) of RoCE v2 packets: enough for any routed data-centre fabric (1 kept them
+on one subnet)."""
+
+
 def ports(name: str) -> list[PortInfo]:
     from pyverbs.device import Context
 
@@ -168,9 +196,11 @@ def probe() -> list[tuple[bool, str, str]]:
 # ---------------------------------------------------------------- the verbs calls
 
 class Device:
-    """An opened device port: context, protection domain, one completion queue."""
+    """An opened device port: context, protection domain, one completion queue (with a
+    completion channel when *blocking*, for :meth:`wait`)."""
 
-    def __init__(self, name: str | None, port: int, gid_index: int | None, cqe: int) -> None:
+    def __init__(self, name: str | None, port: int, gid_index: int | None, cqe: int,
+                 blocking: bool = False) -> None:
         _, self.e = pyverbs_modules()
         names = device_names()
         if not names:
@@ -180,7 +210,7 @@ class Device:
             name = names[0]
         elif name not in names:
             raise VerbsUnavailable(f"RDMA device {name!r} not found; devices here: {', '.join(names)}")
-        from pyverbs.cq import CQ
+        from pyverbs.cq import CQ, CompChannel
         from pyverbs.device import Context
         from pyverbs.pd import PD
 
@@ -194,17 +224,23 @@ class Device:
             raise VerbsUnavailable(f"{name} port {port} is {_PORT_STATES.get(pa.state, pa.state)}, "
                                    "not ACTIVE; check the link ('rdma link show')")
         self.lid, self.link_layer = int(pa.lid), int(pa.link_layer)
+        self.mtu = int(pa.active_mtu)
         self.is_global = self.link_layer == LINK_ETHERNET or gid_index is not None
-        self.gid_index, self.gid = 0, "::"
+        self.gid_index, self.gid, self.gid_type = 0, "::", ""
         if self.is_global:
-            gids = _nonzero_gids(self.ctx, port, pa.gid_tbl_len)
-            chosen = [g for g in gids if gid_index is None or g[0] == gid_index]
-            if not chosen:
+            gids = [(i, g, gid_type(name, port, i)) for i, g in _nonzero_gids(self.ctx, port, pa.gid_tbl_len)
+                    if gid_index is None or i == gid_index]
+            chosen = choose_gid(gids)
+            if chosen is None:
                 raise VerbsUnavailable(f"{name} port {port} has no usable GID"
                                        + (f" at index {gid_index}" if gid_index is not None else ""))
-            self.gid_index, self.gid = chosen[0]
+            self.gid_index, self.gid = chosen
+            self.gid_type = dict((i, t) for i, _, t in gids)[self.gid_index]
         self.pd = PD(self.ctx)
-        self.cq = CQ(self.ctx, cqe)
+        self.channel = CompChannel(self.ctx) if blocking else None
+        self.cq = CQ(self.ctx, cqe, None, self.channel, 0)
+        if blocking:
+            self.cq.req_notify()
         self.access = (self.e.IBV_ACCESS_LOCAL_WRITE | self.e.IBV_ACCESS_REMOTE_WRITE)
 
     def register(self, addr: int, nbytes: int):
@@ -231,22 +267,23 @@ class Device:
 
     def address(self, qp, psn: int) -> tuple:
         """What a peer needs to connect to *qp*: sent over MPI."""
-        return (self.lid, self.gid, qp.qp_num, psn)
+        return (self.lid, self.gid, qp.qp_num, psn, self.mtu)
 
     def connect(self, qp, local_psn: int, remote: tuple) -> None:
         """RESET -> RTS towards the peer described by *remote* (from :meth:`address`)."""
         from pyverbs.addr import GID, AHAttr, GlobalRoute
         from pyverbs.qp import QPAttr
 
-        lid, gid, qpn, psn = remote
+        lid, gid, qpn, psn, mtu = remote
         attr = QPAttr(port_num=self.port)
         attr.qp_access_flags = self.access
-        attr.path_mtu = self.e.IBV_MTU_1024
+        attr.path_mtu = min(self.mtu, mtu)  # both ports' active MTU
         attr.dest_qp_num, attr.rq_psn, attr.sq_psn = qpn, psn, local_psn
         attr.max_dest_rd_atomic = attr.max_rd_atomic = 1
         attr.min_rnr_timer, attr.timeout, attr.retry_cnt, attr.rnr_retry = 12, 14, 7, 7
         if self.is_global:
             gr = GlobalRoute(dgid=GID(gid), sgid_index=self.gid_index)
+            gr.hop_limit = HOP_LIMIT
             attr.ah_attr = AHAttr(port_num=self.port, is_global=1, gr=gr, dlid=0)
         else:
             attr.ah_attr = AHAttr(port_num=self.port, is_global=0, dlid=lid)
@@ -285,13 +322,19 @@ class Device:
                  socket.ntohl(wc.imm_data) if wc.opcode == recv_imm else 0, wc.byte_len)
                 for wc in wcs[:count]]
 
-    def status_text(self, status: int) -> str:
-        try:
-            from pyverbs.cq import WC
+    def wait(self, timeout: float) -> None:
+        """Sleep until the completion queue signals a completion (blocking mode), then arm it
+        again. The caller polls after every wait, so a completion that arrives between an
+        event and the re-arming is found by that poll, never lost. *timeout* is not enforced
+        here (``ibv_get_cq_event`` blocks): the harness watchdog ends a rank that never wakes."""
+        self.channel.get_cq_event(self.cq)
+        self.cq.ack_events(1)
+        self.cq.req_notify()
 
-            return WC.status_to_str(status) if hasattr(WC, "status_to_str") else str(status)
-        except Exception:  # pragma: no cover - cosmetic
-            return str(status)
+    @staticmethod
+    def status_text(status: int) -> str:
+        """libibverbs' name of a completion status (pyverbs has no public function for it)."""
+        return wc_status_text(status)
 
     def close(self) -> None:
-        self.ctx.close()
+        self.ctx.close()  # closes the queue pairs, regions, CQ and channel it holds

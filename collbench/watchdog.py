@@ -54,6 +54,7 @@ class Watchdog:
 
     def message(self) -> str:
         p = self.progress
+        p.settle()
         where = p.what if p.step is None else f"{p.what}, step {p.step}"
         context = self._context()
         return (f"collbench: error: rank {self.rank} made no progress for {self.timeout:g} s in "

@@ -17,7 +17,8 @@ def register(subparsers) -> None:
         "write figures (PDF/PNG/SVG), Markdown and LaTeX tables, and an index page with captions "
         "that carry each run's provenance.",
     )
-    p.add_argument("results", nargs="+", metavar="RESULTS", help="results folders to read")
+    p.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="results folders to read, or folders above them such as a Slurm sweep")
     p.add_argument("--out", default="report", metavar="DIR", help="report folder (default: report/)")
     p.add_argument("--formats", default="pdf,png", metavar="LIST",
                    help="figure formats, comma-separated from pdf, png, svg (default: pdf,png)")

@@ -3,9 +3,11 @@
 Folders can come from different clusters, transports and sources, so rows from two of them
 may share a point key (two clusters both measured ring at P=8). Each row therefore keeps the
 ``run`` it came from, and its *series* (one line in a figure) is named by the algorithm plus
-only those of transport, source, dtype and op that vary across the inputs, and the run when
-two runs of the same kind would otherwise merge. Series names are fixed once here, so every
-figure and table names and draws a series the same way.
+only those of transport, source, dtype and op that vary across the inputs, and the run's
+lineage when two of the same kind would otherwise merge. Runs that differ only in P (one
+campaign, e.g. the run folders of a Slurm sweep) share a lineage and so make one line over P
+(see :func:`_lineages`). Series names are fixed once here, so every figure and table names and
+draws a series the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ PREDICTED = ("simulated", "model")
 @dataclass
 class ReportData:
     """Everything a report draws from: *summary* and *samples* of all runs, with columns
-    ``run``, ``series``, ``variant`` added, and *runs*, the provenance by run name."""
+    ``run``, ``series``, ``variant`` added, and *runs*, the provenance by run name. *samples*
+    hold each iteration's time with the ranks combined; *rank_samples* each rank's own."""
 
     summary: pd.DataFrame
     samples: pd.DataFrame
@@ -47,6 +50,7 @@ class ReportData:
     """Said in every caption (which in-place mode is shown)."""
     left_out: list[str] = field(default_factory=list)
     """Folders found below a given path but not read, each with the reason (for the index)."""
+    rank_samples: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def algorithms(self) -> list[str]:
@@ -90,15 +94,18 @@ def _read_provenance(folder: Path) -> dict:
         return {}  # read_results names the problem when the folder is read
 
 
-def _run_name(folder: Path, base: dict[Path, str], taken: dict) -> str:
-    """The run's name; when other folders share it (the runs of a Slurm sweep), the name and
-    the folder's own name, as in ``demo (n2-t4)``."""
-    name = base[folder]
-    if list(base.values()).count(name) > 1:
-        name = f"{name} ({folder.name})"
-    while name in taken:
-        name += "'"
-    return name
+def run_names(folders: list[Path], base: dict[Path, str]) -> dict[Path, str]:
+    """Each folder's run name: its ``run.json`` name; where folders share it (the runs of a
+    Slurm sweep), the name and the folder's own name, as in ``demo (n2-t4)``, or with its
+    parent's too (``demo (sweep-b/n2-t4)``) when two sweeps of one name are given."""
+    out: dict[Path, str] = {}
+    for name in dict.fromkeys(base.values()):
+        group = [f for f in folders if base[f] == name]
+        choices = ([name for _ in group], [f"{name} ({f.name})" for f in group],
+                   [f"{name} ({f.parent.name}/{f.name})" for f in group], [f"{name} ({f})" for f in group])
+        labels = next(c for c in choices if len(set(c)) == len(c) or c is choices[-1])
+        out.update(zip(group, labels, strict=True))
+    return out
 
 
 def _system(run: str, provenance: dict) -> str:
@@ -131,19 +138,20 @@ def load(folders, in_place: bool | None = None) -> ReportData:
     the file that is missing or corrupt, CollbenchError if there is nothing to plot."""
     summaries, samples, runs, paths, left_out = [], [], {}, {}, []
     found = results_folders(folders)
-    base = {f: str(_read_provenance(f).get("name") or f.name) for f, _ in found}
+    names = run_names([f for f, _ in found],
+                      {f: str(_read_provenance(f).get("name") or f.name) for f, _ in found})
     for folder, below in found:
         if below and not (folder / SUMMARY_FILE).exists():
             left_out.append(f"{folder} holds no points yet (no {SUMMARY_FILE}); it is left out.")
             continue
         provenance, summary, sample = read_results(folder)
-        name = _run_name(folder, base, runs)
+        name = names[folder]
         runs[name], paths[name] = provenance, folder
         summary = _check_numeric(summary.copy(), NUMERIC_SUMMARY, folder / SUMMARY_FILE, REQUIRED)
         sample = _check_numeric(sample.copy(), REQUIRED_SAMPLE, folder / SAMPLES_FILE, REQUIRED_SAMPLE)
         for frame in (summary, sample):
             frame["run"] = name
-            frame["campaign"] = _campaign(base[folder], provenance)
+            frame["campaign"] = _campaign(str(provenance.get("name") or folder.name), provenance)
             frame["system"] = _system(name, provenance)
             frame["in_place"] = _bool(frame["in_place"])
             for col in ("source", "transport", "algorithm", "dtype", "op", "phase"):
@@ -162,8 +170,10 @@ def load(folders, in_place: bool | None = None) -> ReportData:
     if chosen not in modes:
         raise CollbenchError(f"the results hold no {'in-place' if chosen else 'out-of-place'} points")
     summary = summary[summary["in_place"] == chosen].reset_index(drop=True)
-    sample = sample[sample["in_place"] == chosen].reset_index(drop=True)
-    data = ReportData(summary, sample, runs, paths, chosen, left_out=left_out)
+    sample = sample[sample["in_place"] == chosen]
+    ranks = sample["rank"] >= 0
+    data = ReportData(summary, sample[~ranks].reset_index(drop=True), runs, paths, chosen,
+                      left_out=left_out, rank_samples=sample[ranks].reset_index(drop=True))
     if len(modes) > 1:
         data.notes.append(f"Both in-place and out-of-place points were given; the figures show "
                           f"{'in-place' if chosen else 'out-of-place'} only.")
@@ -177,14 +187,7 @@ def _name_series(data: ReportData) -> None:
     s = data.summary
     varying = [c for c in SERIES_PARTS if s[c].nunique() > 1]
     kind = ["algorithm", *SERIES_PARTS]
-    # A run is labelled by its name, or by its campaign's name when no other run of the campaign
-    # has a point of the same kind, so that runs differing only in P make one line.
-    overlap = s.groupby([*kind, "nranks", "size_bytes", "campaign"])["run"].nunique()
-    split = set(overlap[overlap > 1].index.get_level_values("campaign"))
-    campaign_of = s.drop_duplicates("run").set_index("run")["campaign"]
-    name_of = {c: c.split("|")[0] for c in campaign_of}
-    reused = {n for n, k in Counter(name_of.values()).items() if k > 1}  # one name, two campaigns
-    label = {run: run if c in split or name_of[c] in reused else name_of[c] for run, c in campaign_of.items()}
+    label = _lineages(s, kind, data.folders)
     for frame in (data.summary, data.samples):
         frame["lineage"] = frame["run"].map(label).fillna(frame["run"]) if not frame.empty else frame["run"]
     need_run = (s.groupby(kind)["lineage"].nunique() > 1).any()
@@ -220,6 +223,35 @@ def _name_series(data: ReportData) -> None:
     data.summary["variant"] = data.summary["variant_name"].map(index).astype(int)
     if not data.samples.empty:
         data.samples["variant"] = data.samples["variant_name"].map(index).fillna(0).astype(int)
+
+
+def _lineages(s: pd.DataFrame, kind: list[str], folders: dict[str, Path]) -> dict[str, str]:
+    """The name each run goes by in series labels, so that runs differing only in P make one
+    line. A campaign's runs go by the first of these that no two of its runs share a point
+    of the same kind under: its name; the name and ranks per node (a sweep over nodes × tasks
+    per node: one line per tasks per node); the name and the sweep folder (two sweeps of
+    one experiment); both; else each run by its own name."""
+    runs = s.drop_duplicates("run").set_index("run")
+    name_of = {c: c.split("|")[0] for c in runs["campaign"]}
+    reused = {n for n, k in Counter(name_of.values()).items() if k > 1}  # one name, two campaigns
+    rpn = s.groupby("run")["ranks_per_node"].agg(lambda v: int(v.iloc[0]) if v.nunique() == 1 else None) \
+        if "ranks_per_node" in s else pd.Series(dtype=object)
+
+    def overlapping(labels: dict[str, str]) -> bool:
+        held = s[s["run"].isin(labels)].assign(label=lambda f: f["run"].map(labels))
+        return bool((held.groupby([*kind, "nranks", "size_bytes", "label"])["run"].nunique() > 1).any())
+
+    out: dict[str, str] = {}
+    for campaign, members in runs.groupby("campaign"):
+        name, members = name_of[campaign], list(members.index)
+        sweep = {r: folders[r].parent.name for r in members}
+        choices = [] if name in reused else [{r: name for r in members},
+                                             {r: f"{name} ({sweep[r]})" for r in members}]
+        if name not in reused and all(rpn.get(r) for r in members):
+            choices.insert(1, {r: f"{name} ({rpn[r]} per node)" for r in members})
+            choices.append({r: f"{name} ({sweep[r]}, {rpn[r]} per node)" for r in members})
+        out.update(next((c for c in choices if not overlapping(c)), {r: r for r in members}))
+    return out
 
 
 def parse_size(text: str) -> int:

@@ -106,7 +106,8 @@ def predicted_vs_measured(data: ReportData, opts: Options) -> Plot:
     left = unlinked(data)
     notes = [f"Not compared: {'; '.join(f'“{run}”, {why}' for run, why in left.items())}."] if left else []
     rows = data.summary[data.summary["run"].isin(set(pairs["run_meas"]) | set(pairs["run_pred"]))]
-    table = pairs[["algorithm", "nranks", "size_bytes", "series_meas", "series_pred", "median_us_meas",
+    table = pairs[["algorithm", "nranks", "size_bytes", "run_meas", "run_pred", "series_meas", "series_pred",
+                   "median_us_meas",
                    "median_us_pred", "error_pct"]]
     return Plot("predicted_vs_measured", "Predicted vs measured", fig, caption(data, what, rows, notes),
                 table)

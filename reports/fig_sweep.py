@@ -175,7 +175,8 @@ def scaling(data: ReportData, opts: Options) -> Plot:
             f"Faint dotted lines: each series' ideal, the bandwidth term of all-reduce (every algorithm "
             f"moves at least 2(P−1)/P·S bytes per rank), held at the bus bandwidth of the series' "
             f"smallest P₀ ≥ 2: t_ideal(P) = t(P₀)·[(P−1)/P]/[(P₀−1)/P₀]. Bottom: parallel efficiency "
-            f"t_ideal/t = busbw(P)/busbw(P₀); 1 is ideal. Latency-bound sizes fall below it by design, "
-            f"since the latency term grows with P and the ideal ignores it.")
+            f"t_ideal/t = busbw(P)/busbw(P₀); 1 is ideal. The ideal bounds the time only where the "
+            f"bandwidth term dominates (large sizes); at latency-bound sizes it ignores the latency "
+            f"term, so efficiency there may fall far below 1 or even exceed it.")
     data_out = pd.concat(table)[DATA_COLUMNS + ["ideal_us", "efficiency"]] if table else rows[DATA_COLUMNS]
     return Plot("scaling", "Scaling with rank count", fig, caption(data, what, rows), data_out)

@@ -55,8 +55,8 @@ def write_run(folder: Path | str, *, name: str, source: str = "measured", transp
               algorithms: Iterable[str] = ("naive", "ring", "rabenseifner", "native"),
               ranks: Iterable[int] = (8,), sizes: Iterable[int] = tuple(4**k for k in range(2, 15)),
               iters: int = 20, warmup: int = 3, seed: int = 0, slowdown: float = 1.0,
-              in_place: Iterable[bool] = (False,), calibrated_from: Iterable[Path] | None = None,
-              **extra) -> Path:
+              in_place: Iterable[bool] = (False,), ranks_per_node: int = 4,
+              calibrated_from: Iterable[Path] | None = None, **extra) -> Path:
     """Write one results folder: measured runs with samples, predictions with summary only.
 
     *calibrated_from*: measured folders a prediction is linked to, as ``sim predict
@@ -75,14 +75,15 @@ def write_run(folder: Path | str, *, name: str, source: str = "measured", transp
                            "count": size // 4}
                     t = model_time_us(alg, p, size) * slowdown
                     if source == "measured":
-                        _measured_point(writer, key, t, rng, iters, warmup, NOISE_CV.get(alg, 0.04), p)
+                        _measured_point(writer, key, t, rng, iters, warmup, NOISE_CV.get(alg, 0.04), p,
+                                        ranks_per_node)
                     else:
                         factor = 1.08 if source == "simulated" else 0.92
-                        _predicted_point(writer, key, t * factor, p)
+                        _predicted_point(writer, key, t * factor, p, ranks_per_node)
     return Path(folder)
 
 
-def _measured_point(writer, key, t, rng, iters, warmup, cv, p) -> None:
+def _measured_point(writer, key, t, rng, iters, warmup, cv, p, rpn) -> None:
     timed = t * rng.lognormal(0.0, cv, iters)
     first = t * 7.5
     warm = t * rng.uniform(1.05, 1.4, warmup)
@@ -90,9 +91,9 @@ def _measured_point(writer, key, t, rng, iters, warmup, cv, p) -> None:
     samples += [{**key, "phase": "warmup", "iter": i + 1, "time_us": v} for i, v in enumerate(warm)]
     samples += [{**key, "phase": "timed", "iter": i, "time_us": v} for i, v in enumerate(timed)]
     stats = summarise(timed, key["size_bytes"], p).as_dict()
-    writer.add_point({**key, **stats, "ranks_per_node": 4, "first_us": first, "n_wrong": 0}, samples)
+    writer.add_point({**key, **stats, "ranks_per_node": rpn, "first_us": first, "n_wrong": 0}, samples)
 
 
-def _predicted_point(writer, key, t, p) -> None:
+def _predicted_point(writer, key, t, p, rpn) -> None:
     stats = summarise([t], key["size_bytes"], p).as_dict()
-    writer.add_point({**key, **stats, "ranks_per_node": 4, "first_us": float("nan"), "n_wrong": -1})
+    writer.add_point({**key, **stats, "ranks_per_node": rpn, "first_us": float("nan"), "n_wrong": -1})

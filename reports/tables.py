@@ -47,7 +47,8 @@ def table_rows(data: ReportData, baseline: str, frame: pd.DataFrame | None = Non
         "95% CI (µs)": [f"[{lo}, {hi}]" if ok else "–"
                         for lo, hi, ok in zip(lows, highs, ci_known, strict=True)],
         "busbw (GB/s)": _formatted(rows["busbw_GBps"], column_format(rows["busbw_GBps"])),
-        "Speed-up": rows["speedup"].map(lambda r: "–" if pd.isna(r) else f"{r:.2f}×"),
+        "Speed-up": [r if r == "–" else r + "×"
+                     for r in _formatted(rows["speedup"], column_format(rows["speedup"]))],
         "_group": list(zip(rows["nranks"], rows["size_bytes"], strict=True)),
     }).reset_index(drop=True)
 
@@ -92,7 +93,7 @@ def chunks(rows: pd.DataFrame, limit: int = MAX_FLOAT_ROWS) -> list[pd.DataFrame
     return out
 
 
-def latex(rows: pd.DataFrame, baseline: str, caption: str) -> str:
+def latex(rows: pd.DataFrame, baseline: str, caption: str, label: str = "tab:collbench-summary") -> str:
     """Booktabs tables (need ``\\usepackage{booktabs}``), one float per rank count and range of
     sizes (:func:`chunks`), each captioned with its range; a rule separates the points."""
     headers = ["Implementation", "$P$", "Size", r"Median ($\mu$s)", r"95\% CI ($\mu$s)",
@@ -112,8 +113,8 @@ def latex(rows: pd.DataFrame, baseline: str, caption: str) -> str:
                 out.append(r"\midrule")
             previous = r["_group"]
             out.append(" & ".join(tex_escape(r[h]) for h in HEADERS) + r" \\")
-        label = "tab:collbench-summary" + (f"-{i}" if len(parts) > 1 else "")
+        name = label + (f"-{i}" if len(parts) > 1 else "")
         out += [r"\bottomrule", r"\end{tabular}",
                 rf"\caption{{{tex_escape(caption.rstrip('.'))}; {where}.}}",
-                rf"\label{{{label}}}", r"\end{table}", ""]
+                rf"\label{{{name}}}", r"\end{table}", ""]
     return "\n".join(out)

@@ -166,6 +166,34 @@ def ring_segments(p: int, n: float, q: Params, topology: str = "ideal", segments
     return total
 
 
+def ring_dataflow_bound(p: int, n: float, q: Params, segments: int = 1) -> float:
+    """The pipelined ring's bound under dataflow execution (:mod:`collbench.algorithms.dataflow`),
+    one rank per node on a full-duplex switch: no schedule of the ring's ops beats it. With
+    m = n/(PS) bytes a segment, w = mβ, g = mγ, o the overhead and α the latency, it is the
+    largest of
+
+    * the wire: a rank's link carries its 2(P-1)S segments, ``o + 2(P-1)S·w + α``;
+    * the reduction: a rank reduces (P-1)S segments, not before one has landed, and the last
+      segment reduced still crosses P-1 links: ``α + w + (P-1)S·g + (P-1)(o + α + w)``;
+    * the processor: it also posts 2(P-1)S sends, and the last message still lands after
+      its work: ``2(P-1)S·o + (P-1)S·g + α + w``;
+    * the fill: one segment's own chain, ``2(P-1)(o + α + w) + (P-1)g``.
+
+    Step execution adds the wire and reduction instead (:func:`ring_segments`); dataflow
+    approaches the larger of the two as S grows, the fill staying small."""
+    if segments < 1:
+        raise ValueError(f"segments must be at least 1, got {segments}")
+    if p < 2 or n == 0:
+        return 0.0
+    m = n / (p * segments)
+    o, a, w, g = q.overhead, q.alpha, m * q.beta, m * q.gamma
+    wire = o + 2 * (p - 1) * segments * w + a
+    reduction = a + w + (p - 1) * segments * g + (p - 1) * (o + a + w)
+    processor = 2 * (p - 1) * segments * o + (p - 1) * segments * g + a + w
+    fill = 2 * (p - 1) * (o + a + w) + (p - 1) * g
+    return max(wire, reduction, processor, fill)
+
+
 def rabenseifner(p: int, n: float, q: Params, topology: str = "ideal", rho: float | None = None) -> float:
     """See :func:`collbench.algorithms.rabenseifner.rabenseifner`. With p' the largest power of two
     ≤ P: the core is ``2·log2(p')(o+α) + 2(p'-1)/p'·nβ + (p'-1)/p'·nγ``; if P ≠ p', the fold

@@ -62,10 +62,10 @@ def simulated_seconds(spec: NetworkSpec, algorithm: str, nranks: int, nbytes: fl
     return simulate(build(algorithm, nranks, int(nbytes) // itemsize), spec, itemsize).time
 
 
-def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, memory: bool = False,
+def fit_by_simulation(data, *, host_model: str = "bound", cache: bool = True, memory: bool = False,
                       cores: int | None = None, topology: str = "half-duplex",
                       note_sources: list[str] | None = None) -> Calibration:
-    """Fit a one-host model with bound cores (*core_sharing* ``bound``; else ``static``)
+    """Fit a one-host model with bound cores (*host_model* ``bound``; else ``static``)
     and/or a cache knee (see :class:`~collbench.sim.network.NetworkSpec`) to *data* (from
     :func:`collbench.sim.calibrate.measured_points`) by simulating every point. *cores* as in
     :func:`collbench.sim.calibrate.fit`. The result carries the fitted host as a network
@@ -74,7 +74,7 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
     Raises CollbenchError for runs that span several hosts or a model with neither part."""
     from scipy.optimize import least_squares
 
-    if core_sharing == "static" and not cache:
+    if host_model == "static" and not cache:
         raise CollbenchError("fitting by simulation needs bound cores or the cache; the static "
                              "model without a cache has closed forms: use the plain fit")
     if not all(data["one_host"]):
@@ -98,7 +98,7 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
         return dict(zip(names, np.exp(x).tolist()))
 
     def predicted(figures: dict[str, float]) -> np.ndarray:
-        return np.array([simulated_seconds(host_spec(figures, topology, core_sharing, c, p),
+        return np.array([simulated_seconds(host_spec(figures, topology, host_model, c, p),
                                            a, p, n, i) for a, p, n, c, i in rows])
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -117,7 +117,7 @@ def fit_by_simulation(data, *, core_sharing: str = "bound", cache: bool = True, 
     relative = predicted(figures) / times - 1.0
     used = {c for c in row_cores if c}
     saved_cores = used.pop() if len(used) == 1 else 0
-    host = host_spec(figures, topology, core_sharing, saved_cores, 1)
+    host = host_spec(figures, topology, host_model, saved_cores, 1)
     params = Params(figures["alpha"], figures["beta"], figures["gamma"], figures["overhead"],
                     figures.get("memory", 0.0), saved_cores)
     notes = ["fitted by simulation"] + (["runs on hosts of different core counts: cores not saved"]

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def register(subparsers) -> None:
                             "bandwidth, latency and topology and takes gamma and overhead from the fit.")
     _prediction_options(pred)
     pred.add_argument("--calibration", required=True, help="file written by 'collbench sim calibrate'")
+    pred.add_argument("--against", nargs="+", default=None, metavar="RESULTS",
+                      help="measured results (not fitted) to check the predictions on: predict each of "
+                      "their points on this network and print the error (no --ranks, --sizes or saving)")
     pred.set_defaults(func=_run_sim)
 
 
@@ -78,13 +82,24 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
                    help="SimPy executor (default) or closed forms (ideal, switch and half-duplex "
                    "networks, one rank per node or all ranks on one node's intra-node fabric)")
     p.add_argument("--dtype", default="float32", choices=sorted(ITEMSIZE))
-    p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>)")
+    p.add_argument("-s", "--segments", type=int, default=1, metavar="N",
+                   help="pipeline segments per ring chunk (default 1)")
+    p.add_argument("--trace", metavar="FILE", help="write every op's events in Chrome trace format "
+                   "(Perfetto) to FILE; with --execution dataflow")
+    p.add_argument("--execution", default="step", choices=("step", "dataflow"),
+                   help="step (post a step, wait for all of it) or dataflow (each op once what it "
+                   "needs is done); as 'collbench run --execution'")
+    p.add_argument("--out", default=None, help="results folder (default results/<time>-sim-<network>); "
+                   "an existing one is resumed if it was predicted with the same settings")
+    p.add_argument("--force-new", action="store_true",
+                   help="do not resume: move an existing --out folder aside to DIR.<UTC time> "
+                   "(nothing is deleted) and start afresh in DIR")
     p.add_argument("--no-save", action="store_true", help="print only")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="simulate N points at once in separate processes (0: one per CPU; default 1)")
     g = p.add_argument_group("network overrides")
     g.add_argument("--topology", dest="o_topology", metavar="NAME",
-                   help="ideal, switch, half-duplex, fat-tree or torus")
+                   help="ideal, switch, half-duplex, fat-tree, torus or pcie-rails")
     g.add_argument("--bandwidth", dest="o_bandwidth", metavar="RATE", help="per NIC, e.g. 400Gbps")
     g.add_argument("--latency", dest="o_latency", metavar="TIME", help="e.g. 1us")
     g.add_argument("--oversubscription", dest="o_oversubscription", type=float, metavar="RATIO",
@@ -92,6 +107,8 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hosts-per-leaf", dest="o_hosts_per_leaf", type=int, metavar="N")
     g.add_argument("--nics-per-node", dest="o_nics_per_node", type=int, metavar="N")
     g.add_argument("--ranks-per-node", dest="o_ranks_per_node", type=int, metavar="N")
+    g.add_argument("--pcie-bandwidth", dest="o_pcie_bandwidth", metavar="RATE",
+                   help="pcie-rails: a GPU's PCIe link, each direction, e.g. 15.75GB/s")
     g.add_argument("--placement", dest="o_placement", metavar="HOW", help="block, cyclic or 0,0,1,1,...")
     g.add_argument("--gamma", dest="o_gamma", metavar="S_PER_BYTE", help="seconds per byte reduced")
     g.add_argument("--overhead", dest="o_overhead", metavar="TIME", help="per message, e.g. 0.5us")
@@ -119,9 +136,9 @@ def _network(args, one_host_ranks: int = 1):
     try:
         calibration = Calibration.load(args.calibration) if args.calibration else None
         if calibration and not args.network:
-            spec = calibration.network(one_host_ranks)
+            spec = base = calibration.network(one_host_ranks)
         else:
-            spec = load_network(args.network or "ib-edr")
+            spec = base = load_network(args.network or "ib-edr")
             if calibration:
                 spec = spec.with_overrides(gamma=calibration.params.gamma,
                                            overhead=calibration.params.overhead)
@@ -139,9 +156,14 @@ def _network(args, one_host_ranks: int = 1):
             overhead=parse_time(args.o_overhead) if args.o_overhead else None,
             memory_bandwidth=parse_bandwidth(args.o_memory_bandwidth) if args.o_memory_bandwidth else None,
             cores=args.o_cores, host_model=args.o_host_model,
+            pcie_bandwidth=parse_bandwidth(args.o_pcie_bandwidth) if args.o_pcie_bandwidth else None,
             cache_size=parse_size(args.o_cache_size) if args.o_cache_size else None)
     except (SpecError, ValueError) as e:
         raise CollbenchError(str(e)) from None
+    changed = [f.name for f in fields(spec)
+               if f.name != "name" and getattr(spec, f.name) != getattr(base, f.name)]
+    if changed:  # no longer the preset or file it was loaded from: say so in its name
+        spec = replace(spec, name=f"{base.name}+{'+'.join(changed)}")
     return spec, calibration
 
 
@@ -149,12 +171,14 @@ def _run_sim(args) -> int:
     from collbench.algorithms import ALGORITHMS
     from collbench.sim.units import parse_ranks, parse_sizes
 
+    if getattr(args, "against", None):
+        return _run_against(args)
     try:
         ranks, sizes = parse_ranks(args.ranks), parse_sizes(args.sizes)
     except ValueError as e:
         raise CollbenchError(f"{e}") from None
     spec, calibration = _network(args, max(ranks))
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    algorithms = list(dict.fromkeys(a.strip() for a in args.algorithms.split(",") if a.strip()))
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown or not algorithms:
         raise CollbenchError(f"unknown algorithm {', '.join(unknown) or '(none)'}; "
@@ -165,25 +189,42 @@ def _run_sim(args) -> int:
     bad = [s for s in sizes if s % itemsize]
     if bad:
         raise CollbenchError(f"size {bad[0]} B is not a whole number of {args.dtype} elements")
-    if args.model == "analytic":  # before the header: every point would be refused
-        from collbench.sim.predict import refuse_analytic
+    if args.model == "analytic":  # before anything is printed: a closed form that does not exist
+        from collbench.sim.predict import predict_seconds, refuse_analytic
 
         refuse_analytic(spec)
+        if args.execution == "dataflow":
+            raise CollbenchError("the closed forms predict step execution; use --model sim for dataflow")
+    if args.segments < 1:
+        raise CollbenchError(f"segments must be at least 1, got {args.segments}")
+    if args.trace and (args.execution != "dataflow" or args.model != "sim"):
+        raise CollbenchError("--trace records the simulated dataflow executor; add --execution dataflow "
+                             "(and --model sim)")
+    if args.model == "analytic":
+        for algorithm in algorithms:
+            for p in ranks:
+                predict_seconds(spec, algorithm, p, sizes[0], itemsize, "analytic", args.segments)
     writer = None if args.no_save else _writer(args, spec, calibration)
     source = "simulated" if args.model == "sim" else "model"
+    points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
+    if writer:
+        points = _not_stored(writer, points, source, spec.name, args.dtype)
     print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
           f"{spec.nics_per_node} per node, latency {spec.latency * 1e6:g} us, "
           f"{spec.ranks_per_node} ranks/node; {source}")
     print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'time(us)':>14} {'algbw(GB/s)':>12} "
           f"{'busbw(GB/s)':>12}")
-    points = [(algorithm, p, size) for algorithm in algorithms for p in ranks for size in sizes]
+    from collbench.sim.topology import idle_settings
+
+    for note in idle_settings(spec, ranks):
+        print(f"collbench: warning: {note}", file=sys.stderr)
     if args.model == "sim":
         from collbench.sim.predict import cost_warning
 
-        warning = cost_warning(points)
+        warning = cost_warning(points, args.segments)
         if warning:
             print(f"collbench: warning: {warning}", file=sys.stderr, flush=True)
-    one = partial(_predict, spec, args.dtype, itemsize, args.model)
+    one = partial(_predict, spec, args.dtype, itemsize, args.model, args.segments, args.execution)
     from collbench.provenance import now
 
     try:
@@ -197,19 +238,69 @@ def _run_sim(args) -> int:
             writer.write_provenance(end_time=now(), interrupted=True)
             print(f"# interrupted; the points above are in {writer.folder}", file=sys.stderr)
         raise
+    if args.trace:
+        _write_trace(args, spec, itemsize, points)
     if writer:
         writer.write_provenance(end_time=now())
         print(f"# results in {writer.folder}")
     return 0
 
 
-def _predict(spec, dtype: str, itemsize: int, model: str, point: tuple[str, int, int]) -> dict:
+def _run_against(args) -> int:
+    """``sim predict --against``: every measured point of the given folders predicted on the
+    network, with its error, and the held-out score (points of 1 MiB or more within 10%)."""
+    from collbench.sim.calibrate import measured_inputs
+    from collbench.sim.heldout import compare, score
+    from collbench.sim.topology import idle_settings
+
+    data, _, skipped = measured_inputs(args.against)
+    for line in skipped:
+        print(f"# skipped {line}", file=sys.stderr)
+    ranks = sorted(set(data["nranks"].astype(int)))
+    spec, _ = _network(args, max(ranks))
+    for note in idle_settings(spec, ranks):
+        print(f"collbench: warning: {note}", file=sys.stderr)
+    print(f"# network {spec.name}: {spec.topology}, {spec.bandwidth * 8 / 1e9:g} Gb/s x "
+          f"{spec.nics_per_node} per node, latency {spec.latency * 1e6:g} us, "
+          f"{spec.ranks_per_node} ranks/node; measured vs predicted ({args.model})")
+    print(f"{'algorithm':>13} {'nranks':>7} {'size(B)':>12} {'measured(us)':>14} {'predicted(us)':>14} "
+          f"{'error':>8}")
+    rows = compare(spec, data, args.model)
+    for r in rows:
+        print(f"{r['algorithm']:>13} {r['nranks']:>7} {r['size_bytes']:>12} {r['measured_us']:>14.2f} "
+              f"{r['predicted_us']:>14.2f} {r['error_pct']:>7.1f}%")
+    print(f"# held out: {score(rows).describe()}")
+    return 0
+
+
+def _write_trace(args, spec, itemsize: int, points: list[tuple[str, int, int]]) -> None:
+    """Simulate every point again with a tracer and write one trace, the points one after
+    another in simulated time."""
+    from collbench.algorithms import build
+    from collbench.sim.dataflow import traced
+
+    from collbench import trace
+
+    events, offset = [], 0.0
+    for algorithm, p, size in points:
+        options = {"segments": args.segments} if algorithm == "ring" and args.segments > 1 else {}
+        result, more = traced(build(algorithm, p, size // itemsize, **options), spec, itemsize,
+                              offset_us=offset, name=f"{algorithm} P={p} {size} B")
+        events += more
+        offset += result.time * 1e6
+    counts = trace.write(args.trace, events, {"source": "simulated", "network": spec.name,
+                                              "execution": args.execution, "segments": args.segments})
+    print(trace.describe(args.trace, counts))
+
+
+def _predict(spec, dtype: str, itemsize: int, model: str, segments: int, execution: str,
+             point: tuple[str, int, int]) -> dict:
     """The results row of one (algorithm, ranks, size) point; a module-level function so
     that worker processes can run it."""
     from collbench.sim.predict import predict_point
 
     algorithm, nranks, size = point
-    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model)
+    return predict_point(spec, algorithm, nranks, size, dtype, itemsize, model, segments, execution)
 
 
 def _map(function, points: list, jobs: int) -> Iterator[dict]:
@@ -218,7 +309,8 @@ def _map(function, points: list, jobs: int) -> Iterator[dict]:
 
     Workers ignore SIGINT: a Ctrl-C reaches this process alone, which terminates them at
     once (a running point is lost, the points already yielded are kept) and lets the
-    KeyboardInterrupt end the command."""
+    KeyboardInterrupt end the command; from then on it ignores SIGINT, so that a second
+    Ctrl-C cannot break the cleanup."""
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1 or len(points) < 2:
         yield from map(function, points)
@@ -229,13 +321,17 @@ def _map(function, points: list, jobs: int) -> Iterator[dict]:
     try:
         yield from pool.imap(function, points)
         pool.close()
+    except KeyboardInterrupt:
+        _ignore_sigint()
+        raise
     finally:
         pool.terminate()
         pool.join()
 
 
 def _ignore_sigint() -> None:
-    """A worker's initialiser: leave Ctrl-C to the parent (see :func:`_map`)."""
+    """Leave Ctrl-C alone: a worker's initialiser, and the parent's once interrupted (see
+    :func:`_map`)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -245,26 +341,42 @@ def _fmt(x: float) -> str:
     return f"{x:>12.3f}" if math.isfinite(x) else f"{'-':>12}"
 
 
+def _not_stored(writer, points: list, source: str, network: str, dtype: str) -> list:
+    """The *points* the resumed folder of *writer* does not hold yet; says once how many it skips."""
+    from collbench.sim.results import point_identity
+
+    todo = [(a, p, size) for a, p, size in points if not writer.has(point_identity(
+        source=source, network=network, algorithm=a, nranks=p, size_bytes=size, dtype=dtype))]
+    if len(todo) < len(points):
+        print(f"# resuming: {len(points) - len(todo)} point(s) already in {writer.folder} are skipped")
+    return todo
+
+
 def _writer(args, spec, calibration):
     from dataclasses import asdict
 
+    from collbench.sim.results import refuse_other_settings
+
     from collbench import provenance
     from collbench.lineage import CALIBRATED_FROM
-    from collbench.store import ResultsWriter
+    from collbench.store import ResultsWriter, set_aside
 
     name = f"sim-{spec.name}"
     folder = Path(args.out) if args.out else Path("results") / f"{provenance.timestamp()}-{name}"
     info = {
         "name": name, "source": "simulated" if args.model == "sim" else "model",
         "command": sys.argv, "config": {"algorithms": args.algorithms, "ranks": args.ranks,
-                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model},
+                                        "sizes": args.sizes, "dtype": args.dtype, "model": args.model,
+                                        "segments": args.segments, "execution": args.execution},
         "versions": provenance.versions(), "git_commit": provenance.git_commit(),
         "machine": provenance.machine(), "start_time": provenance.now(), "network": spec.as_dict(),
     }
     if calibration:
         info["calibration"] = {**asdict(calibration), "file": str(args.calibration)}
         info[CALIBRATED_FROM] = calibration.calibrated_from if _predicts_calibrated_system(args) else []
-    return ResultsWriter(folder, info)
+    if args.force_new and (moved := set_aside(folder)):
+        print(f"collbench: note: moved the earlier results in {folder} to {moved}", file=sys.stderr)
+    return ResultsWriter(folder, info, partial(refuse_other_settings, folder, info))
 
 
 def _predicts_calibrated_system(args) -> bool:
@@ -302,7 +414,7 @@ def _run_calibrate(args) -> int:
         if args.topology == "ideal":
             raise CollbenchError("bound cores and the cache are fitted on the switch or half-duplex "
                                  "topology, not ideal")
-        calibration = fit_by_simulation(train, core_sharing=args.host_model, cache=args.cache,
+        calibration = fit_by_simulation(train, host_model=args.host_model, cache=args.cache,
                                         memory=args.memory, cores=cores, topology=args.topology,
                                         note_sources=sources)
     else:

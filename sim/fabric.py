@@ -35,6 +35,9 @@ from itertools import count
 import simpy
 from simpy.events import NORMAL
 
+_serials = count()
+"""Serial numbers of links, flows and groups, in creation order (see :attr:`Flow.serial`)."""
+
 REFLOW_PRIORITY = NORMAL + 1
 """Rates are recomputed after every other event of the same instant (SimPy's URGENT is 0 and
 NORMAL 1), so a burst of flows starting together costs one recomputation."""
@@ -56,7 +59,7 @@ class Mark(simpy.Event):
 class Link:
     """One direction of a cable with *capacity* bytes per second and *latency* seconds."""
 
-    __slots__ = ("name", "capacity", "latency", "flows", "group")
+    __slots__ = ("name", "capacity", "latency", "flows", "group", "serial")
 
     def __init__(self, name: str, capacity: float, latency: float) -> None:
         if not capacity > 0:
@@ -64,6 +67,8 @@ class Link:
         if not latency >= 0:
             raise ValueError(f"link {name}: latency must be non-negative, got {latency}")
         self.name = name
+        self.serial = next(_serials)
+        """Creation order: ties between links are broken by it, so that runs repeat exactly."""
         self.capacity = capacity
         self.latency = latency
         self.flows: set[Flow] = set()
@@ -81,11 +86,14 @@ class Flow:
     time as soon as that time is certain (when its last byte leaves the route's bottleneck)."""
 
     __slots__ = ("links", "latency", "remaining", "rate", "updated", "version", "on_arrival", "weights",
-                 "group", "cap")
+                 "group", "cap", "serial")
 
     def __init__(self, links: tuple[Link, ...], latency: float, size: float,
                  on_arrival: Callable[[float], None], weights: tuple[float, ...] | None = None) -> None:
         self.links = links
+        self.serial = next(_serials)
+        """Creation order: flows ending at one instant end in this order, whatever the order
+        of the sets they sit in, so that runs repeat exactly."""
         self.weights = weights
         """Per link of *links*, how much of its capacity one unit of this flow's rate uses;
         None means 1 on every link (a resource a byte uses twice, or at another speed than
@@ -110,16 +118,17 @@ class _Group:
     time*, the bytes one member has been served since the group began, so a flow joining
     or leaving costs O(log k) instead of a new rate for every member."""
 
-    __slots__ = ("link", "served", "updated", "members", "heap", "version", "cap")
+    __slots__ = ("link", "served", "updated", "members", "heap", "version", "cap", "serial")
 
     def __init__(self, link: Link, now: float) -> None:
         self.link = link
+        self.serial = next(_serials)
         self.served = 0.0
         """Bytes each member has drained since the group began, as of :attr:`updated`."""
         self.updated = now
         self.members = 0
         self.heap: list[tuple[float, int, Flow]] = []
-        """(virtual finish, order, member): a member ends when :attr:`served` reaches it."""
+        """(virtual finish, serial, member): a member ends when :attr:`served` reaches it."""
         self.version = 0
         """Bumped at every change, so the fabric's completion entries of the group go stale."""
         self.cap = float("inf")
@@ -150,11 +159,10 @@ class Fabric:
         self.events = 0
         """Events this fabric scheduled (completion timers and rate recomputations)."""
         self._completions: list[tuple[float, int, int, Flow]] = []
-        """(finish, order, version, flow) for every rate a flow was given; an entry whose
+        """(finish, serial, version, flow) for every rate a flow was given; an entry whose
         version is no longer its flow's is stale and skipped. One heap of plain tuples
         instead of a SimPy event per rate change: a flow joining k others on a link changes
         k rates, so P flows on one link would otherwise put P² events on SimPy's heap."""
-        self._order = count()
         self._timer_at = float("inf")
         """When the one pending completion timer fires (inf: none)."""
         self._timer: simpy.Event | None = None
@@ -189,7 +197,7 @@ class Fabric:
                 seen.add(flow)
         seen.difference_update(self._loose)
         starts = [f for f in self.fresh if f not in seen and f.group is None]
-        starts.extend(self._loose)
+        starts.extend(f for f in self._loose if f.group is None)
         self._loose = []
         starts.extend(f for link in self.dirty for f in link.flows if f not in seen and f.group is None)
         self.fresh, self.dirty = [], []
@@ -239,7 +247,7 @@ class Fabric:
         group.members += 1
         for link in flow.links:
             link.group = group
-        heappush(group.heap, (group.served + remaining, next(self._order), flow))
+        heappush(group.heap, (group.served + remaining, flow.serial, flow))
 
     def _schedule_group(self, group: _Group) -> None:
         """Put *group*'s next member end into the completion heap."""
@@ -249,7 +257,7 @@ class Fabric:
             return
         first = group.heap[0][0]
         finish = group.updated + (first - group.served) / group.rate()
-        heappush(self._completions, (finish, next(self._order), group.version, group))
+        heappush(self._completions, (finish, group.serial, group.version, group))
         if finish < self._timer_at:
             self._set_timer(finish)
 
@@ -303,7 +311,7 @@ class Fabric:
         flow.version += 1
         finish = now + flow.remaining / rate
         heap = self._completions
-        heappush(heap, (finish, next(self._order), flow.version, flow))
+        heappush(heap, (finish, flow.serial, flow.version, flow))
         if len(heap) > 4 * self.flows + 64:  # mostly stale: keep the current entries only
             heap[:] = [entry for entry in heap if entry[2] == entry[3].version]
             heapify(heap)
@@ -382,8 +390,8 @@ def _max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
     unfrozen = {link: set(link.flows) for link in links}
     rates: dict[Flow, float] = {}
     while len(rates) < len(flows):
-        share, bottleneck = min(((capacity[link] / len(fs), link) for link, fs in unfrozen.items() if fs),
-                                key=lambda pair: pair[0])
+        share, _, bottleneck = min((capacity[link] / len(fs), link.serial, link)
+                                   for link, fs in unfrozen.items() if fs)
         for flow in list(unfrozen[bottleneck]):
             rates[flow] = share
             for link in flow.links:
@@ -408,8 +416,8 @@ def _weighted_max_min(flows: set[Flow], links: set[Link]) -> dict[Flow, float]:
     unfrozen = {link: set(link.flows) for link in links}
     rates: dict[Flow, float] = {}
     while len(rates) < len(flows):
-        share, bottleneck = min(((capacity[link] / load[link], link) for link, fs in unfrozen.items()
-                                 if fs and load[link] > 0), key=lambda pair: pair[0])
+        share, _, bottleneck = min((capacity[link] / load[link], link.serial, link)
+                                   for link, fs in unfrozen.items() if fs and load[link] > 0)
         for flow in list(unfrozen[bottleneck]):
             rates[flow] = share
             for link, w in uses[flow]:

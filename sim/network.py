@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from numbers import Real
 
-TOPOLOGIES = ("ideal", "switch", "half-duplex", "fat-tree", "torus")
+TOPOLOGIES = ("ideal", "switch", "half-duplex", "fat-tree", "torus", "pcie-rails")
 PLACEMENTS = ("block", "cyclic")
 HOST_MODELS = ("none", "static", "bound")
 HOST_FIGURES = ("memory_bandwidth", "cores", "cache_size", "beta_miss", "gamma_miss")
@@ -34,14 +34,22 @@ class NetworkSpec:
     intra-node fabric, each rank's port on it carries both directions too),
     ``fat-tree`` (two levels: leaf switches of *hosts_per_leaf* nodes, joined by a core
     whose capacity is the leaves' host capacity divided by *oversubscription*) or ``torus``
-    (nodes on a ring or torus of *torus_dims*, dimension-order routing)."""
+    (nodes on a ring or torus of *torus_dims*, dimension-order routing) or ``pcie-rails``
+    (nodes whose ranks sit on GPUs behind PCIe switches, one NIC per switch, each NIC on
+    its own rail: a non-blocking switch joining that NIC of every node; see
+    :class:`~collbench.sim.topology.PcieRails`)."""
     bandwidth: float = 12.5e9
     """Bytes per second of one NIC, in each direction."""
     latency: float = 1e-6
     """Seconds from a send to its first byte's arrival between two nodes on one switch (the
     α of the closed forms); on a torus, per hop."""
     nics_per_node: int = 1
-    """NICs of a node; the node's ranks share them as one bonded link of this many NICs."""
+    """NICs of a node; the node's ranks share them as one bonded link of this many NICs
+    (on ``pcie-rails``: the rails, each NIC behind its own PCIe switch)."""
+    pcie_bandwidth: float = 0.0
+    """``pcie-rails``: bytes per second, each direction, of a GPU's PCIe link to its switch
+    and of a switch's link to the CPU's root complex (which carries traffic between
+    switches); e.g. PCIe 3.0 x16, 15.75 GB/s."""
     ranks_per_node: int = 1
     intra_bandwidth: float = 0.0
     """Bytes per second per rank, each direction, of the intra-node fabric (NVLink-like); 0
@@ -96,7 +104,7 @@ class NetworkSpec:
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise SpecError(f"{name} must be a positive number, got {getattr(self, name)}")
         for name in ("latency", "intra_bandwidth", "intra_latency", "switch_latency", "gamma", "overhead",
-                     "memory_bandwidth", "cache_size", "beta_miss", "gamma_miss"):
+                     "memory_bandwidth", "cache_size", "beta_miss", "gamma_miss", "pcie_bandwidth"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise SpecError(f"{name} must be a non-negative number, got {value}")
@@ -109,6 +117,10 @@ class NetworkSpec:
             raise SpecError(f"oversubscription must be at least 1, got {self.oversubscription}")
         if any(int(d) != d or d < 1 for d in self.torus_dims):
             raise SpecError(f"torus_dims must be positive whole numbers, got {self.torus_dims}")
+        if self.topology == "pcie-rails" and not self.pcie_bandwidth > 0:
+            raise SpecError("the pcie-rails topology needs pcie_bandwidth, a GPU's PCIe link speed")
+        if self.pcie_bandwidth and self.topology != "pcie-rails":
+            raise SpecError(f"pcie_bandwidth is a figure of the pcie-rails topology, not {self.topology}")
         if self.host_model not in HOST_MODELS:
             raise SpecError(f"unknown host_model {self.host_model!r}; choose none, static or bound")
         if self.host_model == "none":

@@ -19,7 +19,7 @@ from collbench.sim.units import parse_bandwidth, parse_size, parse_time
 from collbench.tomlfile import read_toml
 
 PRESET_DIR = Path(__file__).parent / "networks"
-_BANDWIDTHS = ("bandwidth", "intra_bandwidth", "memory_bandwidth", "reduce_bandwidth")
+_BANDWIDTHS = ("bandwidth", "intra_bandwidth", "memory_bandwidth", "reduce_bandwidth", "pcie_bandwidth")
 _TIMES = ("latency", "intra_latency", "switch_latency", "overhead")
 _TEXTS = ("name", "topology", "host_model")
 _WHOLE = ("nics_per_node", "ranks_per_node", "hosts_per_leaf", "cores")

@@ -72,6 +72,10 @@ class Topology:
             hop = spec.switch_latency
             self.leaf_up = [Link(f"leaf{i}.up", core_bw, hop) for i in range(leaves)]
             self.leaf_down = [Link(f"leaf{i}.down", core_bw, hop) for i in range(leaves)]
+        self.rails = PcieRails(spec, self.node_of) if spec.topology == "pcie-rails" else None
+        if self.rails is not None:
+            self.sender_of.update(self.rails.sender_of)
+            self.receiver_of.update(self.rails.receiver_of)
         if spec.topology == "torus":
             self.dims = spec.torus_dims or (self.nodes,)
             if math.prod(self.dims) < self.nodes:
@@ -132,6 +136,8 @@ class Topology:
             link = Link(f"rank{src}->rank{dst}", spec.bandwidth * spec.nics_per_node, spec.latency)
             self.sender_of[link] = src
             return (link,)
+        if self.rails is not None:
+            return self.rails.links(src, dst, a, b)
         if spec.topology in ("switch", "half-duplex") or a == b:
             return (self.up[a], self.down[b])
         if spec.topology == "fat-tree":
@@ -161,6 +167,83 @@ class Topology:
             capacity = self.spec.bandwidth * self.spec.nics_per_node
             link = self._torus[(u, v)] = Link(f"node{u}->node{v}", capacity, self.spec.latency)
         return link
+
+
+class PcieRails:
+    """The ``pcie-rails`` topology, as DGX-like nodes are built: each node has
+    ``nics_per_node`` PCIe switches, each with one NIC, and NIC *r* of every node is on rail
+    *r*, a non-blocking switch of its own. A node's ranks sit on its GPUs, one each, spread
+    in blocks over the switches (rank *i* of a node behind switch ``i·R // ranks_per_node``),
+    each GPU on a PCIe link of ``pcie_bandwidth`` to its switch; a switch reaches the others
+    through the CPU's root complex, over one more PCIe link each way.
+
+    A message between nodes leaves on the rail of the sender's switch (rails are not
+    striped: a node's one rank uses one NIC) and arrives on the same rail, crossing to the
+    receiver's switch through the root complex if the receiver sits behind another. Between
+    ranks of one node (without an ``intra_bandwidth`` fabric) it goes GPU, switch, (root
+    complex, switch,) GPU. Latencies: ``latency`` from NIC to NIC, ``intra_latency`` from
+    GPU to GPU over PCIe (split over the two GPU links), so a message between nodes pays
+    both."""
+
+    def __init__(self, spec: NetworkSpec, node_of: list[int]) -> None:
+        rails, gpus = spec.nics_per_node, spec.ranks_per_node
+        seen: Counter = Counter()
+        self.switch_of = []
+        """Per rank: the switch (and rail) of its GPU on its node."""
+        for node in node_of:
+            self.switch_of.append(seen[node] * rails // gpus)
+            seen[node] += 1
+        half, pcie = spec.intra_latency / 2, spec.pcie_bandwidth
+        self.gpu_up = [Link(f"rank{r}.pcie_up", pcie, half) for r in range(len(node_of))]
+        self.gpu_down = [Link(f"rank{r}.pcie_down", pcie, half) for r in range(len(node_of))]
+        places = [(n, s) for n in sorted(set(node_of)) for s in range(rails)]
+        self.nic_up = {(n, s): Link(f"node{n}.rail{s}.up", spec.bandwidth, spec.latency / 2)
+                       for n, s in places}
+        self.nic_down = {(n, s): Link(f"node{n}.rail{s}.down", spec.bandwidth, spec.latency / 2)
+                         for n, s in places}
+        self.root_up = {(n, s): Link(f"node{n}.switch{s}.root_up", pcie, 0.0) for n, s in places}
+        self.root_down = {(n, s): Link(f"node{n}.switch{s}.root_down", pcie, 0.0) for n, s in places}
+        self.sender_of = {link: r for r, link in enumerate(self.gpu_up)}
+        self.receiver_of = {link: r for r, link in enumerate(self.gpu_down)}
+        behind = Counter(zip(node_of, self.switch_of))
+        for rank, place in enumerate(zip(node_of, self.switch_of)):
+            if behind[place] == 1:  # the only rank behind its switch sends alone on its rail
+                self.sender_of[self.nic_up[place]] = rank
+            if Counter(node_of)[place[0]] == 1:  # the only rank of its node receives alone
+                self.receiver_of[self.nic_down[place]] = rank
+
+    def links(self, src: int, dst: int, a: int, b: int) -> tuple[Link, ...]:
+        """The links from *src* on node *a* to *dst* on node *b*."""
+        sa, sb = self.switch_of[src], self.switch_of[dst]
+        hop = (self.root_up[(b, sa)], self.root_down[(b, sb)]) if sa != sb else ()
+        if a == b:
+            return (self.gpu_up[src], *hop, self.gpu_down[dst])
+        return (self.gpu_up[src], self.nic_up[(a, sa)], self.nic_down[(b, sa)], *hop, self.gpu_down[dst])
+
+
+def idle_settings(spec: NetworkSpec, ranks: list[int]) -> list[str]:
+    """Sentences naming the settings of *spec* that change nothing for runs of *ranks*
+    ranks: a fat tree whose nodes all fit under one leaf is one switch, tree figures on
+    another topology, rails no rank uses."""
+    notes = []
+    nodes = math.ceil(max(ranks) / spec.ranks_per_node)
+    if spec.topology == "fat-tree" and nodes <= spec.hosts_per_leaf:
+        notes.append(f"the fat tree's {spec.hosts_per_leaf} hosts per leaf hold all {nodes} nodes of these "
+                     "runs under one leaf: it is a single switch here, and its oversubscription changes "
+                     "nothing")
+    defaults = NetworkSpec()
+    if spec.topology != "fat-tree":
+        tree = [name for name in ("oversubscription", "hosts_per_leaf", "switch_latency")
+                if getattr(spec, name) != getattr(defaults, name)]
+        if tree:
+            notes.append(f"{', '.join(tree)} describe{'s' if len(tree) == 1 else ''} a fat tree and change "
+                         f"nothing on the {spec.topology} topology")
+    if spec.torus_dims and spec.topology != "torus":
+        notes.append(f"torus_dims changes nothing on the {spec.topology} topology")
+    if spec.topology == "pcie-rails" and spec.ranks_per_node < spec.nics_per_node:
+        notes.append(f"{spec.ranks_per_node} rank(s) per node use {spec.ranks_per_node} of its "
+                     f"{spec.nics_per_node} rails: a rank sends on the rail of its GPU's switch only")
+    return notes
 
 
 def _merged(links: tuple[Link, ...], weights: tuple[float, ...] | None

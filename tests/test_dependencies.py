@@ -156,3 +156,46 @@ def test_an_op_that_can_never_run_is_reported():
     inputs = np.zeros((2, 2))
     with pytest.raises(ScheduleError, match="can never run"):
         execute_dataflow(schedule, inputs, waits=waits)
+
+
+def test_posting_policy_on_a_two_segment_ring_by_hand():
+    """Ring, P = 2, 4 elements, 2 segments; rank 0's ops: 0 send [0,1), 1 reduce [2,3) (step 0);
+    2 send [2,3), 3 copy [0,1), 4 send [1,2), 5 reduce [3,4) (step 1); 6 send [3,4), 7 copy
+    [1,2) (step 2). Receives go in order, a copy only once its waits are done; sends as soon
+    as theirs are, out of order (send 4 before send 2)."""
+    from collbench.algorithms.dataflow import DataflowPlan, DataflowState
+
+    plan = DataflowPlan(build("ring", 2, 4, segments=2).steps[0])
+    assert [(o.kind, o.start) for o in plan.ops] == [
+        (SEND, 0), (REDUCE, 2), (SEND, 2), (COPY, 0), (SEND, 1), (REDUCE, 3), (SEND, 3), (COPY, 1)]
+    state = DataflowState(plan)
+    assert state.to_post() == [1, 0, 4]  # copy 3 waits for send 0 and holds the receives behind it
+    assert state.complete(0) == [] and state.to_post() == [3, 5]  # copy 7 waits for send 4
+    assert state.landed(1) is True  # reduce 1 waits for nothing: apply it
+    assert state.complete(1) == [] and state.to_post() == [2]
+    assert state.landed(5) is True and state.complete(5) == [] and state.to_post() == [6]
+    for i in (2, 3, 4):
+        state.complete(i)
+    assert state.to_post() == [7]
+    for i in (6, 7):
+        state.complete(i)
+    assert state.complete_all
+
+
+def test_the_send_window_holds_back_only_sends_that_overtake():
+    """Window 1, raised to step 0's two sends. Ops: 0, 1 send [0,1), [1,2) (step 0); 2 reduce
+    [2,3) (step 1); 3 send [2,3), which waits for it (step 2); 4 send [3,4), ready at once
+    (step 3). Send 4 would overtake send 3 and two are out: it waits for a free place. Send
+    3, the lowest not posted, goes once ready whatever the window."""
+    from collbench.algorithms.dataflow import DataflowPlan, DataflowState
+
+    steps = ((Op(SEND, 1, 0, 1), Op(SEND, 1, 1, 2)), (Op(REDUCE, 1, 2, 3),), (Op(SEND, 1, 2, 3),),
+             (Op(SEND, 1, 3, 4),))
+    plan = DataflowPlan(steps, window=1)
+    assert (plan.send_window, plan.recv_window) == (2, 1)
+    state = DataflowState(plan)
+    assert state.to_post() == [2, 0, 1]
+    state.complete(0)
+    assert state.to_post() == [4]  # one place free
+    assert state.landed(2) and state.complete(2) == []
+    assert state.to_post() == [3]  # sends 1 and 4 are out, but 3 is the lowest not posted

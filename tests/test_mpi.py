@@ -11,7 +11,8 @@ from tests.conftest import PROGRAMS, bind_to_core
 pytestmark = pytest.mark.mpi
 
 FULL_GRID = {}  # every dtype, op and count
-SMALL_GRID = {"--dtypes": "float16,float32,int64", "--ops": "sum,prod,max"}  # oversubscribed ranks
+SMALL_GRID = {"--dtypes": "float16,bfloat16,float32,uint8,int64",  # oversubscribed ranks
+              "--ops": "sum,prod,max,avg"}
 
 
 @pytest.mark.parametrize("nranks", [1, 2, 3, 4, 5, 7, 8])

@@ -15,6 +15,7 @@ from collbench.reports.common import Options, baseline_of
 from collbench.reports.data import load
 from collbench.reports.style import FILLSTYLES, paper_style
 from collbench.reports.synthetic import write_run
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from collbench.cli import main
 from collbench.store import read_results
@@ -159,3 +160,89 @@ def test_the_latex_table_is_split_into_floats_of_whole_points(tmp_path):
     points = [ln.split(" & ")[1:3] for part in floats for ln in part.splitlines() if ln.endswith(r"\\")
               and "Implementation" not in ln]
     assert len(points) == 120 and len({tuple(p) for p in points}) == 30
+
+
+def test_a_nodes_by_tasks_sweep_makes_one_line_per_tasks_per_node(tmp_path):
+    root = tmp_path / "grid"
+    for i, (nodes, tasks) in enumerate(((1, 2), (1, 4), (2, 2), (2, 4))):
+        write_run(root / f"n{nodes}-t{tasks}", name="grid", ranks=(nodes * tasks,), sizes=(BIG,), seed=i,
+                  ranks_per_node=tasks, start_time=f"2025-03-14T09:0{i}:00Z")
+    data = load([root])  # P = 4 twice (n1-t4, n2-t2): one name no longer tells the runs apart
+    ring = data.summary[data.summary["algorithm"] == "ring"]
+    assert dict(zip(ring["run"], ring["series"], strict=True)) == {
+        "grid (n1-t2)": "ring · grid (2 per node)", "grid (n2-t2)": "ring · grid (2 per node)",
+        "grid (n1-t4)": "ring · grid (4 per node)", "grid (n2-t4)": "ring · grid (4 per node)"}
+    with paper_style("single"):
+        plot = fig_sweep.scaling(data, Options(sizes=(BIG,)))
+    lines = {ln.get_gid(): list(ln.get_xdata()) for ln in plot.figure.axes[0].lines
+             if ln.get_gid() in ("ring · grid (2 per node)", "ring · grid (4 per node)")
+             and ln.get_marker() == "s"}
+    assert lines == {"ring · grid (2 per node)": [2, 4], "ring · grid (4 per node)": [4, 8]}
+    plt.close(plot.figure)
+
+
+def test_two_sweeps_of_one_experiment_make_one_line_each(tmp_path):
+    for i, sweep_dir in enumerate(("sweep-a", "sweep-b")):
+        for j, nodes in enumerate((1, 2)):
+            write_run(tmp_path / sweep_dir / f"n{nodes}-t2", name="grid", ranks=(2 * nodes,), sizes=(BIG,),
+                      seed=2 * i + j, ranks_per_node=2, start_time=f"2025-03-1{i}T09:0{j}:00Z")
+    data = load([tmp_path / "sweep-a", tmp_path / "sweep-b"])
+    assert sorted(data.runs) == ["grid (sweep-a/n1-t2)", "grid (sweep-a/n2-t2)", "grid (sweep-b/n1-t2)",
+                                 "grid (sweep-b/n2-t2)"]
+    ring = data.summary[data.summary["algorithm"] == "ring"]
+    assert ring.groupby("series")["nranks"].apply(list).to_dict() == {
+        "ring · grid (sweep-a)": [2, 4], "ring · grid (sweep-b)": [2, 4]}
+
+
+def test_every_figure_kind_reads_back_right(tmp_path):
+    from collbench.reports.build import make_report
+    from collbench.reports.style import LogLabels, format_time_us
+
+    root = sweep(tmp_path / "sw")
+    here = write_run(tmp_path / "here", name="here", source="simulated", ranks=(2, 4, 8, 16), sizes=SIZES,
+                     calibrated_from=[root / "n1-t2"])
+    nets = [write_run(tmp_path / n, name=n, source="simulated", ranks=(2, 4, 8, 16), sizes=SIZES,
+                      network={"name": n}, slowdown=k) for n, k in (("net-x", 0.5), ("net-y", 2.0))]
+    inputs = [root, here, *nets]
+    report = make_report(inputs, tmp_path / "out", Options(), ("png",))
+    data = load(inputs)
+    fill = {v: FILLSTYLES[i] for v, i in data.summary[["variant_name", "variant"]].drop_duplicates().values}
+    series = set(data.summary["series"])
+    kinds = {p.name.split("_P")[0].removesuffix("_other-systems") for p in report.plots}
+    assert kinds == {"time_vs_size", "busbw_vs_size", "scaling", "bars", "distribution",
+                     "predicted_vs_measured", "winner_map"}
+    for plot in report.plots:
+        fig = plot.figure
+        FigureCanvasAgg(fig)  # the report closed it; draw it again as written
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        runs = set().union(*(plot.data[c] for c in ("run", "run_meas", "run_pred") if c in plot.data))
+        if plot.name.endswith("_other-systems"):  # predictions of other systems stand apart
+            assert runs <= {"net-x", "net-y"}, plot.name
+        elif plot.name != "winner_map":  # its panels are one system each (tested above)
+            assert runs and not runs & {"net-x", "net-y"}, plot.name
+        for ax in fig.axes:
+            assert ax.lines or ax.patches or ax.collections, f"empty panel in {plot.name}"
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t for t in axis.get_ticklabels(which="both") if t.get_text()]
+                texts = [t.get_text() for t in labels]
+                assert not any("times" in t or "^" in t for t in texts), (plot.name, texts)
+                formatter = axis.get_major_formatter()
+                if isinstance(formatter, LogLabels) and formatter.fmt is format_time_us:
+                    assert all(re.search(r"[nµm]?s$", t) for t in texts), (plot.name, texts)
+                if axis is ax.xaxis and labels:
+                    boxes = [t.get_window_extent(renderer) for t in labels]
+                    assert not any(p.overlaps(q) for p, q in itertools.combinations(boxes, 2)), plot.name
+            for line in ax.lines:
+                if line.get_gid() in series:  # a series' curve: its algorithm's marker and its run's fill
+                    assert line.get_marker() not in (None, "None", ""), (plot.name, line.get_gid())
+        for legend in fig.legends:
+            for handle in legend.legend_handles:
+                if handle.get_label() in fill and hasattr(handle, "get_fillstyle"):
+                    assert handle.get_fillstyle() == fill[handle.get_label()], (plot.name, handle.get_label())
+    plt.close("all")
+    # The tables keep the predictions of other systems apart too.
+    mine, other = (tmp_path / "out" / "summary.md").read_text().split("Predictions of other systems:")
+    assert "net-x" not in mine and "here" in mine and "net-x" in other and "sweep" not in other
+    tex = (tmp_path / "out" / "summary.tex").read_text()
+    assert r"\label{tab:collbench-other-systems" in tex and "predictions of other systems" in tex

@@ -75,8 +75,9 @@ def test_every_preset_loads_and_runs(name):
 
 
 def test_presets_cover_the_issue():
-    assert {"ib-fdr", "ib-edr", "ib-hdr", "ib-ndr", "roce-100g", "tcp-25g", "dgx-h100"} <= set(preset_names())
-    assert load_network("ib-fdr").nics_per_node == 2
+    assert {"ib-fdr", "ib-edr", "ib-hdr", "ib-ndr", "roce-100g", "tcp-25g", "dgx-h100",
+            "p100-fdr2-pcie"} <= set(preset_names())
+    assert load_network("p100-fdr2-pcie").topology == "pcie-rails"
 
 
 def test_units():
@@ -197,15 +198,130 @@ def test_an_expensive_simulation_is_announced_in_one_line_before_it_starts(capsy
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "collbench", "sim", "--no-save", "--ranks", "100000",
-                             "--sizes", "1MiB", "--algorithms", "ring"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
-    try:
-        line = proc.stderr.readline()
-    finally:
-        proc.kill()
-        proc.wait()
+    with subprocess.Popen([sys.executable, "-m", "collbench", "sim", "--no-save", "--ranks", "100000",
+                           "--sizes", "1MiB", "--algorithms", "ring"], stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True) as proc:
+        try:
+            line = proc.stderr.readline()
+        finally:
+            proc.kill()
     assert line.startswith("collbench: warning: this sweep simulates 2e+10 messages (ring at P = 100000")
     assert " h of one core" in line
     assert main(["sim", "--no-save", "--ranks", "2,4", "--sizes", "1K"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_an_overridden_preset_is_named_for_what_changed(tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert main(["sim", "--network", "ib-edr", "--bandwidth", "200Gbps", "--topology", "fat-tree",
+                 "--ranks", "4", "--sizes", "1M", "--algorithms", "ring", "--out", str(out)]) == 0
+    assert "# network ib-edr+topology+bandwidth: fat-tree" in capsys.readouterr().out
+    assert read_results(out)[0]["network"]["name"] == "ib-edr+topology+bandwidth"
+    assert main(["sim", "--network", "ib-edr", "--bandwidth", "100Gbps", "--ranks", "4", "--sizes", "1M",
+                 "--no-save"]) == 0  # the preset's own figure: still the preset
+    assert "# network ib-edr: switch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--topology", "fat-tree", "--hosts-per-leaf", "8", "--ranks", "4,8"],
+     "the fat tree's 8 hosts per leaf hold all 8 nodes of these runs under one leaf: it is a single switch"),
+    (["--oversubscription", "2", "--ranks", "16"], "oversubscription describes a fat tree and change"),
+    (["--topology", "pcie-rails", "--pcie-bandwidth", "16GB/s", "--nics-per-node", "2", "--ranks", "4"],
+     "1 rank(s) per node use 1 of its 2 rails"),
+])
+def test_a_setting_that_changes_nothing_is_named(capsys, args, words):
+    base = ["sim", "--no-save", "--network", "ib-edr", "--sizes", "1M", "--algorithms", "ring"]
+    assert main([*base, *args]) == 0
+    err = capsys.readouterr().err
+    assert f"collbench: warning: {words}" in err
+    assert main(["sim", "--no-save", "--network", "ib-edr", "--sizes", "1M", "--ranks", "64",
+                 "--topology", "fat-tree", "--hosts-per-leaf", "8"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+SMALL = ["sim", "--network", "ib-fdr", "--algorithms", "ring", "--ranks", "2,4", "--sizes", "1KiB"]
+
+
+def table_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.strip().startswith(("naive", "ring", "rabenseifner"))]
+
+
+def test_a_rerun_into_the_same_folder_skips_the_points_it_holds_and_adds_the_new_ones(tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert main([*SMALL, "--out", str(out)]) == 0
+    first = read_results(out)[1]
+    capsys.readouterr()
+    assert main([*SMALL, "--out", str(out)]) == 0  # everything stored: nothing predicted again
+    printed = capsys.readouterr().out
+    assert f"# resuming: 2 point(s) already in {out} are skipped" in printed and not table_rows(printed)
+    assert main([*SMALL[:-1], "1KiB,1MiB", "--algorithms", "ring,naive", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already in") == 1 and "# resuming: 2 point(s)" in printed
+    assert len(table_rows(printed)) == 2 * 2 * 2 - 2
+    provenance, summary, _ = read_results(out)
+    assert len(summary) == 8 and not summary.duplicated(["algorithm", "nranks", "size_bytes"]).any()
+    assert summary.iloc[:2].equals(first)  # the stored points are kept as they were
+    assert len(provenance["resumed"]) == 2
+
+
+@pytest.mark.parametrize("change, words", [
+    (["--bandwidth", "200Gbps"], "network.bandwidth 6812500000.0 -> 25000000000.0"),
+    (["--segments", "4"], "segments 1 -> 4"),
+    (["--execution", "dataflow"], "execution 'step' -> 'dataflow'"),
+    (["--model", "analytic"], "source 'simulated' -> 'model'; model 'sim' -> 'analytic'"),
+    (["--dtype", "float64"], "dtype 'float32' -> 'float64'"),
+])
+def test_a_folder_predicted_with_other_settings_is_refused_in_one_sentence(tmp_path, capsys, change, words):
+    out = tmp_path / "pred"
+    assert main([*SMALL, "--out", str(out)]) == 0
+    before = (out / "summary.csv").read_bytes()
+    capsys.readouterr()
+    assert main([*SMALL, *change, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and f"results folder {out} was written with other" in err[0]
+    assert "--force-new" in err[0]
+    assert (out / "summary.csv").read_bytes() == before
+
+
+def test_force_new_sets_the_other_folder_aside_and_starts_afresh(tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert main([*SMALL, "--out", str(out)]) == 0
+    assert main([*SMALL, "--segments", "4", "--force-new", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("pred.")]
+    assert f"moved the earlier results in {out} to {aside}" in err
+    assert read_results(out)[0]["config"]["segments"] == 4 and "resumed" not in read_results(out)[0]
+    assert read_results(aside)[0]["config"]["segments"] == 1 and len(read_results(aside)[1]) == 2
+
+
+def test_a_measured_folder_is_not_extended_with_predictions(tmp_path, capsys):
+    from collbench.sim.network import NetworkSpec
+
+    from tests.sim_data import model_run
+
+    model_run(tmp_path / "run", NetworkSpec(), (2,), (1,)).close()
+    assert main([*SMALL, "--out", str(tmp_path / "run")]) == 2
+    assert "source 'measured' -> 'simulated'" in capsys.readouterr().err
+
+
+def test_sim_predict_resumes_with_its_calibration_and_refuses_another(tmp_path, capsys):
+    from collbench.sim.network import NetworkSpec
+
+    from tests.sim_data import model_run
+
+    for name, bandwidth, start in (("a", 5e9, "2025-01-01T00:00:00Z"), ("b", 1e9, "2025-01-02T00:00:00Z")):
+        spec = NetworkSpec(topology="switch", bandwidth=bandwidth, latency=2e-6, gamma=3e-10)
+        model_run(tmp_path / name, spec, (2, 3, 4), (1, 256, 4096), provenance={"start_time": start}).close()
+        assert main(["sim", "calibrate", str(tmp_path / name), "-o", str(tmp_path / f"{name}.json")]) == 0
+    out = tmp_path / "pred"
+    predict = ["sim", "predict", "--algorithms", "ring", "--ranks", "4", "--sizes", "1KiB,1MiB",
+               "--out", str(out)]
+    assert main([*predict, "--calibration", str(tmp_path / "a.json")]) == 0
+    capsys.readouterr()
+    assert main([*predict, "--calibration", str(tmp_path / "a.json")]) == 0
+    assert "# resuming: 2 point(s)" in capsys.readouterr().out
+    assert main([*predict, "--calibration", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "network.bandwidth" in err[0] and "calibrated_from" in err[0]

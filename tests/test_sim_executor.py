@@ -1,5 +1,7 @@
-"""The SimPy executor against closed forms (no contention) and against hand-derived exact
-values where links are shared. Times are in seconds, sizes in bytes, float32 elements."""
+"""The SimPy executor against hand-derived exact values where links are shared (naive's
+root, a ring across an oversubscribed core, flows joining a link), then cross-checked with
+the closed forms, derived from the same model. Times are in seconds, sizes in bytes,
+float32 elements."""
 
 import itertools
 
@@ -9,7 +11,8 @@ from collbench.algorithms import build
 from collbench.sim import analytic
 from collbench.sim.executor import simulate
 from collbench.sim.fabric import Fabric, Flow, Link
-from collbench.sim.network import NetworkSpec
+from collbench.sim.network import NetworkSpec, SpecError
+from collbench.sim.topology import Topology
 
 from tests.sim_data import even_count
 
@@ -18,34 +21,6 @@ ALPHA, GAMMA, OVERHEAD = 1.3e-6, 2.0e-10, 3.0e-7
 IDEAL = NetworkSpec(topology="ideal", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
 Q = analytic.Params(ALPHA, 1 / B, GAMMA, OVERHEAD)
 RANKS = [2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 31, 32, 33, 48, 63, 64]
-
-
-@pytest.mark.parametrize("p", RANKS)
-@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
-def test_ideal_network_matches_closed_form(algorithm, p):
-    for k in (1, 7, 1000):
-        count = even_count(p, k)
-        simulated = simulate(build(algorithm, p, count), IDEAL, 4).time
-        closed = analytic.predict(algorithm, p, 4 * count, Q, "ideal")
-        assert simulated == pytest.approx(closed, rel=1e-9), (algorithm, p, count)
-
-
-@pytest.mark.parametrize("p", [2, 3, 5, 8, 13, 16])
-@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
-@pytest.mark.parametrize("topology", ["switch", "half-duplex"])
-def test_switches_match_their_closed_forms(topology, algorithm, p):
-    """On a switch only naive differs from ideal: its root's links are shared (the
-    closed form includes the broadcast's staggered starts, one overhead apart). With
-    half-duplex ports, exchanges in both directions also share each rank's port."""
-    network, q = IDEAL.with_overrides(topology=topology), Q
-    if topology == "half-duplex" and algorithm == "rabenseifner" and p & (p - 1):
-        # A folded rank's first core partner posted long before, so its message starts one
-        # overhead before the reply and has the port alone meanwhile: exact only with o = 0.
-        network, q = network.with_overrides(overhead=0.0), analytic.Params(ALPHA, 1 / B, GAMMA, 0.0)
-    for k in (1, 1000):
-        count = even_count(p, k)
-        simulated = simulate(build(algorithm, p, count), network, 4).time
-        assert simulated == pytest.approx(analytic.predict(algorithm, p, 4 * count, q, topology), rel=1e-9)
 
 
 def test_half_duplex_ports_halve_the_speed_of_exchanges_only():
@@ -124,6 +99,36 @@ def test_rabenseifner_on_a_torus_pays_for_hops_and_sharing():
     spec = NetworkSpec(topology="torus", bandwidth=B, latency=ALPHA, gamma=GAMMA, overhead=OVERHEAD)
     count = 8 * 2**16
     assert simulate(build("rabenseifner", 8, count), spec, 4).time > analytic.rabenseifner(8, 4 * count, Q)
+
+
+@pytest.mark.parametrize("p", RANKS)
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+def test_cross_check_ideal_network_against_the_closed_forms(algorithm, p):
+    """Cross-check with forms derived from the same model (no contention on ideal)."""
+    for k in (1, 7, 1000):
+        count = even_count(p, k)
+        simulated = simulate(build(algorithm, p, count), IDEAL, 4).time
+        closed = analytic.predict(algorithm, p, 4 * count, Q, "ideal")
+        assert simulated == pytest.approx(closed, rel=1e-9), (algorithm, p, count)
+
+
+@pytest.mark.parametrize("p", [2, 3, 5, 8, 13, 16])
+@pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
+@pytest.mark.parametrize("topology", ["switch", "half-duplex"])
+def test_cross_check_switches_against_their_closed_forms(topology, algorithm, p):
+    """Cross-check with forms derived from the same model. On a switch only naive differs
+    from ideal: its root's links are shared (the closed form includes the broadcast's
+    staggered starts, one overhead apart). With half-duplex ports, exchanges in both
+    directions also share each rank's port."""
+    network, q = IDEAL.with_overrides(topology=topology), Q
+    if topology == "half-duplex" and algorithm == "rabenseifner" and p & (p - 1):
+        # A folded rank's first core partner posted long before, so its message starts one
+        # overhead before the reply and has the port alone meanwhile: exact only with o = 0.
+        network, q = network.with_overrides(overhead=0.0), analytic.Params(ALPHA, 1 / B, GAMMA, 0.0)
+    for k in (1, 1000):
+        count = even_count(p, k)
+        simulated = simulate(build(algorithm, p, count), network, 4).time
+        assert simulated == pytest.approx(analytic.predict(algorithm, p, 4 * count, q, topology), rel=1e-9)
 
 
 def test_one_rank_and_empty_buffers_take_no_time():
@@ -283,3 +288,73 @@ def test_a_flow_on_a_group_member_s_own_link_dissolves_the_group():
     flows = [(0.0, 4.0, (shared, own_a)), (0.0, 4.0, (shared, own_b)), (2.0, 1.0, (own_a,))]
     arrivals = run_flows(1.0, flows)
     assert arrivals == {0: pytest.approx(8.5), 1: pytest.approx(8.5), 2: pytest.approx(4.5)}
+
+
+def rails(rails, gpus, pcie=100 * B, **more):
+    """Nodes of *gpus* ranks behind *rails* PCIe switches, a NIC (rail) on each."""
+    return NetworkSpec(topology="pcie-rails", bandwidth=B, latency=ALPHA, nics_per_node=rails,
+                       ranks_per_node=gpus, pcie_bandwidth=pcie, gamma=GAMMA, overhead=OVERHEAD, **more)
+
+
+def test_one_rank_per_node_uses_one_rail_of_two():
+    """The seed study's shape: one rank per node, two rails. The rank's GPU is behind the
+    first switch, so its messages leave and arrive on rail 0 alone: the ring runs at one
+    NIC's β, where a switch bonding the two NICs gives it half of that."""
+    p, count = 8, 8 * 2**16
+    q = analytic.Params(ALPHA, 1 / B, GAMMA, OVERHEAD)
+    assert simulate(build("ring", p, count), rails(2, 1), 4).time == pytest.approx(
+        analytic.ring(p, 4 * count, q), rel=1e-12)
+    bonded = NetworkSpec(topology="switch", bandwidth=B, latency=ALPHA, nics_per_node=2, gamma=GAMMA,
+                         overhead=OVERHEAD)
+    assert simulate(build("ring", p, count), bonded, 4).time == pytest.approx(
+        analytic.ring(p, 4 * count, analytic.Params(ALPHA, 1 / (2 * B), GAMMA, OVERHEAD)), rel=1e-12)
+
+
+def test_two_gpus_behind_one_nic_share_it_and_a_rail_each_do_not():
+    """Two nodes of two GPUs, ranks placed cyclically (node 0: ranks 0 and 2; node 1: 1 and
+    3), no latency or costs. Every ring message crosses between the nodes; on node 0, 0->1
+    and 2->3 leave together. With one rail they share its NIC, B/2 each, so each of the 6
+    steps moves n/4 at B/2; with a rail per GPU (ranks 0 and 1 on rail 0, 2 and 3 on rail 1)
+    each message has a NIC to itself and lands behind the receiver's own switch: at B."""
+    n = 4 * 2**20
+    bare = dict(latency=0.0, gamma=0.0, overhead=0.0, placement="cyclic")
+    one = NetworkSpec(topology="pcie-rails", bandwidth=B, nics_per_node=1, ranks_per_node=2,
+                      pcie_bandwidth=100 * B, **bare)
+    assert simulate(build("ring", 4, n // 4), one, 4).time == pytest.approx(6 * (n / 4) / (B / 2), rel=1e-12)
+    two = one.with_overrides(nics_per_node=2)
+    assert simulate(build("ring", 4, n // 4), two, 4).time == pytest.approx(6 * (n / 4) / B, rel=1e-12)
+
+
+def test_a_slow_pcie_link_bounds_the_gpu_not_the_nic():
+    """PCIe at half a NIC's speed: the ring between nodes moves at B/2; between switches of
+    one node a message crosses the GPU's link and the root complex, both at B/2."""
+    p, count = 4, 4 * 2**16
+    n = 4 * count
+    slow = rails(2, 1, pcie=B / 2).with_overrides(latency=0.0, gamma=0.0, overhead=0.0)
+    assert simulate(build("ring", p, count), slow, 4).time == pytest.approx(2 * (p - 1) * (n / p) * 2 / B,
+                                                                           rel=1e-12)
+    host = slow.with_overrides(ranks_per_node=2, intra_latency=0.0)  # ranks 0, 1 on one node
+    topology = Topology(host, 2)
+    links, latency, bandwidth, _ = topology.route(0, 1)
+    assert [link.name for link in links] == ["rank0.pcie_up", "node0.switch0.root_up",
+                                             "node0.switch1.root_down", "rank1.pcie_down"]
+    assert bandwidth == B / 2 and latency == 0.0
+
+
+def test_pcie_rails_needs_its_pcie_figure_and_only_it_takes_one():
+    with pytest.raises(SpecError, match="pcie-rails topology needs pcie_bandwidth"):
+        NetworkSpec(topology="pcie-rails")
+    with pytest.raises(SpecError, match="pcie_bandwidth is a figure of the pcie-rails topology, not switch"):
+        NetworkSpec(pcie_bandwidth=1e10)
+
+
+def test_a_run_repeats_exactly():
+    """Flows ending at one instant end in the order they were made, not in the order of the
+    sets they sit in (object addresses), so the dataflow executor, whose decisions follow
+    that order, gives the same times every time (it gave two different ones before)."""
+    from collbench.sim.dataflow import simulate_dataflow
+
+    spec = NetworkSpec(topology="switch", bandwidth=1e9, latency=0.0, ranks_per_node=4, placement="cyclic",
+                       overhead=3e-6)
+    times = {simulate_dataflow(build("rabenseifner", 12, 1000), spec, 4).rank_times for _ in range(8)}
+    assert len(times) == 1

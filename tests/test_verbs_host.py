@@ -54,7 +54,8 @@ def test_run_fails_cleanly_on_every_rank(tmp_path):
     if not mpiexec.exists():
         pytest.skip("no mpiexec beside the venv's python (pip install mpich)")
     out = subprocess.run([str(mpiexec), "-n", "2", str(BIN / "collbench"), "run", "--transport", "verbs",
-                          "-a", "ring", "-b", "8", "-e", "64", "--no-progress", "--out", str(tmp_path / "r")],
+                          "--algorithms", "ring", "-b", "8", "-e", "64", "--no-progress",
+                          "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, cwd=ROOT, timeout=120,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert out.returncode != 0
@@ -84,3 +85,22 @@ def test_a_machine_with_an_rdma_device_is_told_to_use_it_not_the_test_guest(tmp_
     (ib / "mlx5_0").rmdir()
     (line,) = [d for ok, label, d in rdma.probe() if label == "verbs"]
     assert "no RDMA device" in line and "rxe-guest.sh setup" in line and "without hardware" in line
+
+
+def test_roce_gid_choice_prefers_v2_then_routable_then_lowest_index():
+    link_local, mapped = "fe80:0000:0000:0000:5054:00ff:fe12:3456", "0000:0000:0000:0000:0000:ffff:0a00:020f"
+    rxe = [(0, link_local, "IB/RoCE v1"), (1, link_local, "RoCE v2"),
+           (2, mapped, "IB/RoCE v1"), (3, mapped, "RoCE v2")]
+    assert rdma.choose_gid(rxe) == (3, mapped)
+    assert rdma.choose_gid(rxe[:3]) == (1, link_local)  # v2 link-local before a v1 routable one
+    assert rdma.choose_gid([rxe[0], rxe[2]]) == (2, mapped)
+    assert rdma.choose_gid([(4, mapped, ""), (2, mapped, "")]) == (2, mapped)  # types unknown
+    assert rdma.choose_gid([]) is None
+
+
+def test_gid_type_is_read_from_sysfs(tmp_path, monkeypatch):
+    types = tmp_path / "rxe0" / "ports" / "1" / "gid_attrs" / "types"
+    types.mkdir(parents=True)
+    (types / "1").write_text("RoCE v2\n")
+    monkeypatch.setattr(rdma, "SYSFS_IB", tmp_path)
+    assert rdma.gid_type("rxe0", 1, 1) == "RoCE v2" and rdma.gid_type("rxe0", 1, 0) == ""

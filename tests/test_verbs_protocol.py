@@ -6,9 +6,9 @@ import pytest
 
 from collbench.verbs.protocol import (
     MAX_SEGMENTS,
-    Backoff,
     ClearToSend,
     CreditBook,
+    Idle,
     ProtocolError,
     ReceiveBook,
     RegistrationCache,
@@ -16,6 +16,7 @@ from collbench.verbs.protocol import (
     Window,
     pack_imm,
     plan_segments,
+    receive_budget,
     unpack_imm,
 )
 
@@ -37,6 +38,11 @@ def test_clear_to_send_round_trip_and_bad_input():
         ClearToSend.unpack(b"XXXX" + data[4:])
     with pytest.raises(ProtocolError, match="bytes"):
         ClearToSend.unpack(data[:10])
+    rails = ClearToSend(tag=1, seq=2, rkey=3, addr=4, nbytes=5, more_rkeys=(6, 7, 8, 9, 10, 11, 12))
+    assert len(rails.pack()) <= 64 and ClearToSend.unpack(rails.pack()) == rails
+    assert rails.rkeys_by_rail() == (3, 6, 7, 8, 9, 10, 11, 12)
+    with pytest.raises(ProtocolError, match="more rkeys"):
+        ClearToSend.unpack(rails.pack()[:40])
 
 
 @pytest.mark.parametrize("nbytes,seg,expect", [
@@ -45,6 +51,14 @@ def test_clear_to_send_round_trip_and_bad_input():
 ])
 def test_plan_segments(nbytes, seg, expect):
     assert plan_segments(nbytes, seg) == expect
+
+
+def test_receive_budget_shares_the_depth_and_caps_segments():
+    assert receive_budget(512, 64) == (64, 448)
+    assert receive_budget(8, 64) == (4, 4) and receive_budget(4, 64) == (2, 2)
+    assert plan_segments(22000, 1024, max_segments=4) == [(0, 5500), (5500, 5500), (11000, 5500),
+                                                          (16500, 5500)]
+    assert len(plan_segments(22000, 1024, max_segments=448)) == 22
 
 
 def test_plan_segments_covers_and_caps():
@@ -170,17 +184,42 @@ def test_registration_cache_hits_and_keeps_owner_alive():
     assert not a.valid and a.owner is None and fake.live == {}
 
 
-def test_registration_cache_evicts_least_recently_used():
+def _use(cache, addr, nbytes, owner):
+    """Acquire and release at once: a registration touched, then left unpinned."""
+    entry = cache.acquire(addr, nbytes, owner)
+    cache.release(entry)
+    return entry
+
+
+def test_registration_cache_evicts_least_recently_used_unpinned():
     fake = _FakeRegistrar()
     cache = RegistrationCache(fake.register, fake.deregister, limit_bytes=250)
-    a = cache.acquire(0, 100, "a")
-    b = cache.acquire(1000, 100, "b")
-    cache.acquire(0, 100, "a")  # touch a: b is now the oldest
-    c = cache.acquire(2000, 100, "c")
+    a = _use(cache, 0, 100, "a")
+    b = _use(cache, 1000, 100, "b")
+    _use(cache, 0, 100, "a")  # touch a: b is now the oldest
+    c = _use(cache, 2000, 100, "c")
     assert a.valid and not b.valid and c.valid and cache.bytes == 200
     assert ("dereg", 1000, 100) in fake.calls
-    big = cache.acquire(5000, 1000, "big")  # alone over the limit: kept, the others go
+    big = _use(cache, 5000, 1000, "big")  # alone over the limit: kept, the others go
     assert big.valid and not a.valid and not c.valid and len(cache) == 1
+
+
+def test_registration_cache_never_evicts_what_a_step_has_pinned():
+    """A step pins its user buffer and scratch area; together they exceed the limit, and
+    neither may go while the step runs (a peer may be writing into it)."""
+    fake = _FakeRegistrar()
+    cache = RegistrationCache(fake.register, fake.deregister, limit_bytes=120)
+    user = cache.acquire(0, 100, "user")
+    scratch = cache.acquire(1000, 40, "scratch")
+    again = cache.acquire(0, 100, "user")  # the same buffer twice in one step
+    assert user is again and user.valid and scratch.valid and cache.bytes == 140
+    assert cache.pinned() == 2
+    for entry in (user, scratch, again):
+        cache.release(entry)
+    assert cache.pinned() == 0 and user.valid and scratch.valid  # eviction waits for a new one
+    other = cache.acquire(2000, 10, "other")  # the scratch area was used least recently
+    assert user.valid and not scratch.valid and other.valid and cache.bytes == 110
+    assert cache.stats()["hits"] == 1 and cache.stats()["misses"] == 3
 
 
 def test_registration_cache_off_registers_every_time():
@@ -195,20 +234,22 @@ def test_registration_cache_off_registers_every_time():
     assert fake.live == {} and cache.stats()["deregistrations"] == 2
 
 
-def test_backoff_spins_then_sleeps_capped_and_expires():
+def test_idle_expires_after_timeout_without_progress():
     now = [0.0]
-    slept = []
-    backoff = Backoff(timeout=1.0, spins=3, first_sleep=1e-4, max_sleep=1e-3,
-                      clock=lambda: now[0], sleep=slept.append)
-    assert [backoff.idle() for _ in range(3)] == [0, 0, 0] and slept == []
-    for _ in range(8):
-        backoff.idle()
-    assert slept[:4] == [1e-4, 2e-4, 4e-4, 8e-4] and max(slept) == 1e-3
-    assert not backoff.expired()
-    now[0] = 1.5
-    assert backoff.expired()
-    backoff.reset()
-    assert not backoff.expired() and backoff.idle() == 0
+    idle = Idle(timeout=1.0, clock=lambda: now[0])
+    now[0] = 0.9
+    assert not idle.expired() and idle.remaining() == pytest.approx(0.1)
+    idle.reset()
+    now[0] = 1.8
+    assert not idle.expired()
+    now[0] = 2.0
+    assert idle.expired()
+
+
+def test_protocol_errors_are_one_sentence_collbench_errors():
+    from collbench.errors import CollbenchError
+
+    assert issubclass(ProtocolError, CollbenchError)
 
 
 def test_settings_from_env():
@@ -223,6 +264,9 @@ def test_settings_from_env():
         Settings.from_env({"COLLBENCH_VERBS_REGCACHE": "maybe"})
     with pytest.raises(ValueError, match="WINDOW"):
         Settings.from_env({"COLLBENCH_VERBS_WINDOW": "0"})
+    assert Settings().poll == "spin" and Settings.from_env({"COLLBENCH_VERBS_POLL": "Block"}).poll == "block"
+    with pytest.raises(ValueError, match="POLL"):
+        Settings.from_env({"COLLBENCH_VERBS_POLL": "sleep"})
 
 
 def test_views_register_their_whole_owning_buffer():

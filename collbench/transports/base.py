@@ -10,7 +10,7 @@ all-reduce (the ``native`` baseline) and a synchronisation point for asynchronou
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,21 @@ class Progress:
         self.recv_from: tuple[int, ...] = ()
         self.send_to: tuple[int, ...] = ()
         self.ticks = 0
+        self.source: Callable[[], tuple[int | None, tuple[int, ...], tuple[int, ...]]] | None = None
+        """Set by an executor that would rather not work out its step and peers at every wait:
+        :meth:`settle` asks it for them when someone reads them."""
 
     def waiting(self, what: str, step: int | None = None, recv_from: tuple[int, ...] = (),
                 send_to: tuple[int, ...] = ()) -> None:
         self.what, self.step, self.recv_from, self.send_to = what, step, recv_from, send_to
+        self.source = None
         self.ticks += 1
+
+    def settle(self) -> None:
+        """Fill in the step and peers from :attr:`source`, if one is set (the watchdog calls
+        this before it names them)."""
+        if self.source is not None:
+            self.step, self.recv_from, self.send_to = self.source()
 
     def tick(self, recv_from: tuple[int, ...] | None = None,
              send_to: tuple[int, ...] | None = None) -> None:
@@ -66,6 +76,9 @@ class Transport(ABC):
     size: int
     xp: Any
     """Array module of the buffers this transport moves (numpy or cupy)."""
+    native_avg_prescaled = False
+    """True where the native all-reduce's average scales the inputs before summing instead
+    of dividing the exact sum once (so it is checked within a tolerance, not exactly)."""
 
     @abstractmethod
     def exchange(self, sends: list[Transfer], recvs: list[Transfer],
@@ -117,6 +130,11 @@ class Transport(ABC):
     def synchronize(self) -> None:
         """Block until the device has finished queued work (no-op on the host)."""
         return None
+
+    def counters(self) -> dict[str, int]:
+        """Cumulative counts the harness records per call (``registrations``, ``hits``,
+        ``misses`` of a registration cache); empty for transports that keep none."""
+        return {}
 
     def describe(self) -> dict:
         """Facts about the transport for provenance and the table (e.g. CUDA-aware or staged)."""

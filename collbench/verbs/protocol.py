@@ -23,14 +23,17 @@ from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from collbench.errors import CollbenchError
+
 SEQ_BITS = 16
 SEG_BITS = 16
 SEQ_MOD = 1 << SEQ_BITS
 MAX_SEGMENTS = 1 << SEG_BITS
 
 
-class ProtocolError(RuntimeError):
-    """A message broke the protocol (unknown sequence, duplicate segment...)."""
+class ProtocolError(CollbenchError):
+    """A message broke the protocol (unknown sequence, duplicate segment...); the transport
+    prefixes the rank, peer and step."""
 
 
 # ---------------------------------------------------------------- immediate values
@@ -46,10 +49,33 @@ def unpack_imm(imm: int) -> tuple[int, int]:
     return (imm >> SEG_BITS) & (SEQ_MOD - 1), imm & (MAX_SEGMENTS - 1)
 
 
+# ---------------------------------------------------------------- completion status
+
+_WC_STATUS = ("success", "local length error", "local QP operation error",
+              "local EE context operation error", "local protection error", "Work Request Flushed Error",
+              "memory management operation error", "bad response error", "local access error",
+              "remote invalid request error", "remote access error", "remote operation error",
+              "transport retry counter exceeded", "RNR retry counter exceeded", "local RDD violation error",
+              "remote invalid RD request", "aborted error", "invalid EE context number",
+              "invalid EE context state", "fatal error", "response timeout error", "general error",
+              "TM error", "TM software rendezvous")
+"""``ibv_wc_status_str`` of libibverbs, indexed by ``enum ibv_wc_status`` (a stable ABI)."""
+WC_LOC_LEN_ERR, WC_LOC_PROT_ERR, WC_FLUSH_ERR, WC_REM_ACCESS_ERR, WC_RETRY_EXC_ERR = 1, 4, 5, 10, 12
+
+
+def wc_status_text(status: int) -> str:
+    """What libibverbs calls a work completion's *status*, e.g. 10 -> ``remote access error``."""
+    if 0 <= status < len(_WC_STATUS):
+        return _WC_STATUS[status]
+    return f"unknown completion status {status}"
+
+
 # ---------------------------------------------------------------- control message
 
-_CTS = struct.Struct("!4sIIIQQ")
-CTS_MAGIC = b"CBv1"
+_CTS = struct.Struct("!4sIIIQQB")
+CTS_MAGIC = b"CBv2"
+MAX_EXTRA_RKEYS = 7
+"""rkeys of rails after the first that fit a control slot with the rest."""
 CONTROL_BYTES = 64
 """Size of one control slot (receive buffer of a CTS); a CTS takes ``_CTS.size`` bytes."""
 
@@ -64,31 +90,54 @@ class ClearToSend:
     rkey: int
     addr: int
     nbytes: int
+    more_rkeys: tuple[int, ...] = ()
+    """The target's rkeys on rails 1, 2, ... (multi-rail: one registration per device)."""
+
+    def rkeys_by_rail(self) -> tuple[int, ...]:
+        return (self.rkey, *self.more_rkeys)
 
     def pack(self) -> bytes:
-        return _CTS.pack(CTS_MAGIC, self.tag, self.seq, self.rkey, self.addr, self.nbytes)
+        if len(self.more_rkeys) > MAX_EXTRA_RKEYS:
+            raise ProtocolError(f"a clear-to-send carries at most {MAX_EXTRA_RKEYS + 1} rkeys")
+        n = len(self.more_rkeys)
+        return (_CTS.pack(CTS_MAGIC, self.tag, self.seq, self.rkey, self.addr, self.nbytes, n)
+                + struct.pack(f"!{n}I", *self.more_rkeys))
 
     @classmethod
     def unpack(cls, data: bytes) -> ClearToSend:
         if len(data) < _CTS.size:
             raise ProtocolError(f"control message of {len(data)} bytes, expected {_CTS.size}")
-        magic, tag, seq, rkey, addr, nbytes = _CTS.unpack_from(data)
+        magic, tag, seq, rkey, addr, nbytes, n = _CTS.unpack_from(data)
         if magic != CTS_MAGIC:
             raise ProtocolError(f"control message with bad magic {magic!r}")
-        return cls(tag, seq, rkey, addr, nbytes)
+        if n > MAX_EXTRA_RKEYS or len(data) < _CTS.size + 4 * n:
+            raise ProtocolError(f"control message naming {n} more rkeys in {len(data)} bytes")
+        return cls(tag, seq, rkey, addr, nbytes, struct.unpack_from(f"!{n}I", data, _CTS.size))
 
 
 # ---------------------------------------------------------------- segments
 
-def plan_segments(nbytes: int, segment_bytes: int) -> list[tuple[int, int]]:
+def plan_segments(nbytes: int, segment_bytes: int, max_segments: int = MAX_SEGMENTS) -> list[tuple[int, int]]:
     """``(offset, length)`` of each segment of a message; ``segment_bytes <= 0`` means one
-    segment. Segments grow when needed so that there are at most MAX_SEGMENTS of them."""
+    segment. Segments grow when needed so that there are at most *max_segments* of them
+    (and never more than MAX_SEGMENTS, what the immediate can number)."""
     if nbytes <= 0:
         return []
     if segment_bytes <= 0 or segment_bytes >= nbytes:
         return [(0, nbytes)]
-    size = max(segment_bytes, math.ceil(nbytes / MAX_SEGMENTS))
+    size = max(segment_bytes, math.ceil(nbytes / min(max(max_segments, 1), MAX_SEGMENTS)))
     return [(off, min(size, nbytes - off)) for off in range(0, nbytes, size)]
+
+
+# ---------------------------------------------------------------- receive queue budget
+
+def receive_budget(recv_depth: int, control_slots: int) -> tuple[int, int]:
+    """How a queue pair's *recv_depth* posted receives are shared: ``(clear-to-sends the peer
+    may have in flight to it, segments it may have announced and not yet seen land)``. Every
+    incoming send and write with immediate consumes one receive; keeping the two shares within
+    the depth means a receive is always posted when one arrives (no RNR NAK, no retry)."""
+    control = max(1, min(control_slots, recv_depth // 2))
+    return control, max(1, recv_depth - control)
 
 
 # ---------------------------------------------------------------- receiver's book
@@ -212,6 +261,8 @@ class Registration:
     owner: object
     """Kept alive while registered, so the memory cannot be freed and reused."""
     valid: bool = True
+    pins: int = 0
+    """Acquisitions not yet released: a pinned registration is never evicted."""
 
 
 class RegistrationCache:
@@ -219,7 +270,12 @@ class RegistrationCache:
 
     The executor binds views of one buffer once, so with the cache every buffer is registered
     the first time it is seen (the first, untimed call of a point) and never inside the timed
-    loop. Least recently used registrations are dropped once more than *limit_bytes* are held.
+    loop. :meth:`acquire` pins a registration until the matching :meth:`release`: the transport
+    pins everything a step uses (a receive's rkey travels to the peer in a clear-to-send, and
+    deregistering it before the peer's write lands would fail that write with a remote access
+    error). When a new registration takes the cache over *limit_bytes*, least recently used
+    *unpinned* registrations are dropped; if what is pinned alone exceeds the limit, the cache
+    holds it anyway (the limit is what is kept between steps, not a cap on one step).
     With *enabled* false, :meth:`acquire` registers every time and :meth:`release` deregisters:
     the cost the cache saves, measurable.
     """
@@ -233,32 +289,35 @@ class RegistrationCache:
         self.hits = self.misses = self.registrations = self.deregistrations = 0
 
     def acquire(self, addr: int, nbytes: int, owner: object) -> Registration:
+        """The registration of ``[addr, addr + nbytes)``, pinned until :meth:`release`."""
         key = (addr, nbytes)
         if self.enabled:
             entry = self._entries.get(key)
             if entry is not None:
                 self.hits += 1
                 self._entries.move_to_end(key)
+                entry.pins += 1
                 return entry
             self.misses += 1
-        entry = Registration(addr, nbytes, self._register(addr, nbytes), owner)
+        entry = Registration(addr, nbytes, self._register(addr, nbytes), owner, pins=1)
         self.registrations += 1
         if self.enabled:
             self._entries[key] = entry
             self.bytes += nbytes
-            self._evict(keep=key)
+            self._evict()
         return entry
 
     def release(self, entry: Registration) -> None:
-        """End of use: deregisters when the cache is off, nothing when on."""
+        """End of one use: unpins (cache on) or deregisters (cache off)."""
+        if entry.pins > 0:
+            entry.pins -= 1
         if not self.enabled and entry.valid:
             self._drop(entry)
 
-    def _evict(self, keep: tuple[int, int]) -> None:
-        while self.bytes > self.limit_bytes and len(self._entries) > 1:
-            key = next(iter(self._entries))
-            if key == keep:
-                break
+    def _evict(self) -> None:
+        for key in [k for k, e in self._entries.items() if not e.pins]:
+            if self.bytes <= self.limit_bytes:
+                return
             self._drop(self._entries.pop(key))
             self.bytes -= key[1]
 
@@ -277,6 +336,9 @@ class RegistrationCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def pinned(self) -> int:
+        return sum(1 for e in self._entries.values() if e.pins)
+
     def stats(self) -> dict:
         return {"enabled": self.enabled, "entries": len(self), "bytes": self.bytes, "hits": self.hits,
                 "misses": self.misses, "registrations": self.registrations,
@@ -285,36 +347,26 @@ class RegistrationCache:
 
 # ---------------------------------------------------------------- polling
 
-class Backoff:
-    """Completion polling without spinning a core forever: *spins* empty polls back to back,
-    then sleeps that double from *first_sleep* up to *max_sleep* seconds; any completion resets
-    it. :meth:`expired` says when nothing has happened for *timeout* seconds."""
+POLL_MODES = ("spin", "block")
 
-    def __init__(self, timeout: float, spins: int = 200, first_sleep: float = 1e-6,
-                 max_sleep: float = 1e-3, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.timeout, self.spins = timeout, spins
-        self.first_sleep, self.max_sleep = first_sleep, max_sleep
-        self._clock, self._sleep = clock, sleep
+
+class Idle:
+    """Time since the last completion, read after empty polls: *timeout* seconds without one
+    means the step is stuck. Spinning polls back to back (no sleep: a sleep's wake-up
+    latency would be added to every wait); blocking waits on the completion channel."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout, self._clock = timeout, clock
         self.reset()
 
     def reset(self) -> None:
-        self.empty = 0
-        self.delay = self.first_sleep
         self.last_progress = self._clock()
 
-    def idle(self) -> float:
-        """Call after an empty poll; returns the seconds slept (0 while spinning)."""
-        self.empty += 1
-        if self.empty <= self.spins:
-            return 0.0
-        delay = self.delay
-        self._sleep(delay)
-        self.delay = min(self.delay * 2, self.max_sleep)
-        return delay
+    def remaining(self) -> float:
+        return self.timeout - (self._clock() - self.last_progress)
 
     def expired(self) -> bool:
-        return self._clock() - self.last_progress > self.timeout
+        return self.remaining() < 0
 
 
 # ---------------------------------------------------------------- switches
@@ -337,6 +389,10 @@ class Settings:
     """PORT: the device port."""
     gid_index: int | None = None
     """GID_INDEX: the GID for RoCE (default: the first non-zero one)."""
+    poll: str = "spin"
+    """POLL: ``spin`` (poll the completion queue back to back) or ``block`` (sleep on the
+    completion channel until the device signals a completion: frees the core, adds wake-up
+    latency to every wait)."""
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -365,12 +421,21 @@ class Settings:
                        window=get("WINDOW", int, cls.window),
                        recv_depth=get("RECV_DEPTH", int, cls.recv_depth),
                        port=get("PORT", int, cls.port),
-                       gid_index=get("GID_INDEX", int, cls.gid_index))
+                       gid_index=get("GID_INDEX", int, cls.gid_index),
+                       poll=get("POLL", str.lower, cls.poll))
         if settings.window < 1 or settings.recv_depth < 4 or settings.port < 1:
             raise ValueError("COLLBENCH_VERBS_WINDOW must be >= 1, RECV_DEPTH >= 4, PORT >= 1")
+        if settings.poll not in POLL_MODES:
+            raise ValueError(f"COLLBENCH_VERBS_POLL={settings.poll!r} is not one of {', '.join(POLL_MODES)}")
         return settings
+
+    def wire(self) -> dict:
+        """What a peer must know to send to this rank: the receiver decides how messages to
+        it are cut (``segment_bytes``) and how many receives it keeps posted."""
+        return {"segment_bytes": self.segment_bytes, "recv_depth": self.recv_depth}
 
     def as_dict(self) -> dict:
         return {"regcache": self.regcache, "regcache_limit": self.regcache_limit,
                 "segment_bytes": self.segment_bytes, "window": self.window,
-                "recv_depth": self.recv_depth, "port": self.port, "gid_index": self.gid_index}
+                "recv_depth": self.recv_depth, "port": self.port, "gid_index": self.gid_index,
+                "poll": self.poll}
