@@ -127,7 +127,8 @@ class _Run:
         progress.waiting(ex.schedule.name)
         progress.source = self.where
         self.post()
-        while not state.complete_all:
+        total = len(ex.plan.ops)
+        while state.done < total:
             if self.ready:
                 self.apply(self.ready.popleft())
                 self.post()
@@ -177,9 +178,11 @@ class _Run:
         trace = self.trace
         if trace is not None:
             trace.event("reduce start", i)
-        for target, data in self.pieces[i]:
+        pieces = self.pieces[i]
+        last = len(pieces) - 1
+        for k, (target, data) in enumerate(pieces):
             reduce(target, data, out=target)
-            if self.inflight:
+            if k < last and self.inflight:
                 self.completed(test(self.inflight, False))
                 self.post()
         if trace is not None:

@@ -284,3 +284,42 @@ def test_a_shallow_receive_queue_never_runs_dry(execution):
         results = dataflow_allreduce(3, "ring", 64 << 10, settings, fabric=fabric, segments=2)
     assert [wrong for wrong, _ in results] == [0] * 3
     assert [d.rnr_waits for d in fabric.devices] == [0, 0, 0]
+
+
+def test_two_rails_stripe_segments_across_both_devices():
+    """``--device fake0,fake1``: a queue pair per rail per peer; clear-to-sends on the first
+    rail, segments alternating between the rails; each buffer registered on both devices."""
+    fabric = Fabric()
+    config = SimpleNamespace(buffers="numpy", timeout=10.0, device="fake0,fake1")
+    results = _raise_first(allreduce(3, "ring", 64 << 10, Settings(segment_bytes=1024), config=config,
+                                     fabric=fabric))
+    assert [wrong for wrong, _ in results] == [0] * 3
+    second = [d for d in fabric.devices if d.name == "fake1"]
+    assert len(second) == 3 and all(d.posted > 0 for d in second)  # writes only: no CTS there
+    first = [d for d in fabric.devices if d.name == "fake0"]
+    assert sorted(d.registrations for d in second) == sorted(d.registrations for d in first)
+
+
+def test_two_rails_at_four_ranks_with_the_cache_off():
+    fabric = Fabric()
+    config = SimpleNamespace(buffers="numpy", timeout=10.0, device="fake0,fake1:1")
+    settings = Settings(segment_bytes=2048, regcache=False)
+    results = _raise_first(allreduce(4, "rabenseifner", 32 << 10, settings, config=config, fabric=fabric))
+    assert [wrong for wrong, _ in results] == [0] * 4
+
+
+@pytest.mark.parametrize("device,message", [
+    ("fake0,,fake1", "each rail is a device name"), ("fake0:x", "each rail is a device name"),
+    ("fake0,fake0", "each named once"),
+])
+def test_a_bad_device_list_is_one_sentence_on_every_rank(device, message):
+    config = SimpleNamespace(buffers="numpy", timeout=10.0, device=device)
+    results = allreduce(2, "ring", 1024, config=config)
+    assert all(isinstance(r, CollbenchError) and message in str(r) for r in results), results
+
+
+def test_blocking_polls_need_a_single_rail():
+    config = SimpleNamespace(buffers="numpy", timeout=10.0, device="fake0,fake1")
+    results = allreduce(2, "ring", 1024, Settings(poll="block"), config=config)
+    assert all(isinstance(r, CollbenchError) and "use spin with more than one rail" in str(r)
+               for r in results)

@@ -68,6 +68,9 @@ def cases() -> list[dict]:
         case("p3-dataflow-block-smallcache", 3, "float32", "sum", 4, MIB, 512,
              {"SEGMENT": "16K", "POLL": "block", "REGCACHE_LIMIT": "1200000"},
              algorithms="ring,rabenseifner", execution="dataflow"),
+        # two rails: rxe0 on eth0 and rxe1 on eth1, segments striped across them
+        case("p3-two-rails", 3, "float32", "sum", 4, MIB, 512, {"SEGMENT": "16K"},
+             algorithms="ring,naive", device="rxe0,rxe1"),
     ]
 
 
@@ -84,6 +87,7 @@ def _settings(case: dict, out: str) -> dict:
                 op=case["op"], minbytes=case["minbytes"], maxbytes=case["maxbytes"],
                 stepfactor=case["stepfactor"], segments=case.get("segments", 1), iters=1,
                 modes=case.get("modes", "out"), execution=case.get("execution", "step"),
+                device=case.get("device"),
                 warmup_iters=0, check_iters=1, timeout=240, name=case["name"], out=out)
 
 
@@ -127,6 +131,11 @@ def driver(outdir: str) -> int:
 
 # ---------------------------------------------------------------- the host side
 
+RAIL2 = ("ip link set eth1 up && ip addr add 10.0.3.15/24 dev eth1 && "
+         "rdma link add rxe1 type rxe netdev eth1 || echo 'no second rail (eth1)'")
+"""The guest's second rxe device, on its second NIC (RXEVM_NICS=2), for the multi-rail case."""
+
+
 def _guest_job() -> str:
     """The guest's shell job. The device is removed and the no-device errors checked from the
     shell, before any MPI job starts: MPICH's network layer may open rxe0 in MPI_Init, and
@@ -148,6 +157,7 @@ def _guest_job() -> str:
         "echo $? > $OUT/baddevice.rc",
         f"{cb} run --transport verbs --algorithms ring,native > $OUT/native.out 2> $OUT/native.err; "
         "echo $? > $OUT/native.rc",
+        RAIL2,
         f"date +%T; time {mpiexec} -iface lo -n {WORLD} {py} {Path(__file__)} driver $OUT/cases; "
         "echo driver rc $?; date +%T",
         "grep -H . /sys/class/infiniband/rxe0/ports/1/hw_counters/* > $OUT/hw_counters.txt 2>&1",
@@ -172,7 +182,7 @@ def guest(tmp_path_factory) -> Path:
         import pyverbs  # noqa: F401
     except ImportError:
         subprocess.run(["bash", str(SCRIPT), "venv"], check=False)
-    env = {**os.environ, "RXEVM_DIR": str(GUEST_DIR), "RXEVM_TIMEOUT": "2700"}
+    env = {**os.environ, "RXEVM_DIR": str(GUEST_DIR), "RXEVM_TIMEOUT": "2700", "RXEVM_NICS": "2"}
     result = subprocess.run(["bash", str(SCRIPT), "run", _guest_job()], capture_output=True,
                             text=True, env=env)
     out = tmp_path_factory.mktemp("rxe") / "out"

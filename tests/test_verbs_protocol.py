@@ -38,6 +38,11 @@ def test_clear_to_send_round_trip_and_bad_input():
         ClearToSend.unpack(b"XXXX" + data[4:])
     with pytest.raises(ProtocolError, match="bytes"):
         ClearToSend.unpack(data[:10])
+    rails = ClearToSend(tag=1, seq=2, rkey=3, addr=4, nbytes=5, more_rkeys=(6, 7, 8, 9, 10, 11, 12))
+    assert len(rails.pack()) <= 64 and ClearToSend.unpack(rails.pack()) == rails
+    assert rails.rkeys_by_rail() == (3, 6, 7, 8, 9, 10, 11, 12)
+    with pytest.raises(ProtocolError, match="more rkeys"):
+        ClearToSend.unpack(rails.pack()[:40])
 
 
 @pytest.mark.parametrize("nbytes,seg,expect", [

@@ -30,6 +30,7 @@ from collbench.rdma import MTU_BYTES
 from collbench.transports.base import Progress, Transfer, Transport
 from collbench.verbs.protocol import (
     CONTROL_BYTES,
+    MAX_EXTRA_RKEYS,
     ClearToSend,
     CreditBook,
     Idle,
@@ -54,12 +55,33 @@ POLL_BATCH = 32
 _RECV, _CONTROL, _WRITE = 1, 2, 3
 
 
-def _wr_id(kind: int, peer: int, index: int = 0) -> int:
-    return (kind << 56) | (peer << 32) | index
+def _wr_id(kind: int, peer: int, index: int = 0, rail: int = 0) -> int:
+    return (kind << 60) | (rail << 56) | (peer << 32) | index
 
 
-def _split_wr_id(wr_id: int) -> tuple[int, int, int]:
-    return wr_id >> 56, (wr_id >> 32) & 0xFFFFFF, wr_id & 0xFFFFFFFF
+def _split_wr_id(wr_id: int) -> tuple[int, int, int, int]:
+    """``(kind, peer, index, rail)`` of a work request id."""
+    return wr_id >> 60, (wr_id >> 32) & 0xFFFFFF, wr_id & 0xFFFFFFFF, (wr_id >> 56) & 0xF
+
+
+MAX_RAILS = MAX_EXTRA_RKEYS + 1
+
+
+def parse_rails(device: str | None, default_port: int) -> list[tuple[str | None, int]]:
+    """``--device mlx5_0,mlx5_1:2`` as ``[(name, port), ...]``, one entry per rail; None (the
+    first device) when no device is named. Raises CollbenchError on a malformed list."""
+    if not device:
+        return [(None, default_port)]
+    rails = []
+    for item in device.split(","):
+        name, _, port = item.strip().partition(":")
+        if not name or (port and not port.isdigit()) or (port and int(port) < 1):
+            raise CollbenchError(f"--device {device!r}: each rail is a device name, optionally "
+                                 "with ':port' (e.g. mlx5_0,mlx5_1:1)")
+        rails.append((name, int(port) if port else default_port))
+    if len(rails) > MAX_RAILS or len(set(rails)) != len(rails):
+        raise CollbenchError(f"--device {device!r}: at most {MAX_RAILS} rails, each named once")
+    return rails
 
 
 def open(comm, config) -> VerbsTransport:  # noqa: A001 - the transport factory's common name
@@ -95,9 +117,11 @@ class _Op:
 
 @dataclass
 class _Peer:
-    qp: object
-    control: object
-    """Registered control area: recv_depth receive slots, then CONTROL_SEND_SLOTS send slots."""
+    qps: list
+    """One queue pair per rail; clear-to-sends travel on rail 0."""
+    controls: list
+    """Per rail, a registered control area: recv_depth receive slots, then (rail 0)
+    CONTROL_SEND_SLOTS send slots."""
     free_control: list[int]
 
 
@@ -152,27 +176,43 @@ class VerbsTransport(Transport):
             from collbench.rdma import Device as device
 
         s = self.settings
+        rails = parse_rails(name, s.port)
+        if len(rails) > 1 and s.poll == "block":
+            raise CollbenchError("COLLBENCH_VERBS_POLL=block sleeps on one device's completion channel; "
+                                 "use spin with more than one rail")
         self._send_depth = s.window + CONTROL_SEND_SLOTS
         peers = max(self.size - 1, 1)
-        self.dev = device(name, s.port, s.gid_index, cqe=peers * (self._send_depth + s.recv_depth) + 64,
-                          blocking=s.poll == "block")
-        self.cache = RegistrationCache(self.dev.register, self.dev.deregister, s.regcache,
-                                       s.regcache_limit)
+        self.rails = []
+        for rail_name, port in rails:
+            self.rails.append(device(rail_name, port, s.gid_index,
+                                     cqe=peers * (self._send_depth + s.recv_depth) + 64,
+                                     blocking=s.poll == "block"))
+        self.dev = self.rails[0]
+        self.cache = RegistrationCache(self._register, self._deregister, s.regcache, s.regcache_limit)
         self.peers: dict[int, _Peer] = {}
         for peer in range(self.size):
             if peer == self.rank:
                 continue
-            qp = self.dev.create_qp(self._send_depth, s.recv_depth)
-            control = self.dev.alloc((s.recv_depth + CONTROL_SEND_SLOTS) * CONTROL_BYTES)
-            self.peers[peer] = _Peer(qp, control, list(range(CONTROL_SEND_SLOTS)))
+            qps = [d.create_qp(self._send_depth, s.recv_depth) for d in self.rails]
+            controls = [d.alloc((s.recv_depth + (CONTROL_SEND_SLOTS if r == 0 else 0)) * CONTROL_BYTES)
+                        for r, d in enumerate(self.rails)]
+            self.peers[peer] = _Peer(qps, controls, list(range(CONTROL_SEND_SLOTS)))
+
+    def _register(self, addr: int, nbytes: int) -> tuple:
+        """A buffer registered on every rail: one memory region per device."""
+        return tuple(d.register(addr, nbytes) for d in self.rails)
+
+    def _deregister(self, regions: tuple) -> None:
+        for d, mr in zip(self.rails, regions):
+            d.deregister(mr)
 
     def _connect(self) -> None:
         """Exchange (lid, gid, qpn, psn) and each rank's receiving settings over MPI, bring
         every QP to RTS, post receives. A sender follows the receiver's settings (how
         messages to it are cut), so ranks started with different settings still agree."""
         psns = {p: random.randrange(1 << 24) for p in self.peers}
-        mine = [(self.dev.address(self.peers[p].qp, psns[p]), self.settings.wire()) if p in self.peers
-                else None for p in range(self.size)]
+        mine = [([d.address(qp, psns[p]) for d, qp in zip(self.rails, self.peers[p].qps)],
+                 self.settings.wire()) if p in self.peers else None for p in range(self.size)]
         theirs = self.comm.alltoall(mine)
         self.remote = {p: theirs[p][1] for p in self.peers}
         """Each peer's :meth:`Settings.wire`: how this rank sends to it."""
@@ -184,11 +224,17 @@ class VerbsTransport(Transport):
         error = None
         try:
             for peer, info in self.peers.items():
-                self.dev.connect(info.qp, psns[peer], theirs[peer][0])
-                for slot in range(self.settings.recv_depth):
-                    self._post_recv(peer, slot)
+                if len(theirs[peer][0]) != len(self.rails):
+                    raise CollbenchError(f"rank {peer} has {len(theirs[peer][0])} rail(s), this rank "
+                                         f"{len(self.rails)}; give every rank the same --device list")
+                for rail, (d, qp) in enumerate(zip(self.rails, info.qps)):
+                    d.connect(qp, psns[peer], theirs[peer][0][rail])
+                    for slot in range(self.settings.recv_depth):
+                        self._post_recv(peer, slot, rail)
+        except CollbenchError as e:
+            error = str(e)
         except Exception as e:
-            error = f"connecting RDMA queue pairs on {self.dev.name} failed: {e}"
+            error = f"connecting RDMA queue pairs on {self._names()} failed: {e}"
         errors = [e for e in self.comm.allgather(error) if e]
         if errors:
             self._teardown()
@@ -209,10 +255,14 @@ class VerbsTransport(Transport):
         """Segments announced per peer and not yet landed."""
         self.comm.Barrier()  # every receive is posted before anyone sends
 
-    def _post_recv(self, peer: int, slot: int) -> None:
+    def _post_recv(self, peer: int, slot: int, rail: int = 0) -> None:
         info = self.peers[peer]
-        self.dev.post_recv(info.qp, _wr_id(_RECV, peer, slot), info.control.buf + slot * CONTROL_BYTES,
-                           CONTROL_BYTES, info.control.lkey)
+        control = info.controls[rail]
+        self.rails[rail].post_recv(info.qps[rail], _wr_id(_RECV, peer, slot, rail),
+                                   control.buf + slot * CONTROL_BYTES, CONTROL_BYTES, control.lkey)
+
+    def _names(self) -> str:
+        return ",".join(d.name for d in self.rails)
 
     # ------------------------------------------------------------ buffers
 
@@ -269,8 +319,9 @@ class VerbsTransport(Transport):
                 raise self._error(op.message, str(e)) from None
             self._announced[peer] += n
             msg = op.message
-            self._control_queue.append((peer, ClearToSend(msg.tag, seq, op.reg.handle.rkey, msg.addr,
-                                                          msg.nbytes)))
+            rkeys = [mr.rkey for mr in op.reg.handle]
+            self._control_queue.append((peer, ClearToSend(msg.tag, seq, rkeys[0], msg.addr, msg.nbytes,
+                                                          tuple(rkeys[1:]))))
 
     def completed(self, handles: list, block: bool) -> list[int]:
         """Indices of the *handles* that are done (each reported once); makes progress first,
@@ -292,21 +343,26 @@ class VerbsTransport(Transport):
 
     def _advance(self) -> bool:
         """Post what may be posted, take one batch of completions; whether there was any."""
-        dev, window, peers, ops = self.dev, self.window, self.peers, self._ops
+        rails, window, peers, ops = self.rails, self.window, self.peers, self._ops
         self._post_control()
-        writes = self._writes
+        writes, nrails = self._writes, len(rails)
         while writes and window.free(ops[writes[0][0]].message.peer) > 0:
             handle, cts, segment = writes.popleft()
             op = ops[handle]
             msg = op.message
             offset, length = msg.segments[segment]
+            rail = segment % nrails  # segments striped across the rails
             window.acquire(msg.peer)
-            dev.post_write_imm(peers[msg.peer].qp, _wr_id(_WRITE, msg.peer, handle), msg.addr + offset,
-                               length, op.reg.handle.lkey, cts.addr + offset, cts.rkey,
-                               pack_imm(cts.seq, segment))
-        completions = dev.poll(POLL_BATCH)
+            rails[rail].post_write_imm(peers[msg.peer].qps[rail], _wr_id(_WRITE, msg.peer, handle, rail),
+                                       msg.addr + offset, length, op.reg.handle[rail].lkey,
+                                       cts.addr + offset, cts.rkeys_by_rail()[rail],
+                                       pack_imm(cts.seq, segment))
+        completions = []
+        for d in rails:
+            completions.extend(d.poll(POLL_BATCH))
         for wr_id, status, opcode, imm, _byte_len in completions:
-            kind, peer, index = _split_wr_id(wr_id)
+            kind, peer, index, rail = _split_wr_id(wr_id)
+            dev = rails[rail]
             if status != 0:
                 what = {_RECV: "a receive from", _CONTROL: "a clear-to-send to",
                         _WRITE: "an RDMA write to"}.get(kind, "a work request with")
@@ -330,13 +386,13 @@ class VerbsTransport(Transport):
                         if self._deferred.get(peer):
                             self._announce(peer)
                     else:
-                        data = peers[peer].control.read(CONTROL_BYTES, index * CONTROL_BYTES)
+                        data = peers[peer].controls[0].read(CONTROL_BYTES, index * CONTROL_BYTES)
                         cts = ClearToSend.unpack(bytes(data))
                         self.credits.add(peer, cts)
                         self._match((peer, cts.tag))
                 except ProtocolError as e:
                     raise self._error(peer, str(e)) from None
-                self._post_recv(peer, index)
+                self._post_recv(peer, index, rail)
         return bool(completions)
 
     def _match(self, key: tuple[int, int]) -> None:
@@ -364,9 +420,10 @@ class VerbsTransport(Transport):
             slot = info.free_control.pop()
             offset = (self.settings.recv_depth + slot) * CONTROL_BYTES
             data = cts.pack()
-            info.control.write(data, len(data), offset)
-            self.dev.post_send(info.qp, _wr_id(_CONTROL, peer, slot), info.control.buf + offset,
-                               len(data), info.control.lkey)
+            control = info.controls[0]
+            control.write(data, len(data), offset)
+            self.dev.post_send(info.qps[0], _wr_id(_CONTROL, peer, slot), control.buf + offset,
+                               len(data), control.lkey)
             self._control_in_flight += 1
 
     # ------------------------------------------------------------ the step
@@ -432,7 +489,8 @@ class VerbsTransport(Transport):
     def describe(self) -> dict:
         d = {"transport": self.name, "protocol": "receiver-driven RDMA write with immediate"}
         if self.dev is not None:
-            d.update(device=self.dev.name, port=self.dev.port,
+            d.update(device=self._names(), port=",".join(str(r.port) for r in self.rails),
+                     rails=len(self.rails),
                      link_layer="Ethernet (RoCE)" if self.dev.is_global else "InfiniBand",
                      gid_index=self.dev.gid_index, gid_type=self.dev.gid_type,
                      active_mtu_bytes=MTU_BYTES.get(self.dev.mtu, self.dev.mtu),
@@ -445,7 +503,8 @@ class VerbsTransport(Transport):
         try:
             if hasattr(self, "cache"):
                 self.cache.clear()
-            self.dev.close()
+            for d in getattr(self, "rails", [self.dev]):
+                d.close()
         except Exception:  # closing is best effort
             pass
         self.dev = None
