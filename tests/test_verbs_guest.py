@@ -160,7 +160,7 @@ def _guest_job() -> str:
         RAIL2,
         f"date +%T; time {mpiexec} -iface lo -n {WORLD} {py} {Path(__file__)} driver $OUT/cases; "
         "echo driver rc $?; date +%T",
-        "grep -H . /sys/class/infiniband/rxe0/ports/1/hw_counters/* > $OUT/hw_counters.txt 2>&1",
+        "grep -H . /sys/class/infiniband/rxe*/ports/1/hw_counters/* > $OUT/hw_counters.txt 2>&1",
     ])
 
 
@@ -263,13 +263,19 @@ def test_case_verified(guest, case):
 
 @pytest.mark.rxe
 def test_rxe_counted_no_rnr_or_retry_errors(guest):
-    """rxe's hardware counters after the whole matrix: no receiver-not-ready NAKs, no retries
-    exceeded (a receive queue that ran dry or a lost peer would show here)."""
+    """rxe's hardware counters after the whole matrix: no receiver-not-ready NAKs (a receive
+    queue that ran dry) and no retries exceeded (a lost peer). Plain retransmissions are not
+    checked: under emulation an ack may simply come late."""
     text = (guest / "hw_counters.txt").read_text()
-    counters = {line.split(":")[0].rsplit("/", 1)[-1]: int(line.rsplit(":", 1)[1])
-                for line in text.splitlines() if line.rsplit(":", 1)[-1].strip().isdigit()}
+    counters = {}  # "rxe0/rcvd_rnr_err": 0 from ".../rxe0/ports/1/hw_counters/rcvd_rnr_err:0"
+    for line in text.splitlines():
+        path, _, value = line.rpartition(":")
+        parts = path.split("/")
+        if value.strip().isdigit() and len(parts) > 5:
+            counters[f"{parts[-5]}/{parts[-1]}"] = int(value)
     assert counters, text
-    bad = {k: v for k, v in counters.items() if ("rnr" in k or "retry" in k) and v}
+    bad = {k: v for k, v in counters.items()
+           if ("rnr" in k.split("/")[1] or k.endswith("/retry_exceeded_err")) and v}
     assert not bad, bad
 
 
