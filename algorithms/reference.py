@@ -25,7 +25,8 @@ from collbench.algorithms.schedule import Kind, Schedule, ScheduleError, validat
 
 
 def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceOp.SUM) -> np.ndarray:
-    """Return every rank's buffer after running *schedule* on *inputs*.
+    """Return every rank's buffer after running *schedule* on *inputs* and finishing the
+    operator (AVG divides every result by P).
 
     *inputs* has shape ``(nranks, count, ...)``: trailing axes are carried along untouched,
     which the symbolic check uses. The input is not modified. Raises ScheduleError if
@@ -52,6 +53,7 @@ def execute(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceO
                     reduce(target, data, out=target)
                 else:
                     target[...] = data
+    op.finish(bufs, schedule.nranks, np)
     return bufs
 
 
@@ -135,6 +137,7 @@ def execute_dataflow(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str 
     if done != sum(map(len, ops)):
         raise ScheduleError(f"{schedule.name}: the dataflow stops with {sum(map(len, ops)) - done} "
                             "ops that can never run")
+    op.finish(bufs, schedule.nranks, np)
     return bufs
 
 

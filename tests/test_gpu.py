@@ -221,7 +221,7 @@ def test_nccl_transport_describes_itself(nccl_transport):
 @pytest.mark.gpu
 @pytest.mark.skipif(WHY_NO_GPU is not None, reason=f"no usable GPU: {WHY_NO_GPU}")
 def test_nccl_run_one_rank_all_algorithms(tmp_path):
-    result = _collbench(1, ["--transport", "nccl", "-a", ",".join(ALGORITHMS), "-b", "8",
+    result = _collbench(1, ["--transport", "nccl", "--algorithms", ",".join(ALGORITHMS), "-b", "8",
                             "-e", "4M", "-f", "16", "-n", "3", "-w", "1"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "transport nccl" in result.stdout and "stream synchronisation" in result.stdout
@@ -236,7 +236,7 @@ def test_two_nccl_ranks_on_one_gpu_is_one_sentence(tmp_path):
 
     if cupy.cuda.runtime.getDeviceCount() > 1:
         pytest.skip("this node has several GPUs; the test needs two ranks forced onto one")
-    result = _collbench(2, ["--transport", "nccl", "-a", "ring", "-b", "8", "-e", "8"], tmp_path,
+    result = _collbench(2, ["--transport", "nccl", "--algorithms", "ring", "-b", "8", "-e", "8"], tmp_path,
                         timeout=120)
     assert result.returncode != 0
     assert "NCCL forbids two ranks on one GPU" in result.stderr
@@ -259,7 +259,7 @@ MPI_CUPY_CASES = [  # (ranks, dtype, op, COLLBENCH_MPI_CUDA_AWARE or None for th
 @pytest.mark.parametrize("nranks,dtype,op,aware", MPI_CUPY_CASES)
 def test_mpi_with_cupy_buffers(tmp_path, nranks, dtype, op, aware):
     env = {"COLLBENCH_MPI_CUDA_AWARE": aware}  # None: ask the library
-    result = _collbench(nranks, ["--buffers", "cupy", "-a", ",".join(ALGORITHMS), "-d", dtype,
+    result = _collbench(nranks, ["--buffers", "cupy", "--algorithms", ",".join(ALGORITHMS), "-d", dtype,
                                  "-o", op, "-b", "8", "-e", "1M", "-f", "32", "-n", "3", "-w", "1",
                                  "-c", "2"], tmp_path, env)
     assert result.returncode == 0, result.stderr

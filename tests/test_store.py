@@ -31,7 +31,7 @@ def summary(size: int, algorithm: str = "ring") -> dict:
 
 def samples(size: int, algorithm: str = "ring") -> list[dict]:
     return [{**key(size, algorithm), "count": size // 4, "phase": "timed", "iter": i,
-             "time_us": 10.0 + i, "registrations": 0} for i in range(ITERS)]
+             "time_us": 10.0 + i, "registrations": 0, "rank": -1} for i in range(ITERS)]
 
 
 def store(writer: ResultsWriter, size: int, algorithm: str = "ring") -> None:

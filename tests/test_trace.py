@@ -80,8 +80,9 @@ def test_simulated_trace_needs_dataflow(collbench_cmd, tmp_path):
 @pytest.mark.parametrize("execution", ["step", "dataflow"])
 def test_measured_trace_has_every_rank_s_ops_in_order(mpiexec, tmp_path, execution):
     path = tmp_path / "trace.json"
-    done = mpiexec(3, sys.executable, "-m", "collbench", "run", "-a", "ring,rabenseifner,native", "-b", "1M",
-                   "-e", "1M", "-n", "2", "-w", "0", "-m", "out", "-s", "4", "--execution", execution,
+    done = mpiexec(3, sys.executable, "-m", "collbench", "run", "--algorithms", "ring,rabenseifner,native",
+                   "-b", "1M", "-e", "1M", "-n", "2", "-w", "0", "--modes", "out", "--segments", "4",
+                   "--execution", execution,
                    "--trace", path, "--out", tmp_path / "results", "--no-progress")
     assert done.returncode == 0, done.stdout + done.stderr
     other = check_trace(path)
