@@ -5,7 +5,7 @@ support are skipped and the index says why, so a report of measurements alone st
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -49,6 +49,8 @@ def _group_makers(data: ReportData, opts: Options, label: str) -> list[tuple[str
     """The sweep and per-point figures of one group; *label* ("" for the measured group) is
     added to titles and file names."""
     suffix = f" ({label})" if label else ""
+    if opts.baseline and opts.baseline not in data.algorithms:  # a prediction is compared within its run
+        opts = replace(opts, baseline=None)
 
     def named(make: Callable[[], Plot]) -> Callable[[], Plot]:
         def run() -> Plot:
