@@ -87,7 +87,7 @@ class RunConfig:
 _LIST_FIELDS = {"algorithms", "modes"}
 
 POINT_CHOICE = frozenset({"algorithms", "minbytes", "maxbytes", "stepfactor", "modes", "timeout", "name",
-                          "out", "extra"})
+                          "out", "extra", "trace"})
 """Settings that choose which points run, or that do not change a measurement: a resumed
 folder may differ in these (a rerun with more sizes extends it). Every other setting, and the
 number of ranks, must match the folder's for its points to be comparable."""
