@@ -87,7 +87,7 @@ def measure(setup: Setup, args: argparse.Namespace, sizes: str, out: Path) -> No
         print(f"# measuring {setup.name}: {setup.describe(rate)}", file=sys.stderr, flush=True)
         done = cluster.mpiexec(setup.nodes, VENV / "bin" / "collbench", "run", "-b", low,
                                "-e", high, "-f", "2", "--algorithms", ALGORITHMS, "-n", str(args.iters),
-                               "-w", "1", "-m", "out", "--out", out, "--no-progress", timeout=3600)
+                               "-w", "1", "--modes", "out", "--out", out, "--no-progress", timeout=3600)
         tcp = cluster.tcp_counters()
     print(f"# {setup.name}: TCP sent {tcp['sent']} segments, retransmitted {tcp['retransmitted']}, "
           f"{tcp['timeouts']} retransmission timeouts", file=sys.stderr, flush=True)
