@@ -18,7 +18,9 @@ This cannot deadlock: take the unfinished op of the lowest step on any rank. Its
 earlier steps, so done. If it is a send, every send before it is ready too (same or earlier
 steps), so they are posted in turn as the lowest, and it is posted. If it is a receive, the
 receive *window* places before it is of an earlier step, hence complete, so it is posted.
-Its partner likewise, so the message completes.
+Its partner likewise, so the message completes. (:func:`collbench.algorithms.reference.execute_policy`
+runs this policy under drawn completion orders; the property tests find neither a deadlock
+nor a wrong result.)
 
 A receive's scratch slot (reducing receives) is its position among receives modulo the
 window: receive q is posted only after receive q - window was applied.
@@ -56,7 +58,9 @@ class DataflowPlan:
         self.after = successors(waits)
         self.send_order = [i for i, k in enumerate(self.kinds) if k == SEND]
         self.recv_order = [i for i, k in enumerate(self.kinds) if k != SEND]
-        self.recv_position = {i: q for q, i in enumerate(self.recv_order)}
+        self.initial_sends = [i for i in self.send_order if not self.nwaits[i]]
+        """The sends that wait for nothing, in order (a valid heap)."""
+        self.falses = [False] * len(self.ops)
         most = [0, 0]
         for step in steps:
             sends = sum(o.kind is Kind.SEND for o in step)
@@ -93,14 +97,26 @@ class DataflowState:
 
     def __init__(self, plan: DataflowPlan) -> None:
         self.plan = plan
+        n = len(plan.ops)
         self.left = list(plan.nwaits)
-        self.arrived = [False] * len(plan.ops)
-        self.finished = [False] * len(plan.ops)
-        self.posted = [False] * len(plan.ops)
+        self.arrived = [False] * n
+        self.finished = [False] * n
+        self.posted = [False] * n
         """Sends posted (receives are posted in order: those before :attr:`next_recv`)."""
-        self.next_recv = 0
-        self.sends_ready = [i for i in plan.send_order if not self.left[i]]
+        self.sends_ready: list[int] = []
         """Sends whose waits are done, not posted yet: a heap of op numbers."""
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new run, reusing the lists (a real executor's timed loop allocates none)."""
+        plan = self.plan
+        self.left[:] = plan.nwaits
+        falses = plan.falses
+        self.arrived[:] = falses
+        self.finished[:] = falses
+        self.posted[:] = falses
+        self.sends_ready[:] = plan.initial_sends
+        self.next_recv = 0
         self.first_send = 0
         """Position in the plan's send order of the lowest send not posted yet."""
         self.sends_out = 0

@@ -38,8 +38,8 @@ def measure(nranks: int, iters: int, small_iters: int, out: Path) -> pd.DataFram
     for name, sizes, n in runs:
         folder = out / f"p{nranks}-{name}"
         command = [str(BIN / "mpiexec"), *BIND, "-n", str(nranks), str(BIN / "collbench"), "run",
-                   "-a", "ring,rabenseifner,native", *sizes, "-n", str(n), "-w", "3", "-m", "out",
-                   "--no-progress", "--out", str(folder)]
+                   "--algorithms", "ring,rabenseifner,native", *sizes, "-n", str(n), "-w", "3",
+                   "--modes", "out", "--no-progress", "--out", str(folder)]
         print("$", " ".join(command), flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     frames = [pd.read_csv(out / f"p{nranks}-{n}" / "summary.csv") for n in ("small", "sweep")]

@@ -2,7 +2,7 @@
 print the error per algorithm and size (target: within 15% for sizes of 64 KiB and more).
 
     mpiexec -n 2 collbench run -b 1K -e 64M -f 4 --algorithms naive,ring,rabenseifner \\
-        -n 10 -w 3 -m out --out results/acc-p2      # and likewise -n 3, -n 4
+        -n 10 -w 3 --modes out --out results/acc-p2      # and likewise -n 3, -n 4
     .venv/bin/python benchmarks/sim_accuracy.py results/acc-p2 results/acc-p3 results/acc-p4
 
 The model is the one-host model, fitted by simulation (``sim.calibrate_sim``): ranks bound

@@ -45,11 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``collbench`` console script and ``python -m collbench``."""
     from collbench.errors import CollbenchError
+    from collbench.pipes import quiet_on_closed_pipe
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with quiet_on_closed_pipe():
+            return int(args.func(args) or 0)
     except CollbenchError as e:
         if not (e.shared and _mpi_rank() != 0):
             print(f"collbench: error: {e}", file=sys.stderr)

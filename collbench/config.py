@@ -12,7 +12,7 @@ from pathlib import Path
 
 from collbench import mpi_threads
 from collbench.algorithms import ALGORITHMS
-from collbench.algorithms.ops import DTYPES, ReduceOp
+from collbench.algorithms.ops import ReduceOp, canonical_dtype, numpy_dtype
 from collbench.errors import CollbenchError
 from collbench.sizes import parse_size, sweep
 from collbench.tomlfile import read_toml
@@ -20,6 +20,10 @@ from collbench.tomlfile import read_toml
 NATIVE = "native"
 TRANSPORTS = ("mpi", "nccl", "verbs")
 MODES = ("out", "in")
+TIMINGS = ("per-call", "aggregate")
+AVERAGES = {0: "rank 0", 1: "mean", 2: "min", 3: "max"}
+"""nccl-tests' ``-a`` codes: how one iteration's times on the ranks become one number."""
+DEFAULT_AVERAGE = {"per-call": 3, "aggregate": 1}
 EXECUTIONS = ("step", "dataflow")
 
 
@@ -41,6 +45,14 @@ class RunConfig:
     """``out`` (out-of-place) and/or ``in`` (in-place), run in that order as nccl-tests does."""
     segments: int = 1
     """Pipeline segments per ring chunk (1 = not pipelined)."""
+    timing: str = "per-call"
+    """``per-call``: a barrier before each timed call; ``aggregate``: one barrier, then the
+    timed calls back to back, as nccl-tests' all_reduce_perf times them."""
+    average: int | None = None
+    """How the ranks' times combine (:data:`AVERAGES`); None = max for per-call, mean for
+    aggregate."""
+    agg_iters: int = 1
+    """Calls per timed iteration, run back to back; the iteration's time is their mean."""
     trace: str | None = None
     """A file to write every op's events to, in Chrome trace format: one untimed call per
     point, after the timed ones."""
@@ -63,9 +75,7 @@ class RunConfig:
 
     @property
     def itemsize(self) -> int:
-        import numpy as np
-
-        return np.dtype(self.datatype).itemsize
+        return numpy_dtype(self.datatype).itemsize
 
     def sizes(self) -> list[int]:
         return sweep(self.minbytes, self.maxbytes, self.stepfactor, self.itemsize)
@@ -77,7 +87,7 @@ class RunConfig:
 _LIST_FIELDS = {"algorithms", "modes"}
 
 POINT_CHOICE = frozenset({"algorithms", "minbytes", "maxbytes", "stepfactor", "modes", "timeout", "name",
-                          "out", "extra"})
+                          "out", "extra", "trace"})
 """Settings that choose which points run, or that do not change a measurement: a resumed
 folder may differ in these (a rerun with more sizes extends it). Every other setting, and the
 number of ranks, must match the folder's for its points to be comparable."""
@@ -136,13 +146,20 @@ def make_config(settings: dict) -> RunConfig:
         for key in ("minbytes", "maxbytes"):
             if key in values:
                 values[key] = parse_size(values[key])
-        for key in ("stepfactor", "iters", "warmup_iters", "check_iters", "segments"):
+        for key in ("stepfactor", "iters", "warmup_iters", "check_iters", "segments", "average",
+                    "agg_iters"):
             if key in values:
                 values[key] = _int(key, values[key])
         if "timeout" in values:
             values["timeout"] = float(values["timeout"])
+        if "datatype" in values:
+            values["datatype"] = canonical_dtype(str(values["datatype"]))
     except ValueError as e:
         raise CollbenchError(str(e)) from None
+    if values.get("timing", "per-call") not in TIMINGS:
+        raise CollbenchError(f"unknown timing {values['timing']!r}; choose per-call or aggregate")
+    if values.get("average") is None:
+        values["average"] = DEFAULT_AVERAGE[values.get("timing", "per-call")]
     values["mpi_thread_level"] = mpi_threads.resolve(values.get("mpi_thread_level"))
     if values.get("transport") == "verbs" and "algorithms" not in values:
         values["algorithms"] = tuple(a for a in RunConfig.algorithms if a != NATIVE)
@@ -151,11 +168,17 @@ def make_config(settings: dict) -> RunConfig:
     return config
 
 
+_MOVED = {"average": "-a is nccl-tests' --average (0, 1, 2 or 3); choose algorithms with --algorithms",
+          "agg_iters": "-m is nccl-tests' --agg_iters (a count); choose out/in-place with --modes"}
+"""What a whole-number flag that once had another meaning says when given a word."""
+
+
 def _int(key: str, value) -> int:
     try:
         return int(str(value))
     except ValueError:
-        raise ValueError(f"{key} must be a whole number, got {value!r}") from None
+        hint = f" ({_MOVED[key]})" if key in _MOVED and not str(value).lstrip("-").isdigit() else ""
+        raise ValueError(f"{key} must be a whole number, got {value!r}{hint}") from None
 
 
 def _check(c: RunConfig) -> None:
@@ -173,8 +196,14 @@ def _check(c: RunConfig) -> None:
     if c.transport == "verbs" and NATIVE in c.algorithms:
         raise CollbenchError("the verbs transport has no native all-reduce; leave 'native' out, or "
                              "use --transport mpi for the MPI_Allreduce baseline")
-    if c.datatype not in DTYPES:
-        raise CollbenchError(f"unknown data type {c.datatype!r}; choose from {', '.join(DTYPES)}")
+    if c.datatype == "bfloat16" and (c.buffers == "cupy" or c.transport == "nccl"):
+        raise CollbenchError("bfloat16 needs host buffers (CuPy has no bfloat16 arrays); use "
+                             "--buffers numpy with the mpi or verbs transport")
+    if c.average not in AVERAGES:
+        raise CollbenchError(f"-a/--average must be 0 (rank 0), 1 (mean), 2 (min) or 3 (max), "
+                             f"got {c.average}")
+    if c.agg_iters < 1:
+        raise CollbenchError(f"-m/--agg_iters must be at least 1, got {c.agg_iters}")
     try:
         ReduceOp.parse(c.op)
     except ValueError as e:
@@ -187,9 +216,9 @@ def _check(c: RunConfig) -> None:
                              "segments at least 1")
     if c.execution not in EXECUTIONS:
         raise CollbenchError(f"unknown execution {c.execution!r}; choose step or dataflow")
-    if c.execution == "dataflow" and (c.transport != "mpi" or c.buffers != "numpy"):
-        raise CollbenchError("--execution dataflow runs on the mpi transport with numpy buffers only; "
-                             "use --execution step")
+    if c.execution == "dataflow" and (c.transport not in ("mpi", "verbs") or c.buffers != "numpy"):
+        raise CollbenchError("--execution dataflow runs on the mpi and verbs transports with numpy "
+                             "buffers only; use --execution step")
     if c.timeout <= 0:
         raise CollbenchError(f"the timeout must be positive, got {c.timeout}")
     if c.buffers not in ("numpy", "cupy"):

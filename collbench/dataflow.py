@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 
 from collbench.algorithms.dataflow import REDUCE, SEND, WINDOW, DataflowPlan, DataflowState
-from collbench.algorithms.ops import ReduceOp
+from collbench.algorithms.ops import ReduceOp, numpy_dtype
 from collbench.algorithms.schedule import Kind, Schedule, validate_rank
 from collbench.errors import CollbenchError
 from collbench.executor import TAGS_PER_STEP
@@ -62,13 +62,14 @@ class DataflowExecutor:
         if window < 1:
             raise CollbenchError(f"the dataflow window must be at least 1, got {window}")
         validate_rank(schedule, transport.rank)
+        dtype = numpy_dtype(dtype) if isinstance(dtype, str) else dtype
         self.schedule, self.transport, self.op = schedule, transport, op
         self.progress = progress or Progress()
         self.trace = trace
         """A :class:`~collbench.trace.Trace` that records this rank's op events, or None."""
         self.xp = transport.xp
         self._reduce = transport.reducer(op.ufunc, dtype)
-        self._itemsize = self.xp.dtype(dtype).itemsize
+        self._itemsize = dtype.itemsize
         steps = schedule.steps[transport.rank]
         self.plan = DataflowPlan(steps, window)
         self.tags = op_tags(steps)
@@ -77,7 +78,7 @@ class DataflowExecutor:
         self._bound: tuple | None = None
 
     def _bind(self, recvbuf) -> tuple:
-        """Messages, reduction pieces and targets for *recvbuf*, made once per buffer."""
+        """Messages, reduction pieces and the run state for *recvbuf*, made once per buffer."""
         if self._bound is None or self._bound[0] is not recvbuf:
             message = self.transport.message
             piece = max(1, PIECE_BYTES // self._itemsize)
@@ -93,19 +94,24 @@ class DataflowExecutor:
                     area = recvbuf[o.start:o.stop]
                     pieces.append(None)
                 messages.append(message(area, o.peer, self.tags[i], send=kinds[i] == SEND))
-            self._bound = (recvbuf, messages, pieces)
+            self._bound = (recvbuf, messages, pieces, _Run(self, messages, pieces))
         return self._bound
 
     def run(self, recvbuf, sendbuf=None) -> None:
-        """All-reduce in place on *recvbuf*, or out of place from *sendbuf* into *recvbuf*."""
+        """All-reduce in place on *recvbuf*, or out of place from *sendbuf* into *recvbuf*
+        (AVG's division by P included)."""
         if sendbuf is not None:
             recvbuf[...] = sendbuf
-        _, messages, pieces = self._bind(recvbuf)
-        _Run(self, messages, pieces).run()
+        run = self._bind(recvbuf)[3]
+        run.state.reset()
+        run.trace = self.trace
+        run.run()
+        self.op.finish(recvbuf, self.transport.size, self.xp)
 
 
 class _Run:
-    """One call of :meth:`DataflowExecutor.run`: the policy's state and the ops in flight."""
+    """The calls of :meth:`DataflowExecutor.run` on one buffer: the policy's state (reset per
+    call) and the ops in flight."""
 
     def __init__(self, ex: DataflowExecutor, messages: list, pieces: list) -> None:
         self.ex, self.messages, self.pieces = ex, messages, pieces
@@ -121,7 +127,8 @@ class _Run:
         progress.waiting(ex.schedule.name)
         progress.source = self.where
         self.post()
-        while not state.complete_all:
+        total = len(ex.plan.ops)
+        while state.done < total:
             if self.ready:
                 self.apply(self.ready.popleft())
                 self.post()
@@ -171,9 +178,11 @@ class _Run:
         trace = self.trace
         if trace is not None:
             trace.event("reduce start", i)
-        for target, data in self.pieces[i]:
+        pieces = self.pieces[i]
+        last = len(pieces) - 1
+        for k, (target, data) in enumerate(pieces):
             reduce(target, data, out=target)
-            if self.inflight:
+            if k < last and self.inflight:
                 self.completed(test(self.inflight, False))
                 self.post()
         if trace is not None:

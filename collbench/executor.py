@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from collbench.algorithms.ops import ReduceOp
+from collbench.algorithms.ops import ReduceOp, numpy_dtype
 from collbench.algorithms.schedule import Kind, Op, Schedule, validate_rank
 from collbench.transports.base import Progress, Transfer, Transport
 
@@ -62,10 +62,12 @@ class Executor:
             raise ValueError(f"{schedule.name} was built for {schedule.nranks} ranks, "
                              f"the transport has {transport.size}")
         validate_rank(schedule, transport.rank)
+        dtype = numpy_dtype(dtype) if isinstance(dtype, str) else dtype
         self.schedule, self.transport, self.op = schedule, transport, op
         self.progress = progress or Progress()
         self.xp = transport.xp
         self._reduce = transport.reducer(op.ufunc, dtype)
+        self._finish = op is ReduceOp.AVG  # divide the sum by P once the schedule is done
         self._steps: list[_PlannedStep] = []
         self.trace = None
         """A :class:`~collbench.trace.Trace` that records this rank's op events, or None. A
@@ -120,11 +122,13 @@ class Executor:
 
     def run(self, recvbuf, sendbuf=None) -> None:
         """All-reduce in place on *recvbuf*, or out of place from *sendbuf* into *recvbuf*
-        (the copy is part of the operation, as in MPI libraries)."""
+        (the copy is part of the operation, as in MPI libraries); AVG's division by P is
+        part of it too."""
         if sendbuf is not None:
             recvbuf[...] = sendbuf
         if self.trace is not None:
             self._run_traced(recvbuf)
+            self.op.finish(recvbuf, self.transport.size, self.xp)
             return
         progress, name, reduce = self.progress, self.schedule.name, self._reduce
         exchange, pair_exchange = self.transport.exchange, self.transport.pair
@@ -140,6 +144,8 @@ class Executor:
                 target = targets[i]
                 if target is not None:
                     reduce(target, recvs[i].buf, out=target)
+        if self._finish:
+            self.op.finish(recvbuf, self.transport.size, self.xp)
 
     def _run_traced(self, recvbuf) -> None:
         """:meth:`run` recording every op's events in :attr:`trace` (no shortcut for pairs)."""

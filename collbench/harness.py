@@ -1,12 +1,21 @@
-"""The measurement harness: nccl-tests semantics for every algorithm and transport.
+"""The measurement harness: the same timing and checking for every algorithm and transport.
 
 For each point (algorithm, size, in/out of place) the harness runs one *first* call (kept
 on its own: the seed study saw a first run 7.5x the median), ``warmup_iters`` warm-ups and
-``iters`` timed calls. Each call is ``barrier, clock, all-reduce, device sync, clock``; the
-iteration's time is the maximum over ranks (collected once per point, so timing is not
-disturbed). Then ``check_iters`` separate calls on fresh inputs whose exact result is known
-count wrong elements, summed over ranks into ``#wrong`` (nccl-tests keeps timing and checking
-apart the same way). Every point is stored as soon as it is done.
+``iters`` timed iterations of ``agg_iters`` calls each. Two timings:
+
+- ``per-call``: each iteration is ``barrier, clock, call(s), device sync, clock``; the ranks'
+  times of one iteration are combined (by default their maximum) and the point's time is
+  the median over iterations.
+- ``aggregate``: one barrier, then the iterations back to back with a clock reading between
+  them; the point's time is each rank's mean per call combined over ranks (by default their
+  mean): what nccl-tests' all_reduce_perf reports. An in-place call then starts from the
+  previous call's output, as there.
+
+Every rank's own times are kept with the combined ones. Then ``check_iters`` separate calls
+on fresh inputs whose exact result is known count wrong elements, summed over ranks into
+``#wrong`` (nccl-tests keeps timing and checking apart the same way). Every point is stored
+as soon as it is done.
 """
 
 from __future__ import annotations
@@ -20,7 +29,13 @@ import numpy as np
 
 from collbench import mpi_threads, provenance
 from collbench.algorithms import build
-from collbench.algorithms.data import expected_output, make_input
+from collbench.algorithms.data import (
+    count_mismatches,
+    expected_period,
+    fill_periodic,
+    input_period,
+    make_input,
+)
 from collbench.algorithms.ops import ReduceOp
 from collbench.config import NATIVE, RunConfig, resume_mismatches
 from collbench.dataflow import DataflowExecutor
@@ -28,6 +43,7 @@ from collbench.errors import CollbenchError
 from collbench.executor import Executor
 from collbench.launcher import check_world_size
 from collbench.output import PointPrinter
+from collbench.schema import COMBINED_RANKS
 from collbench.stats import summarise
 from collbench.store import ResultsWriter, set_aside
 from collbench.transports import open_transport
@@ -83,29 +99,43 @@ class PointRunner:
         if self.point.in_place:
             self.recv[...] = self.send
 
-    def call(self) -> None:
-        """The timed operation."""
+    def call(self, sync: bool = True) -> None:
+        """The timed operation; *sync* waits for the device to finish it."""
         send = None if self.point.in_place else self.send
         if self._executor is None:
             self.transport.native_allreduce(send, self.recv, self.config.op)
         else:
             self._executor.run(self.recv, send)
-        self.transport.synchronize()
+        if sync:
+            self.transport.synchronize()
 
     def count_wrong(self, seed: int) -> int:
         """Run once on fresh inputs and count wrong elements on this rank (an out-of-place
-        call that changes its input counts those elements as wrong too)."""
-        self.send = self._input(seed)
-        original = self.send.copy()
+        call that changes its input counts those elements as wrong too). The inputs go into
+        the send buffer and both buffers are compared with one period of what they must hold
+        (:func:`~collbench.algorithms.data.period`), a chunk at a time: checking allocates
+        nothing of the message's size."""
+        rank, nranks, dtype = self.transport.rank, self.transport.size, self.config.datatype
+        given = input_period(rank, nranks, dtype, self.op, seed, self.xp)
+        fill_periodic(self.send, given)
         self.prepare()
         self.call()
-        expected = expected_output(self.transport.size, self.count, self.config.datatype, self.op,
-                                   seed, self.xp)
-        wrong = int((self.recv != expected).sum())
+        expected = expected_period(nranks, dtype, self.op, seed, self.xp)
+        wrong = count_mismatches(self.recv, expected, self._differs(expected), self.xp)
         if not self.point.in_place:
-            wrong += int((self.send != original).sum())
+            wrong += count_mismatches(self.send, given, xp=self.xp)
         return wrong
 
+    def _differs(self, expected):
+        """The elementwise test of a wrong result: None (exact), except for a native average
+        that scales before summing (see ``native_avg_prescaled``): within P+2 units in the last
+        place of the largest expected magnitude."""
+        if not (self.op is ReduceOp.AVG and self._executor is None
+                and self.transport.native_avg_prescaled and expected.dtype.kind == "f"):
+            return None
+        scale = float(abs(expected[:self.count]).max()) if self.count else 0.0
+        tolerance = (self.transport.size + 2) * float(np.finfo(expected.dtype).eps) * max(scale, 1.0)
+        return lambda got, want: abs(got - want) > tolerance
 
     def traced_events(self, comm, offset_us: float) -> list[dict]:
         """Untimed: one more call with every op's events recorded (not for ``native``), as this
@@ -132,14 +162,20 @@ COUNTERS = ("registrations", "hits", "misses")
 """The transport counters recorded per call (:meth:`~collbench.transports.base.Transport.counters`)."""
 
 
-def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress,
-               counts: np.ndarray | None = None) -> np.ndarray:
-    """Local seconds of every call: first, warm-ups, timed. *counts* (calls x COUNTERS), if
-    given, receives what each call added to the transport's counters, read outside the clock."""
-    total = 1 + config.warmup_iters + config.iters
-    local = np.empty(total)
+def _calls(runner: PointRunner, agg_iters: int) -> None:
+    """One iteration: *agg_iters* calls back to back, the device synchronised after the last."""
+    for i in range(agg_iters):
+        runner.call(sync=i == agg_iters - 1)
+
+
+def _per_call(runner: PointRunner, comm, iterations: int, agg_iters: int, progress: Progress,
+              counts: np.ndarray | None = None) -> np.ndarray:
+    """Seconds per call of each iteration, each started by a barrier on restored inputs.
+    *counts* (iterations x COUNTERS), if given, receives what each iteration added to the
+    transport's counters, read outside the clock."""
+    local = np.empty(iterations)
     counters = runner.transport.counters
-    for i in range(total):
+    for i in range(iterations):
         runner.prepare()
         runner.transport.synchronize()  # a device-side restore must not leak into the timing
         progress.waiting("barrier before an iteration")
@@ -147,12 +183,64 @@ def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress,
         progress.waiting(runner.point.algorithm)
         before = counters() if counts is not None else None
         start = time.perf_counter()
-        runner.call()
-        local[i] = time.perf_counter() - start
+        _calls(runner, agg_iters)
+        local[i] = (time.perf_counter() - start) / agg_iters
         if before:
             after = counters()
             counts[i] = [after[k] - before[k] for k in COUNTERS]
     return local
+
+
+def _back_to_back(runner: PointRunner, comm, iterations: int, agg_iters: int, progress: Progress,
+                  counts: np.ndarray | None = None) -> np.ndarray:
+    """Seconds per call of each iteration, after one barrier, with no barrier or input
+    restore between iterations: their sum is the block's wall time on this rank. Counters
+    are read between iterations, so their cost lands in the next one's time."""
+    if iterations == 0:
+        return np.empty(0)
+    runner.prepare()
+    runner.transport.synchronize()
+    progress.waiting("barrier before the iterations")
+    runner.transport.barrier(comm)
+    progress.waiting(runner.point.algorithm)
+    counters = runner.transport.counters
+    before = counters() if counts is not None else None
+    stamps = np.empty(iterations + 1)
+    stamps[0] = time.perf_counter()
+    for i in range(iterations):
+        _calls(runner, agg_iters)
+        stamps[i + 1] = time.perf_counter()
+        if before:
+            after = counters()
+            counts[i], before = [after[k] - before[k] for k in COUNTERS], after
+    return np.diff(stamps) / agg_iters
+
+
+def time_point(runner: PointRunner, comm, config: RunConfig, progress: Progress,
+               counts: np.ndarray | None = None) -> np.ndarray:
+    """Local seconds per call of every iteration: first (one call), warm-ups, timed. *counts*
+    (iterations x COUNTERS), if given, receives what each iteration added to the transport's
+    counters."""
+    block = _back_to_back if config.timing == "aggregate" else _per_call
+    warm = 1 + config.warmup_iters
+    parts = (None, None, None) if counts is None else (counts[:1], counts[1:warm], counts[warm:])
+    return np.concatenate([_per_call(runner, comm, 1, 1, progress, parts[0]),
+                           block(runner, comm, config.warmup_iters, config.agg_iters, progress, parts[1]),
+                           block(runner, comm, config.iters, config.agg_iters, progress, parts[2])])
+
+
+_COMBINE = {0: lambda t, axis: np.take(t, 0, axis=axis), 1: np.mean, 2: np.min, 3: np.max}
+"""nccl-tests' ``-a`` codes as functions over the ranks' axis of a times array."""
+
+
+def point_time(rank_times: np.ndarray, config: RunConfig) -> float:
+    """The point's reported time from the timed part of ``rank_times[rank, iteration]``:
+    per-call, the median over iterations of the combined time; aggregate, each rank's mean
+    combined over ranks (nccl-tests' all_reduce_perf)."""
+    combine = _COMBINE[config.average]
+    if config.timing == "aggregate":
+        return float(combine(rank_times.mean(axis=1), axis=0))
+    return float(np.median(combine(rank_times, axis=0)))
 
 
 def _phases(config: RunConfig) -> list[tuple[str, int]]:
@@ -196,8 +284,9 @@ class Sweep:
     def _refuse_other_settings(self, previous: dict) -> None:
         """Refuse to resume a folder measured with other settings: its points would be skipped
         as if measured with these."""
-        recorded = {**previous.get("config", {}), "nranks": previous.get("nranks")}
-        current = {**self.config.as_dict(), "nranks": self.nranks}
+        recorded = {**previous.get("config", {}), "nranks": previous.get("nranks"),
+                    "source": previous.get("source")}
+        current = {**self.config.as_dict(), "nranks": self.nranks, "source": "measured"}
         differ = resume_mismatches({k: v for k, v in recorded.items() if v is not None}, current)
         if differ:
             raise CollbenchError(f"results folder {self.out} was measured with other settings "
@@ -232,8 +321,10 @@ class Sweep:
                 "nranks": self.nranks, "size_bytes": point.size_bytes, "dtype": c.datatype,
                 "op": c.op, "in_place": point.in_place}
 
-    def run(self, output_format: str = "table", show_progress: bool = False) -> int:
-        """Run every point not already stored; return 0, or 1 if any element was wrong."""
+    def run(self, output_format: str = "table", show_progress: bool = False,
+            min_busbw: float | None = None) -> int:
+        """Run every point not already stored; return 0, 1 if any element was wrong, or
+        :data:`collbench.output.BELOW_MIN_BUSBW` if the average bus bandwidth is below *min_busbw* (GB/s)."""
         self._record_provenance()
         points = plan_points(self.config)
         todo = None
@@ -258,6 +349,7 @@ class Sweep:
         finally:
             self.progress.waiting("finishing")
             self.transport.close()  # queue pairs and registrations, also when a point failed
+        status = 0
         if self.rank == 0:
             self.writer.write_provenance(end_time=provenance.now())
             self.writer.close()
@@ -270,7 +362,8 @@ class Sweep:
                                       "nranks": self.nranks, "results": str(self.folder)})
                 if output_format == "table":
                     print(trace.describe(self.config.trace, counts), flush=True)
-        return 1 if self.comm.bcast(wrong_points, root=0) else 0
+            status = 1 if wrong_points else printer.check_min_busbw(min_busbw)
+        return self.comm.bcast(status, root=0)
 
     where = ""
     """The point being measured, for the watchdog's message."""
@@ -301,21 +394,32 @@ class Sweep:
         gathered = self.comm.gather((local, counts), root=0)
         if self.rank != 0:
             return {}
-        per_iter_us = np.max(np.stack([t for t, _ in gathered]), axis=0) * 1e6
-        per_iter_counts = np.sum([n for _, n in gathered], axis=0)
-        regs = [int(n) if counted else "" for n in per_iter_counts[:, 0]]
+        rank_us = np.stack([t for t, _ in gathered]) * 1e6  # [rank, iteration]
+        per_iter_us = _COMBINE[c.average](rank_us, axis=0)
+        rank_counts = np.stack([n for _, n in gathered])  # [rank, iteration, counter]
+        per_iter_counts = rank_counts.sum(axis=0)
+
+        def registrations(counts: np.ndarray) -> list:
+            return [int(n) if counted else "" for n in counts[:, 0]]
+
         key = self._key(point)
         samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t,
-                    "registrations": r}
-                   for (phase, i), t, r in zip(_phases(c), per_iter_us, regs)]
-        timed = per_iter_counts[1 + c.warmup_iters:].sum(axis=0)
-        registration = (dict(zip(("reg_timed", "reg_hits", "reg_misses"), map(int, timed))) if counted
-                        else {"reg_timed": "", "reg_hits": "", "reg_misses": ""})
-        stats = summarise(per_iter_us[1 + c.warmup_iters:], point.size_bytes, self.nranks)
+                    "registrations": reg, "rank": rank}
+                   for rank, times, regs in [(COMBINED_RANKS, per_iter_us, registrations(per_iter_counts)),
+                                             *((r, rank_us[r], registrations(rank_counts[r]))
+                                               for r in range(len(gathered)))]
+                   for (phase, i), t, reg in zip(_phases(c), times, regs)]
+        timed = slice(1 + c.warmup_iters, None)
+        counted_timed = per_iter_counts[timed].sum(axis=0)
+        registration = (dict(zip(("reg_timed", "reg_hits", "reg_misses"), map(int, counted_timed)))
+                        if counted else {"reg_timed": "", "reg_hits": "", "reg_misses": ""})
+        stats = summarise(per_iter_us[timed], point.size_bytes, self.nranks,
+                          reported_us=point_time(rank_us[:, timed], c))
         hosts = self.writer.provenance.get("ranks_per_node", {}) or {}
         row = {**key, "count": runner.count,
                "ranks_per_node": max(hosts.values()) if hosts else self.nranks,
-               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong, **registration}
+               "first_us": per_iter_us[0], **stats.as_dict(), "n_wrong": n_wrong, **registration,
+               "timing": c.timing}
         self.writer.add_point(row, samples)
         return row
 
@@ -335,10 +439,10 @@ def _hostname() -> str:
 
 def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
               show_progress: bool = False, argv: list[str] | None = None,
-              force_new: bool = False) -> int:
-    """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status.
-    *force_new* moves an existing results folder aside (see :func:`collbench.store.set_aside`)
-    instead of resuming it."""
+              force_new: bool = False, min_busbw: float | None = None) -> int:
+    """Python API: run *config* on *comm* (default MPI.COMM_WORLD); returns the exit status
+    (see :meth:`Sweep.run`). *force_new* moves an existing results folder aside (see
+    :func:`collbench.store.set_aside`) instead of resuming it."""
     mpi_threads.request(config.mpi_thread_level)  # before mpi4py.MPI initialises MPI
     from mpi4py import MPI
 
@@ -353,6 +457,6 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
     with (abort_on_failure(comm.rank, comm.size, comm.Abort),
           Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where)):
         sweep = Sweep(config, comm, progress, argv, force_new)
-        return sweep.run(output_format, show_progress)
+        return sweep.run(output_format, show_progress, min_busbw)
 
 

@@ -63,6 +63,18 @@ def level_percent(level: float) -> str:
     return f"{tenths:g}%"
 
 
+def levels_text(levels) -> str:
+    """The confidence level of intervals whose levels are *levels* (NaN: no interval, e.g. a
+    prediction), for headers and captions: "95.8%", "75%–95.8%" when they differ (runs of
+    different -n), or "" when none is known."""
+    known = np.asarray(levels, dtype=float)
+    known = known[np.isfinite(known)]
+    if not known.size:
+        return ""
+    low, high = level_percent(known.min()), level_percent(known.max())
+    return low if low == high else f"{low}–{high}"
+
+
 @dataclass(frozen=True)
 class Summary:
     """Statistics over the timed samples of one point, in microseconds and GB/s."""
@@ -79,22 +91,28 @@ class Summary:
     ci_level: float
     algbw_GBps: float
     busbw_GBps: float
+    reported_us: float
+    """The point's reported time, from which algbw and busbw come (the median unless the
+    caller passes another, e.g. the aggregate timing's mean)."""
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-def summarise(times_us, size_bytes: int, nranks: int) -> Summary:
-    """Summarise the timed samples *times_us* (each the max over ranks) of one point.
+def summarise(times_us, size_bytes: int, nranks: int, reported_us: float | None = None) -> Summary:
+    """Summarise the timed samples *times_us* (each one iteration's time, the ranks' times
+    already combined) of one point.
 
-    algbw is bytes / median time and busbw = algbw · 2(P-1)/P (nccl-tests semantics)."""
+    algbw is bytes / *reported_us* (default: the median sample) and busbw = algbw · 2(P-1)/P,
+    nccl-tests' definitions."""
     t = np.asarray(times_us, dtype=float)
     if t.size == 0:
         raise ValueError("no timed samples to summarise")
     median = float(np.median(t))
     low, high, level = median_ci(t)
     mean = float(t.mean())
-    algbw = size_bytes / (median * 1e-6) / 1e9 if median > 0 else 0.0
+    reported = median if reported_us is None else float(reported_us)
+    algbw = size_bytes / (reported * 1e-6) / 1e9 if reported > 0 else 0.0
     return Summary(
         iters=int(t.size),
         min_us=float(t.min()),
@@ -108,4 +126,5 @@ def summarise(times_us, size_bytes: int, nranks: int) -> Summary:
         ci_level=level,
         algbw_GBps=algbw,
         busbw_GBps=algbw * busbw_factor(nranks),
+        reported_us=reported,
     )

@@ -28,13 +28,23 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from collbench.errors import ResultsError
-from collbench.schema import ADDED_COLUMNS, POINT_KEY, SAMPLE_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from collbench.schema import (
+    ADDED_COLUMNS,
+    OPTIONAL_SAMPLE_COLUMNS,
+    OPTIONAL_SUMMARY_COLUMNS,
+    POINT_KEY,
+    SAMPLE_COLUMNS,
+    SCHEMA_VERSION,
+    SUMMARY_COLUMNS,
+)
 
 RUN_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.csv", "summary.csv"
 LOCK_FILE = ".collbench.lock"
 VERSION_KEY = "schema_version"
 UNVERSIONED = 1
 """The schema of folders written before files carried a version."""
+_OPTIONAL = {SAMPLE_COLUMNS: OPTIONAL_SAMPLE_COLUMNS, SUMMARY_COLUMNS: OPTIONAL_SUMMARY_COLUMNS}
+"""Per file, the columns older schemas lack (:func:`_fill_optional` reads them in)."""
 
 
 def _umask() -> int:
@@ -345,7 +355,7 @@ def _read_frame(path: Path, columns: tuple[str, ...]):
     for column in ADDED_COLUMNS:
         if column in columns and column not in frame:
             frame[column] = float("nan")
-    return frame
+    return _fill_optional(frame, columns)
 
 
 def _keys(frame) -> list[tuple]:
@@ -372,6 +382,21 @@ def _first_of_each_point(folder: Path, summary, samples):
             keep.append(first_block.setdefault(key, block) == block)
         samples = samples[keep].reset_index(drop=True)
     return summary, samples
+
+
+def _fill_optional(frame, columns: tuple[str, ...]):
+    """Give rows written before an optional column existed the value it stands for."""
+    for name, default in _OPTIONAL[columns].items():
+        if name not in frame.columns:
+            frame[name] = float("nan") if default is None else default
+        if name == "reported_us":
+            frame[name] = frame[name].fillna(frame["median_us"])
+        elif name == "timing":
+            column = frame[name].astype(object)
+            frame[name] = column.where(column.notna() | (frame["source"] != "measured"), default)
+        else:
+            frame[name] = frame[name].fillna(default).astype(type(default))
+    return frame
 
 
 def read_results(folder: Path | str):

@@ -5,11 +5,12 @@ support are skipped and the index says why, so a report of measurements alone st
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 from collbench.reports import fig_compare, fig_point, fig_sweep, tables
+from collbench.reports.captions import ci_words
 from collbench.reports.common import NotApplicable, Options, Plot, baseline_of, chosen_ranks, chosen_sizes
 from collbench.reports.data import ReportData, load
 from collbench.reports.index import write_index
@@ -48,6 +49,8 @@ def _group_makers(data: ReportData, opts: Options, label: str) -> list[tuple[str
     """The sweep and per-point figures of one group; *label* ("" for the measured group) is
     added to titles and file names."""
     suffix = f" ({label})" if label else ""
+    if opts.baseline and opts.baseline not in data.algorithms:  # a prediction is compared within its run
+        opts = replace(opts, baseline=None)
 
     def named(make: Callable[[], Plot]) -> Callable[[], Plot]:
         def run() -> Plot:
@@ -126,13 +129,22 @@ def make_report(folders: Iterable, out: Path | str, opts: Options | None = None,
 
 
 def write_tables(data: ReportData, opts: Options, out: Path) -> list[Path]:
-    """``summary.md`` and ``summary.tex`` over every point, plus ``summary_all.csv``."""
+    """``summary.md`` and ``summary.tex`` over every point, plus ``summary_all.csv``; the
+    predictions of other systems in tables of their own, as in the figures."""
     baseline = baseline_of(data, opts)
-    rows = tables.table_rows(data, baseline)
-    caption = (f"All-reduce median time, 95\\% confidence interval of the median, bus bandwidth and "
-               f"speed-up (t_{baseline}/t) against {baseline} at the same point.").replace("\\%", "%")
+    caption = (f"All-reduce median time, {ci_words(data.summary)}, bus bandwidth and "
+               f"speed-up (t_{baseline}/t) against {baseline} of the same run at the same point.")
+    md_parts, tex_parts = [], []
+    for label, part in groups(data):
+        rows = tables.table_rows(part, baseline)
+        if label:
+            md_parts.append(f"\nPredictions of {label}:\n")
+        md_parts.append(tables.markdown(rows, baseline))
+        what = caption.rstrip(".") + f"; predictions of {label}" if label else caption
+        name = "tab:collbench-" + (label.replace(" ", "-") if label else "summary")
+        tex_parts.append(tables.latex(rows, baseline, what, label=name))
     md, tex, csv = out / "summary.md", out / "summary.tex", out / "summary_all.csv"
-    md.write_text(tables.markdown(rows, baseline))
-    tex.write_text(tables.latex(rows, baseline, caption))
+    md.write_text("".join(md_parts))
+    tex.write_text("\n".join(tex_parts))
     data.summary.drop(columns=["variant", "variant_name"]).to_csv(csv, index=False)
     return [md, tex, csv]

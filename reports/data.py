@@ -38,7 +38,8 @@ PREDICTED = ("simulated", "model")
 @dataclass
 class ReportData:
     """Everything a report draws from: *summary* and *samples* of all runs, with columns
-    ``run``, ``series``, ``variant`` added, and *runs*, the provenance by run name."""
+    ``run``, ``series``, ``variant`` added, and *runs*, the provenance by run name. *samples*
+    hold each iteration's time with the ranks combined; *rank_samples* each rank's own."""
 
     summary: pd.DataFrame
     samples: pd.DataFrame
@@ -49,6 +50,7 @@ class ReportData:
     """Said in every caption (which in-place mode is shown)."""
     left_out: list[str] = field(default_factory=list)
     """Folders found below a given path but not read, each with the reason (for the index)."""
+    rank_samples: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def algorithms(self) -> list[str]:
@@ -168,8 +170,10 @@ def load(folders, in_place: bool | None = None) -> ReportData:
     if chosen not in modes:
         raise CollbenchError(f"the results hold no {'in-place' if chosen else 'out-of-place'} points")
     summary = summary[summary["in_place"] == chosen].reset_index(drop=True)
-    sample = sample[sample["in_place"] == chosen].reset_index(drop=True)
-    data = ReportData(summary, sample, runs, paths, chosen, left_out=left_out)
+    sample = sample[sample["in_place"] == chosen]
+    ranks = sample["rank"] >= 0
+    data = ReportData(summary, sample[~ranks].reset_index(drop=True), runs, paths, chosen,
+                      left_out=left_out, rank_samples=sample[ranks].reset_index(drop=True))
     if len(modes) > 1:
         data.notes.append(f"Both in-place and out-of-place points were given; the figures show "
                           f"{'in-place' if chosen else 'out-of-place'} only.")

@@ -12,7 +12,8 @@
 #   scripts/rxe-guest.sh ready          exit 0 if the guest is built
 #
 # Environment: RXEVM_DIR (default /tmp/collbench-rxe-vm), RXEVM_TIMEOUT (s, default 900),
-# RXEVM_MEM (MiB, default 3072), RXEVM_ACCEL (default tcg), VENV (default <repo>/.venv).
+# RXEVM_MEM (MiB, default 3072), RXEVM_ACCEL (default tcg), RXEVM_NICS (guest NICs, default 1;
+# 2 adds eth1 for a second rxe device: multi-rail), VENV (default <repo>/.venv).
 # Emulated CPU (TCG): timings inside the guest mean nothing; correctness does.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -82,13 +83,14 @@ rdma link add rxe0 type rxe netdev eth0 || exit 97
 $1
 EOT
   # TCG by default: /dev/kvm may exist yet hang (nested virtualisation); RXEVM_ACCEL=kvm to try it
-  local accel=${RXEVM_ACCEL:-tcg}
+  local accel=${RXEVM_ACCEL:-tcg} nics=(-nic user,model=virtio-net-pci)
+  [ "${RXEVM_NICS:-1}" -lt 2 ] || nics+=(-nic user,model=virtio-net-pci,net=10.0.3.0/24)
   timeout --foreground "${RXEVM_TIMEOUT:-900}" qemu-system-x86_64 -accel $accel -cpu max -smp 2 \
     -m "${RXEVM_MEM:-3072}" -kernel "$D/vmlinuz" -initrd "$D/initrd.cpio.gz" \
     -append "console=ttyS0 quiet loglevel=3 panic=-1" -nographic -no-reboot -display none \
     -serial "file:$out/console.log" -monitor none \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-    -virtfs "local,path=$out,mount_tag=out,security_model=none" -nic user,model=virtio-net-pci || true
+    -virtfs "local,path=$out,mount_tag=out,security_model=none" "${nics[@]}" || true
   cat "$out/job.log" 2>/dev/null || true
   return "$(cat "$out/job.rc" 2>/dev/null || echo 99)"
 }

@@ -7,7 +7,8 @@ import re
 
 from collbench.sizes import parse_size
 
-ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1, "int32": 4,
+            "uint32": 4, "int64": 8, "uint64": 8}
 """Bytes per element of each data type a prediction or a calibration can be in."""
 
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"

@@ -5,7 +5,6 @@ import csv
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 
 from collbench.schema import PROVENANCE_KEYS, SAMPLE_COLUMNS, SUMMARY_COLUMNS
-from tests.conftest import PROGRAMS, ROOT, mpi_env, mpiexec_path
+from tests.conftest import PROGRAMS, ROOT, kill_job, mpi_env, mpiexec_path
 
 pytestmark = pytest.mark.mpi
 SMALL = ["-b", "8", "-e", "4K", "-f", "8", "-n", "3", "-w", "1"]  # sizes 8, 64, 512, 4096
@@ -53,20 +52,22 @@ def test_run_prints_a_table_and_writes_a_complete_results_folder(mpiexec, tmp_pa
     assert list(summary.columns) == list(SUMMARY_COLUMNS)
     assert list(samples.columns) == list(SAMPLE_COLUMNS)
     assert len(summary) == 32 and (summary.n_wrong == 0).all()
-    assert len(samples) == 32 * (1 + 1 + 3)  # first + warm-up + timed, every one kept
-    assert samples.groupby("phase").size().to_dict() == {"first": 32, "timed": 96, "warmup": 32}
+    combined = samples[samples["rank"] == -1]  # the ranks' times combined; then each rank's own
+    assert len(combined) == 32 * (1 + 1 + 3)  # first + warm-up + timed, every one kept
+    assert combined.groupby("phase").size().to_dict() == {"first": 32, "timed": 96, "warmup": 32}
+    assert samples.groupby("rank").size().to_dict() == {-1: 160, 0: 160, 1: 160, 2: 160}
     assert summary.busbw_GBps.to_numpy() == pytest.approx(summary.algbw_GBps.to_numpy() * 4 / 3)
     assert (summary.ci_low_us <= summary.median_us).all() and (summary.median_us <= summary.ci_high_us).all()
 
 
 def test_csv_and_json_outputs_are_machine_readable(mpiexec, tmp_path):
-    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "-m", "in", "--format", "csv",
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--modes", "in", "--format", "csv",
                      "--out", tmp_path / "c")
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [int(r["size_bytes"]) for r in rows] == [8, 64, 512, 4096]
-    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "native", "-m", "out", "--format", "json",
-                     "--out", tmp_path / "j")
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "native", "--modes", "out",
+                     "--format", "json", "--out", tmp_path / "j")
     assert done.returncode == 0, done.stderr
     points = json.loads(done.stdout)["points"]
     assert [p["algorithm"] for p in points] == ["native"] * 4 and points[0]["n_wrong"] == 0
@@ -87,15 +88,16 @@ def test_an_experiment_file_describes_the_same_sweep(mpiexec, tmp_path):
 
 def test_a_run_killed_midway_keeps_its_points_and_resumes(tmp_path):
     out = tmp_path / "k"
-    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
-            "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-w", "2", "-m", "out", "--out", str(out)]
+    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "--algorithms",
+            "ring,native", "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-w", "2", "--modes", "out",
+            "--out", str(out)]
     job = subprocess.Popen(args, env=mpi_env(2), cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+                           stderr=subprocess.DEVNULL)
     summary = out / "summary.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (summary.exists() and len(pd.read_csv(summary)) >= 3):
         time.sleep(0.2)
-    os.killpg(job.pid, signal.SIGKILL)
+    kill_job(job.pid)
     job.wait()
     kept = pd.read_csv(summary)
     assert 3 <= len(kept) < 18, "the run should have been killed midway"
@@ -119,20 +121,32 @@ def test_a_wrong_element_is_counted_and_fails_the_command(mpiexec, tmp_path):
 
 
 BAD_INPUTS = {
-    "unknown algorithm": (["-a", "ring,tree"], "unknown algorithm 'tree'"),
+    "unknown algorithm": (["--algorithms", "ring,tree"], "unknown algorithm 'tree'"),
     "unknown dtype": (["-d", "float8"], "unknown data type 'float8'"),
-    "unknown op": (["-o", "avg"], "unknown op 'avg'"),
-    "unknown transport": (["-t", "tcp"], "unknown transport 'tcp'"),
+    "nccl-tests fp8": (["-d", "f8e4m3"], "unknown data type 'f8e4m3'"),
+    "unknown op": (["-o", "mulsum"], "unknown op 'mulsum'"),
+    "unknown transport": (["--transport", "tcp"], "unknown transport 'tcp'"),
+    "-a given algorithms": (["-a", "ring"], "-a is nccl-tests' --average (0, 1, 2 or 3); choose "
+                            "algorithms with --algorithms"),
+    "-m given a mode": (["-m", "in"], "-m is nccl-tests' --agg_iters (a count); choose out/in-place "
+                        "with --modes"),
+    "average out of range": (["-a", "4"], "-a/--average must be 0 (rank 0), 1 (mean), 2 (min) or 3"),
+    "no aggregation": (["-m", "0"], "-m/--agg_iters must be at least 1"),
+    "unknown timing": (["--timing", "batched"], "unknown timing 'batched'; choose per-call or aggregate"),
+    "bfloat16 on the GPU": (["-d", "bfloat16", "--buffers", "cupy"], "bfloat16 needs host buffers"),
+    "bad bandwidth gate": (["--min-busbw", "fast"], "--min-busbw takes a bandwidth in GB/s, got 'fast'"),
     "negative size": (["-b=-8"], "is not a size"),
     "non-numeric size": (["-e", "lots"], "'lots' is not a size"),
     "reversed bounds": (["-b", "1M", "-e", "1K"], "is larger than the largest"),
     "size not a multiple": (["-b", "6", "-e", "6"], "not a multiple of the element size (4 B)"),
     "bad iterations": (["-n", "0"], "iterations must be at least 1"),
     "non-numeric iterations": (["-n", "ten"], "iters must be a whole number"),
-    "native over verbs": (["-t", "verbs", "-a", "ring,native"], "the verbs transport has no native"),
+    "native over verbs": (["--transport", "verbs", "--algorithms", "ring,native"],
+                          "the verbs transport has no native"),
     "unknown thread level": (["--mpi-thread-level", "many"], "--mpi-thread-level must be one of single,"),
     "unknown execution": (["--execution", "eager"], "unknown execution 'eager'"),
-    "dataflow over verbs": (["-t", "verbs", "--execution", "dataflow"], "runs on the mpi transport"),
+    "dataflow over nccl": (["--transport", "nccl", "--execution", "dataflow"],
+                           "runs on the mpi and verbs transports"),
     "name with a path": (["--name", "../../x"], "run name '../../x' becomes a folder name under results/"),
 }
 
@@ -173,7 +187,7 @@ def test_an_experiment_file_that_would_run_something_else_is_refused(collbench_c
 
 
 def test_a_repeated_algorithm_is_measured_once(mpiexec, tmp_path):
-    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring,native,ring", "-m", "out,out",
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring,native,ring", "--modes", "out,out",
                      "--out", tmp_path / "d")
     assert done.returncode == 0, done.stderr
     summary = pd.read_csv(tmp_path / "d" / "summary.csv")
@@ -183,20 +197,20 @@ def test_a_repeated_algorithm_is_measured_once(mpiexec, tmp_path):
 
 def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_aside(mpiexec, tmp_path):
     out = tmp_path / "r"
-    assert collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "--out", out).returncode == 0
+    assert collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--out", out).returncode == 0
     before = (out / "summary.csv").read_text()
     for nranks, flags, differ in ((2, ["-n", "5", "-d", "int32"],
                                    "iters 3 -> 5; datatype 'float32' -> 'int32'"), (3, [], "nranks 2 -> 3")):
-        done = collbench(mpiexec, nranks, "run", *SMALL, "-a", "ring", *flags, "--out", out)
+        done = collbench(mpiexec, nranks, "run", *SMALL, "--algorithms", "ring", *flags, "--out", out)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert f"results folder {out} was measured with other settings ({differ}): rerun" in done.stderr
         assert "--force-new" in done.stderr and (out / "summary.csv").read_text() == before
     # settings that only choose points may change: a wider sweep extends the folder
-    done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring,native", "--out", out)
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring,native", "--out", out)
     assert done.returncode == 0 and "resuming: 8 point(s) already stored" in done.stdout, done.stderr
 
-    done = collbench(mpiexec, 2, "run", *SMALL[:-4], "-n", "5", "-w", "1", "-a", "ring", "--force-new",
-                     "--out", out)
+    done = collbench(mpiexec, 2, "run", *SMALL[:-4], "-n", "5", "-w", "1", "--algorithms", "ring",
+                     "--force-new", "--out", out)
     assert done.returncode == 0, done.stderr
     [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("r.")]
     assert f"moved the earlier results in {out} to {aside}" in done.stderr
@@ -205,23 +219,36 @@ def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_a
     assert len(fresh) == 8 and set(fresh.iters) == {5}
 
 
+def test_measuring_into_a_folder_of_predictions_is_refused(mpiexec, tmp_path):
+    out = tmp_path / "pred"
+    done = subprocess.run([sys.executable, "-m", "collbench", "sim", "--network", "ib-edr", "--algorithms",
+                           "ring", "--ranks", "2", "--sizes", "8,64", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    before = (out / "summary.csv").read_text()
+    done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--out", out)
+    assert done.returncode == 2 and "source 'simulated' -> 'measured'" in done.stderr, done.stderr
+    assert (out / "summary.csv").read_text() == before
+
+
 def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):
     out = tmp_path / "busy"
-    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "-a", "ring,native",
-            "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "-m", "out", "--out", str(out)]
+    args = [mpiexec_path(), "-n", "2", sys.executable, "-m", "collbench", "run", "--algorithms",
+            "ring,native", "-b", "1K", "-e", "64M", "-f", "4", "-n", "30", "--modes", "out",
+            "--out", str(out)]
     first = subprocess.Popen(args, env=mpi_env(2), cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (out / "summary.csv").exists():
             time.sleep(0.2)
         assert first.poll() is None, "the first run should still be measuring"
-        done = collbench(mpiexec, 2, "run", *SMALL, "-a", "ring", "-m", "out", "--out", out)
+        done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--modes", "out", "--out", out)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert f"results folder {out} is in use by another run (pid " in done.stderr
         assert done.stdout == "" and first.poll() is None
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
+        kill_job(first.pid)
         first.wait()
 
 
@@ -236,7 +263,7 @@ def test_an_unwritable_results_folder_is_refused_on_every_rank(mpiexec, tmp_path
 
 @pytest.mark.parametrize("policy", ["busy", "yield"])
 def test_both_wait_policies_give_exact_results_and_say_which(mpiexec, tmp_path, policy):
-    done = collbench(mpiexec, 3, "run", *SMALL, "-a", "naive,ring", "--out", tmp_path / policy,
+    done = collbench(mpiexec, 3, "run", *SMALL, "--algorithms", "naive,ring", "--out", tmp_path / policy,
                      env={"COLLBENCH_MPI_WAIT": policy})
     assert done.returncode == 0, done.stderr
     assert f"wait={policy}" in done.stdout.splitlines()[0]
@@ -252,7 +279,11 @@ def test_an_unknown_wait_policy_is_one_sentence(mpiexec, tmp_path):
 def test_doctor_reports_mpi_and_the_optional_stacks(collbench_cmd):
     done = subprocess.run([*collbench_cmd, "doctor"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
-    assert "mpi" in done.stdout and "MPICH" in done.stdout
+    library = subprocess.run([sys.executable, "-c", "from mpi4py import MPI; "
+                              "print(MPI.Get_library_version().split()[0])"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    mpi = [line for line in done.stdout.splitlines() if line.split()[:2] == ["ok", "mpi"]]
+    assert library and len(mpi) == 1 and library in mpi[0] and mpiexec_path() in mpi[0]
 
 
 @pytest.mark.parametrize(("flag", "variable", "level"), [
@@ -265,8 +296,8 @@ def test_mpi_starts_at_the_thread_level_asked_for_and_run_json_records_it(mpiexe
                                                                            variable, level):
     env = {"MPI4PY_RC_THREAD_LEVEL": variable} if variable else {}
     args = ["--mpi-thread-level", flag] if flag else []
-    done = collbench(mpiexec, 2, "run", "-a", "native", "-b", "8", "-e", "8", "-n", "1", "-m", "in",
-                     *args, "--out", tmp_path / "t", env=env)
+    done = collbench(mpiexec, 2, "run", "--algorithms", "native", "-b", "8", "-e", "8", "-n", "1",
+                     "--modes", "in", *args, "--out", tmp_path / "t", env=env)
     assert done.returncode == 0, done.stderr
     run = json.loads((tmp_path / "t" / "run.json").read_text())
     assert run["mpi_threads"] == {"requested": level, "provided": level,

@@ -6,12 +6,13 @@ import time
 
 import pytest
 
-from tests.conftest import PROGRAMS
+from tests.conftest import PROGRAMS, bind_to_core
 
 pytestmark = pytest.mark.mpi
 
 FULL_GRID = {}  # every dtype, op and count
-SMALL_GRID = {"--dtypes": "float16,float32,int64", "--ops": "sum,prod,max"}  # oversubscribed ranks
+SMALL_GRID = {"--dtypes": "float16,bfloat16,float32,uint8,int64",  # oversubscribed ranks
+              "--ops": "sum,prod,max,avg"}
 
 
 @pytest.mark.parametrize("nranks", [1, 2, 3, 4, 5, 7, 8])
@@ -79,8 +80,9 @@ def test_bound_ranks_wait_busy_unless_two_share_a_core(mpiexec, tmp_path, nranks
     cpus = len(os.sched_getaffinity(0))
     if cpus < 2:
         pytest.skip("binding two ranks to distinct cores needs two CPUs")
-    done = mpiexec(nranks, "--bind-to", "core", sys.executable, "-m", "collbench", "run", "-a", "ring",
-                   "-b", "8", "-e", "8", "-n", "1", "-w", "0", "-m", "in", "--out", tmp_path / "r")
+    done = mpiexec(nranks, *bind_to_core(nranks), sys.executable, "-m", "collbench", "run",
+                   "--algorithms", "ring", "-b", "8", "-e", "8", "-n", "1", "-w", "0", "--modes", "in",
+                   "--out", tmp_path / "r")
     assert done.returncode == 0, done.stderr
     wait = json.loads((tmp_path / "r" / "run.json").read_text())["transport"]["wait"]
     assert wait == ("busy" if nranks <= cpus else "yield")

@@ -86,7 +86,7 @@ def test_gpu_shape_follows_the_transport_and_runs_one_rank_per_gpu(tmp_path):
     lines = sbatch_lines(sweep.jobs[0].script)
     assert "--gpus-per-node=4" in lines and "--ntasks-per-node=4" in lines
     assert "nvidia-smi" in sweep.jobs[0].script
-    assert "-t nccl" in sweep.jobs[0].script and "--buffers cupy" in sweep.jobs[0].script
+    assert "--transport nccl" in sweep.jobs[0].script and "--buffers cupy" in sweep.jobs[0].script
 
 
 def test_ib_shape_and_explicit_shape(tmp_path):
@@ -117,11 +117,11 @@ def test_run_table_becomes_flags_and_out_is_the_sweep_folder(tmp_path):
     run = RUN + 'out = "/elsewhere"\nmodes = "in"\n'
     sweep = plan(experiment(tmp_path, run=run), {"run_id": "r"})
     assert run_arguments(sweep.config, {"algorithms": 1, "modes": 1}) == [
-        "-a", "ring,native", "-m", "in", "--name", "demo"]
+        "--algorithms", "ring,native", "--modes", "in", "--name", "demo"]
     script = sweep.jobs[0].script
     assert "/elsewhere" not in script
     assert 'srun --mpi=pmi2 --nodes="$N" --ntasks-per-node="$T"' in script
-    assert "collbench run -a ring,native -b 8 -e 1024 -n 3 -m in --name demo" in script
+    assert "collbench run --algorithms ring,native -b 8 -e 1024 -n 3 --modes in --name demo" in script
     assert '--out "$RESULTS"' in script
 
 

@@ -80,8 +80,9 @@ def test_simulated_trace_needs_dataflow(collbench_cmd, tmp_path):
 @pytest.mark.parametrize("execution", ["step", "dataflow"])
 def test_measured_trace_has_every_rank_s_ops_in_order(mpiexec, tmp_path, execution):
     path = tmp_path / "trace.json"
-    done = mpiexec(3, sys.executable, "-m", "collbench", "run", "-a", "ring,rabenseifner,native", "-b", "1M",
-                   "-e", "1M", "-n", "2", "-w", "0", "-m", "out", "-s", "4", "--execution", execution,
+    done = mpiexec(3, sys.executable, "-m", "collbench", "run", "--algorithms", "ring,rabenseifner,native",
+                   "-b", "1M", "-e", "1M", "-n", "2", "-w", "0", "--modes", "out", "--segments", "4",
+                   "--execution", execution,
                    "--trace", path, "--out", tmp_path / "results", "--no-progress")
     assert done.returncode == 0, done.stdout + done.stderr
     other = check_trace(path)
@@ -90,3 +91,11 @@ def test_measured_trace_has_every_rank_s_ops_in_order(mpiexec, tmp_path, executi
     # native: not a schedule, not traced
     assert other["reductions"] == 3 * (2 * 4) + 4
     assert f"# trace: {path}" in done.stdout
+
+
+def test_a_folder_resumes_with_or_without_a_trace_but_not_with_another_execution():
+    from collbench.config import make_config, resume_mismatches
+
+    traced = make_config({"execution": "dataflow", "trace": "t.json"}).as_dict()
+    assert resume_mismatches(traced, make_config({"execution": "dataflow"}).as_dict()) == []
+    assert resume_mismatches(traced, make_config({}).as_dict()) == ["execution 'dataflow' -> 'step'"]

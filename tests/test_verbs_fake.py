@@ -114,10 +114,18 @@ def test_fake_checks_bounds_and_queue_depths():
 # ---------------------------------------------------------------- the transport on it
 
 @pytest.mark.parametrize("algorithm", ["naive", "ring", "rabenseifner"])
-@pytest.mark.parametrize("nranks", [2, 3, 5])
+@pytest.mark.parametrize("nranks", [2, 3, 5, 8])
 def test_every_algorithm_is_exact_on_the_fake_device(algorithm, nranks):
     results = _raise_first(allreduce(nranks, algorithm, 3000 * 4))
     assert [wrong for wrong, _ in results] == [0] * nranks
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_windows_at_their_edges(window):
+    """Writes in flight per peer at most *window*, with more segments than that per message."""
+    settings = Settings(segment_bytes=512, window=window)
+    results = _raise_first(allreduce(3, "rabenseifner", 12 << 10, settings, dtype="int64", op="max"))
+    assert [wrong for wrong, _ in results] == [0] * 3
 
 
 def test_segments_and_stop_and_wait_and_no_cache():
@@ -218,3 +226,100 @@ def test_an_error_completion_is_one_line_naming_rank_peer_and_step():
     assert re.fullmatch(r"verbs: rank 2, step 0: no progress for 2 s, waiting for data from rank\(s\) 1|"
                         r"verbs: rank 2, peer \d, step 0: .* \(transport retry counter exceeded\)",
                         str(results[2])), results[2]
+
+
+def dataflow_allreduce(nranks: int, algorithm: str, nbytes: int, settings=None, fabric=None,
+                       **options) -> list:
+    """Every rank's ``(wrong elements, trace summary)`` after one dataflow all-reduce."""
+    from collbench.dataflow import DataflowExecutor
+    from collbench.trace import Trace, chrome_events, summary
+
+    fabric, count = fabric or Fabric(), nbytes // 4
+    op = ReduceOp.parse("sum")
+
+    def rank(comm):
+        transport = VerbsTransport(comm, CONFIG, device=fabric.device, settings=settings or Settings())
+        try:
+            trace = Trace()
+            executor = DataflowExecutor(build(algorithm, nranks, count, **options), transport, "float32", op,
+                                        trace=trace)
+            recv = make_input(comm.rank, nranks, count, "float32", op, 0, np)
+            trace.start()
+            executor.run(recv)
+            wrong = int((recv != expected_output(nranks, count, "float32", op, 0, np)).sum())
+            events = chrome_events(comm.rank, executor.plan.ops, executor.plan.steps, trace.records)
+            return wrong, summary(events)
+        finally:
+            transport.close()
+
+    return _raise_first(run_ranks(nranks, rank))
+
+
+@pytest.mark.parametrize("algorithm,options", [("naive", {}), ("ring", {}), ("rabenseifner", {}),
+                                               ("ring", {"segments": 3})])
+def test_dataflow_execution_is_exact_on_verbs(algorithm, options):
+    results = dataflow_allreduce(4, algorithm, 40_000, Settings(segment_bytes=4096), **options)
+    assert [wrong for wrong, _ in results] == [0] * 4
+
+
+def test_dataflow_reduces_while_transfers_complete():
+    """The pipelined ring reduces lane k in pieces while lane k + 1 moves; the transport takes
+    completions between the pieces, so transfers complete during reductions."""
+    results = dataflow_allreduce(3, "ring", 6 << 20, Settings(segment_bytes=64 << 10), segments=4)
+    assert [wrong for wrong, _ in results] == [0] * 3
+    assert sum(s["overlapped_reductions"] for _, s in results) > 0
+
+
+@pytest.mark.parametrize("execution", ["step", "dataflow"])
+def test_a_shallow_receive_queue_never_runs_dry(execution):
+    """RECV_DEPTH 8, 1 KiB segments of ~22 KiB messages: a receiver that announced every segment
+    would have more writes coming than receives posted (RNR). It shares its depth between the
+    peer's clear-to-sends (4) and announced segments (4): messages are cut in at most 4
+    segments and announced only while their segments fit."""
+    fabric = Fabric()
+    settings = Settings(recv_depth=8, segment_bytes=1024, window=2)
+    if execution == "step":
+        results = _raise_first(allreduce(3, "ring", 64 << 10, settings, fabric=fabric))
+    else:
+        results = dataflow_allreduce(3, "ring", 64 << 10, settings, fabric=fabric, segments=2)
+    assert [wrong for wrong, _ in results] == [0] * 3
+    assert [d.rnr_waits for d in fabric.devices] == [0, 0, 0]
+
+
+def test_two_rails_stripe_segments_across_both_devices():
+    """``--device fake0,fake1``: a queue pair per rail per peer; clear-to-sends on the first
+    rail, segments alternating between the rails; each buffer registered on both devices."""
+    fabric = Fabric()
+    config = SimpleNamespace(buffers="numpy", timeout=10.0, device="fake0,fake1")
+    results = _raise_first(allreduce(3, "ring", 64 << 10, Settings(segment_bytes=1024), config=config,
+                                     fabric=fabric))
+    assert [wrong for wrong, _ in results] == [0] * 3
+    second = [d for d in fabric.devices if d.name == "fake1"]
+    assert len(second) == 3 and all(d.posted > 0 for d in second)  # writes only: no CTS there
+    first = [d for d in fabric.devices if d.name == "fake0"]
+    assert sorted(d.registrations for d in second) == sorted(d.registrations for d in first)
+
+
+def test_two_rails_at_four_ranks_with_the_cache_off():
+    fabric = Fabric()
+    config = SimpleNamespace(buffers="numpy", timeout=10.0, device="fake0,fake1:1")
+    settings = Settings(segment_bytes=2048, regcache=False)
+    results = _raise_first(allreduce(4, "rabenseifner", 32 << 10, settings, config=config, fabric=fabric))
+    assert [wrong for wrong, _ in results] == [0] * 4
+
+
+@pytest.mark.parametrize("device,message", [
+    ("fake0,,fake1", "each rail is a device name"), ("fake0:x", "each rail is a device name"),
+    ("fake0,fake0", "each named once"),
+])
+def test_a_bad_device_list_is_one_sentence_on_every_rank(device, message):
+    config = SimpleNamespace(buffers="numpy", timeout=10.0, device=device)
+    results = allreduce(2, "ring", 1024, config=config)
+    assert all(isinstance(r, CollbenchError) and message in str(r) for r in results), results
+
+
+def test_blocking_polls_need_a_single_rail():
+    config = SimpleNamespace(buffers="numpy", timeout=10.0, device="fake0,fake1")
+    results = allreduce(2, "ring", 1024, Settings(poll="block"), config=config)
+    assert all(isinstance(r, CollbenchError) and "use spin with more than one rail" in str(r)
+               for r in results)

@@ -63,6 +63,14 @@ def cases() -> list[dict]:
              {"REGCACHE": "0", "WINDOW": "1", "SEGMENT": "64K"}),
         case("p3-ring-lanes4", 3, "float32", "sum", 4, 2 * MIB, 512, {"SEGMENT": "128K"},
              algorithms="ring", segments=4, modes="out,in"),
+        # dataflow execution, blocking polls, a registration cache below a step's working set
+        # (ring at 1 MiB holds 1.33 MiB; nothing a step pins may be deregistered)
+        case("p3-dataflow-block-smallcache", 3, "float32", "sum", 4, MIB, 512,
+             {"SEGMENT": "16K", "POLL": "block", "REGCACHE_LIMIT": "1200000"},
+             algorithms="ring,rabenseifner", execution="dataflow"),
+        # two rails: rxe0 on eth0 and rxe1 on eth1, segments striped across them
+        case("p3-two-rails", 3, "float32", "sum", 4, MIB, 512, {"SEGMENT": "16K"},
+             algorithms="ring,naive", device="rxe0,rxe1"),
     ]
 
 
@@ -78,7 +86,8 @@ def _settings(case: dict, out: str) -> dict:
     return dict(algorithms=case["algorithms"], transport="verbs", datatype=case["datatype"],
                 op=case["op"], minbytes=case["minbytes"], maxbytes=case["maxbytes"],
                 stepfactor=case["stepfactor"], segments=case.get("segments", 1), iters=1,
-                modes=case.get("modes", "out"),
+                modes=case.get("modes", "out"), execution=case.get("execution", "step"),
+                device=case.get("device"),
                 warmup_iters=0, check_iters=1, timeout=240, name=case["name"], out=out)
 
 
@@ -102,7 +111,7 @@ def driver(outdir: str) -> int:
         inside = world.rank < case["nranks"]
         sub = world.Split(0 if inside else MPI.UNDEFINED, world.rank)
         if inside:
-            for key in ("SEGMENT", "WINDOW", "REGCACHE"):
+            for key in ("SEGMENT", "WINDOW", "REGCACHE", "REGCACHE_LIMIT", "POLL"):
                 os.environ.pop(f"COLLBENCH_VERBS_{key}", None)
             os.environ.update({f"COLLBENCH_VERBS_{k}": v for k, v in case["env"].items()})
             folder = f"{outdir}/{case['name']}"
@@ -122,6 +131,11 @@ def driver(outdir: str) -> int:
 
 # ---------------------------------------------------------------- the host side
 
+RAIL2 = ("ip link set eth1 up && ip addr add 10.0.3.15/24 dev eth1 && "
+         "rdma link add rxe1 type rxe netdev eth1 || echo 'no second rail (eth1)'")
+"""The guest's second rxe device, on its second NIC (RXEVM_NICS=2), for the multi-rail case."""
+
+
 def _guest_job() -> str:
     """The guest's shell job. The device is removed and the no-device errors checked from the
     shell, before any MPI job starts: MPICH's network layer may open rxe0 in MPI_Init, and
@@ -129,7 +143,8 @@ def _guest_job() -> str:
     version of these checks hung exactly there)."""
     py, mpiexec, cb = VENV / "bin" / "python", VENV / "bin" / "mpiexec", VENV / "bin" / "collbench"
     probe = f"{py} -c 'import json; from collbench import rdma; print(json.dumps(rdma.probe()))'"
-    attempt = f"{mpiexec} -iface lo -n 2 {cb} run -t verbs -a ring -b 8 -e 8 -n 1 -w 0 --timeout 120"
+    attempt = (f"{mpiexec} -iface lo -n 2 {cb} run --transport verbs --algorithms ring -b 8 -e 8 -n 1 -w 0 "
+               "--timeout 120")
     return "\n".join([
         f"cd {ROOT}",
         "date +%T; rdma link delete rxe0",
@@ -140,9 +155,12 @@ def _guest_job() -> str:
         f"{probe} > $OUT/probe.json",
         f"{attempt} --device mlx5_9 --out $OUT/baddevice > $OUT/baddevice.out 2> $OUT/baddevice.err; "
         "echo $? > $OUT/baddevice.rc",
-        f"{cb} run -t verbs -a ring,native > $OUT/native.out 2> $OUT/native.err; echo $? > $OUT/native.rc",
+        f"{cb} run --transport verbs --algorithms ring,native > $OUT/native.out 2> $OUT/native.err; "
+        "echo $? > $OUT/native.rc",
+        RAIL2,
         f"date +%T; time {mpiexec} -iface lo -n {WORLD} {py} {Path(__file__)} driver $OUT/cases; "
         "echo driver rc $?; date +%T",
+        "grep -H . /sys/class/infiniband/rxe*/ports/1/hw_counters/* > $OUT/hw_counters.txt 2>&1",
     ])
 
 
@@ -164,7 +182,7 @@ def guest(tmp_path_factory) -> Path:
         import pyverbs  # noqa: F401
     except ImportError:
         subprocess.run(["bash", str(SCRIPT), "venv"], check=False)
-    env = {**os.environ, "RXEVM_DIR": str(GUEST_DIR), "RXEVM_TIMEOUT": "2700"}
+    env = {**os.environ, "RXEVM_DIR": str(GUEST_DIR), "RXEVM_TIMEOUT": "2700", "RXEVM_NICS": "2"}
     result = subprocess.run(["bash", str(SCRIPT), "run", _guest_job()], capture_output=True,
                             text=True, env=env)
     out = tmp_path_factory.mktemp("rxe") / "out"
@@ -238,6 +256,27 @@ def test_case_verified(guest, case):
     assert {int(r["nranks"]) for r in rows} == {case["nranks"]}
     assert all(int(r["n_wrong"]) == 0 for r in rows), [r for r in rows if int(r["n_wrong"])]
     assert sorted({int(r["size_bytes"]) for r in rows}) == sizes
+    assert all(r["reg_timed"].isdigit() and r["reg_hits"].isdigit() for r in rows)
+    if case["name"] == "p3-dataflow-block-smallcache":
+        assert all(r["reg_timed"] == "0" for r in rows if r["algorithm"] == "ring"), rows
+
+
+@pytest.mark.rxe
+def test_rxe_counted_no_rnr_or_retry_errors(guest):
+    """rxe's hardware counters after the whole matrix: no receiver-not-ready NAKs (a receive
+    queue that ran dry) and no retries exceeded (a lost peer). Plain retransmissions are not
+    checked: under emulation an ack may simply come late."""
+    text = (guest / "hw_counters.txt").read_text()
+    counters = {}  # "rxe0/rcvd_rnr_err": 0 from ".../rxe0/ports/1/hw_counters/rcvd_rnr_err:0"
+    for line in text.splitlines():
+        path, _, value = line.rpartition(":")
+        parts = path.split("/")
+        if value.strip().isdigit() and len(parts) > 5:
+            counters[f"{parts[-5]}/{parts[-1]}"] = int(value)
+    assert counters, text
+    bad = {k: v for k, v in counters.items()
+           if ("rnr" in k.split("/")[1] or k.endswith("/retry_exceeded_err")) and v}
+    assert not bad, bad
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "driver":

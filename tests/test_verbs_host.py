@@ -54,7 +54,8 @@ def test_run_fails_cleanly_on_every_rank(tmp_path):
     if not mpiexec.exists():
         pytest.skip("no mpiexec beside the venv's python (pip install mpich)")
     out = subprocess.run([str(mpiexec), "-n", "2", str(BIN / "collbench"), "run", "--transport", "verbs",
-                          "-a", "ring", "-b", "8", "-e", "64", "--no-progress", "--out", str(tmp_path / "r")],
+                          "--algorithms", "ring", "-b", "8", "-e", "64", "--no-progress",
+                          "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, cwd=ROOT, timeout=120,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert out.returncode != 0

@@ -16,6 +16,7 @@ from collbench.verbs.protocol import (
     Window,
     pack_imm,
     plan_segments,
+    receive_budget,
     unpack_imm,
 )
 
@@ -37,6 +38,11 @@ def test_clear_to_send_round_trip_and_bad_input():
         ClearToSend.unpack(b"XXXX" + data[4:])
     with pytest.raises(ProtocolError, match="bytes"):
         ClearToSend.unpack(data[:10])
+    rails = ClearToSend(tag=1, seq=2, rkey=3, addr=4, nbytes=5, more_rkeys=(6, 7, 8, 9, 10, 11, 12))
+    assert len(rails.pack()) <= 64 and ClearToSend.unpack(rails.pack()) == rails
+    assert rails.rkeys_by_rail() == (3, 6, 7, 8, 9, 10, 11, 12)
+    with pytest.raises(ProtocolError, match="more rkeys"):
+        ClearToSend.unpack(rails.pack()[:40])
 
 
 @pytest.mark.parametrize("nbytes,seg,expect", [
@@ -45,6 +51,14 @@ def test_clear_to_send_round_trip_and_bad_input():
 ])
 def test_plan_segments(nbytes, seg, expect):
     assert plan_segments(nbytes, seg) == expect
+
+
+def test_receive_budget_shares_the_depth_and_caps_segments():
+    assert receive_budget(512, 64) == (64, 448)
+    assert receive_budget(8, 64) == (4, 4) and receive_budget(4, 64) == (2, 2)
+    assert plan_segments(22000, 1024, max_segments=4) == [(0, 5500), (5500, 5500), (11000, 5500),
+                                                          (16500, 5500)]
+    assert len(plan_segments(22000, 1024, max_segments=448)) == 22
 
 
 def test_plan_segments_covers_and_caps():

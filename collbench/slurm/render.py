@@ -31,9 +31,10 @@ TEMPLATE_DIR = Path(templates.__file__).parent
 JOURNAL = "slurm-jobs.tsv"
 BLOCKS = ("sbatch", "about", "setup", "env", "select", "journal", "launch")
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-_RUN_FLAGS = {"algorithms": "-a", "transport": "-t", "minbytes": "-b", "maxbytes": "-e",
-              "stepfactor": "-f", "iters": "-n", "warmup_iters": "-w", "check_iters": "-c",
-              "datatype": "-d", "op": "-o", "modes": "-m", "segments": "-s",
+_RUN_FLAGS = {"algorithms": "--algorithms", "transport": "--transport", "minbytes": "-b",
+              "maxbytes": "-e", "stepfactor": "-f", "iters": "-n", "warmup_iters": "-w",
+              "agg_iters": "-m", "average": "-a", "timing": "--timing", "check_iters": "-c",
+              "datatype": "-d", "op": "-o", "modes": "--modes", "segments": "--segments",
               "timeout": "--timeout", "buffers": "--buffers", "device": "--device"}
 
 

@@ -76,6 +76,9 @@ class Transport(ABC):
     size: int
     xp: Any
     """Array module of the buffers this transport moves (numpy or cupy)."""
+    native_avg_prescaled = False
+    """True where the native all-reduce's average scales the inputs before summing instead
+    of dividing the exact sum once (so it is checked within a tolerance, not exactly)."""
 
     @abstractmethod
     def exchange(self, sends: list[Transfer], recvs: list[Transfer],

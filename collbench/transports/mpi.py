@@ -14,11 +14,14 @@ from typing import Any, NamedTuple
 from mpi4py import MPI
 
 from collbench import mpi_threads
+from collbench.algorithms.ops import ReduceOp
 from collbench.errors import CollbenchError
 from collbench.launcher import each_has_a_cpu
 from collbench.transports.base import Progress, Transfer, Transport
 
-_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX}
+_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX, "avg": MPI.SUM}
+"""MPI's operator for each of ours; MPI has no average, so ``avg`` is MPI_SUM followed by a
+division by P on every rank (:meth:`ReduceOp.finish`), timed as part of the call."""
 
 
 def open(comm, config) -> MpiTransport:  # noqa: A001 - the transport factory's common name
@@ -119,6 +122,20 @@ class MpiTransport(Transport):
         self._waitany = _yielding_waitany if self.wait == "yield" else MPI.Request.Waitany
         self._waitall = _yielding_waitall if self.wait == "yield" else MPI.Request.Waitall
         self._waitsome = _yielding_waitsome if self.wait == "yield" else MPI.Request.Waitsome
+        self._user_types: dict[str, tuple] = {}
+
+    def _native_buffer(self, buf, op: str) -> tuple[list | Any, MPI.Op]:
+        """*buf* typed for MPI_Allreduce, and the MPI operator to use. bfloat16, which MPI
+        lacks, travels as a 2-byte contiguous type reduced by a user-defined operator (the
+        numpy ufunc of ml_dtypes on the received bytes), made once per operator."""
+        if buf.dtype.name != "bfloat16":
+            return buf, _OPS[op]
+        ufunc = ReduceOp.parse(op).ufunc
+        if ufunc not in self._user_types:
+            element = MPI.BYTE.Create_contiguous(2).Commit()
+            self._user_types[ufunc] = (element, MPI.Op.Create(_bfloat16_reduction(ufunc), commute=True))
+        element, mpi_op = self._user_types[ufunc]
+        return [buf, buf.size, element], mpi_op
 
     dataflow = True
 
@@ -197,13 +214,21 @@ class MpiTransport(Transport):
             comm.Barrier()
 
     def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
-        if self._device is None:
-            self.comm.Allreduce(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, op=_OPS[op])
+        """MPI_Allreduce; ``avg`` is MPI_SUM then a division by P on each rank, and bfloat16
+        uses a user-defined operator (MPI has neither)."""
+        self._native_allreduce(sendbuf, recvbuf, op)
+        if op == "avg":
+            ReduceOp.AVG.finish(recvbuf, self.size, self.xp)
+
+    def _native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
+        if self._device is None or not self._staged:
+            if self._device is not None:
+                self.synchronize()
+            recv, mpi_op = self._native_buffer(recvbuf, op)
+            send = MPI.IN_PLACE if sendbuf is None else self._native_buffer(sendbuf, op)[0]
+            self.comm.Allreduce(send, recv, op=mpi_op)
             return
         self.synchronize()
-        if not self._staged:
-            self.comm.Allreduce(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, op=_OPS[op])
-            return
         # Staged: one pinned host buffer per size and role, made on the first call of a point
         # (the untimed first iteration) and reused afterwards.
         host_recv = self._pinned_copy(recvbuf, ("recv", recvbuf.nbytes, recvbuf.dtype.str))
@@ -233,4 +258,22 @@ class MpiTransport(Transport):
                 "threads": mpi_threads.provided(), **(self._device or {})}
 
     def close(self) -> None:
+        for element, mpi_op in self._user_types.values():
+            element.Free()
+            mpi_op.Free()
+        self._user_types.clear()
         self.comm.Free()
+
+
+def _bfloat16_reduction(ufunc: str):
+    """An MPI user operator body: ``inout = inout <ufunc> in`` on bfloat16 elements."""
+    import ml_dtypes
+    import numpy
+
+    reduce, bfloat16 = getattr(numpy, ufunc), ml_dtypes.bfloat16
+
+    def apply(inbuf, inoutbuf, datatype) -> None:
+        target = numpy.frombuffer(inoutbuf, dtype=bfloat16)
+        reduce(target, numpy.frombuffer(inbuf, dtype=bfloat16), out=target)
+
+    return apply

@@ -20,10 +20,17 @@ def open(comm, config) -> NcclTransport:  # noqa: A001 - the transport factory's
     return NcclTransport(comm, config)
 
 
+_NCCL_AVG = 4
+"""ncclAvg in nccl.h (NCCL 2.10 and later); older CuPy builds do not name it."""
+
+
 class NcclTransport(Transport):
     """NCCL point-to-point and all-reduce on CuPy device buffers."""
 
     name = "nccl"
+    native_avg_prescaled = True
+    """ncclAvg multiplies each floating-point input by 1/P before summing, so its result can
+    differ from sum-then-divide in the last bits; the harness checks it within a tolerance."""
 
     def __init__(self, comm, config) -> None:
         from collbench import gpu
@@ -34,10 +41,11 @@ class NcclTransport(Transport):
         self.xp, self._nccl = cp, nccl
         self._dtypes = {
             "float16": nccl.NCCL_FLOAT16, "float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
-            "int32": nccl.NCCL_INT32, "int64": nccl.NCCL_INT64,
+            "int8": nccl.NCCL_INT8, "uint8": nccl.NCCL_UINT8, "int32": nccl.NCCL_INT32,
+            "uint32": nccl.NCCL_UINT32, "int64": nccl.NCCL_INT64, "uint64": nccl.NCCL_UINT64,
         }
         self._ops = {"sum": nccl.NCCL_SUM, "prod": nccl.NCCL_PROD, "min": nccl.NCCL_MIN,
-                     "max": nccl.NCCL_MAX}
+                     "max": nccl.NCCL_MAX, "avg": getattr(nccl, "NCCL_AVG", _NCCL_AVG)}
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = comm.bcast(uid, root=0)
         try:

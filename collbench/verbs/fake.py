@@ -157,6 +157,8 @@ class FakeDevice:
         self.registrations = self.deregistrations = self.rnr_waits = self.waits = 0
         self.closed = False
         self.inject = 0
+        self.posted = 0
+        """Sends and writes posted on this device."""
 
     # -- memory
 
@@ -235,6 +237,7 @@ class FakeDevice:
             if qp.sends_outstanding >= qp.send_depth:
                 raise FakeVerbsError(f"send queue of QP {qp.qp_num} is full ({qp.send_depth})")
             qp.sends_outstanding += 1
+            self.posted += 1
             if self.inject:
                 status, self.inject = self.inject, 0
                 self._send_done(qp, op, status)

@@ -72,8 +72,10 @@ def wc_status_text(status: int) -> str:
 
 # ---------------------------------------------------------------- control message
 
-_CTS = struct.Struct("!4sIIIQQ")
-CTS_MAGIC = b"CBv1"
+_CTS = struct.Struct("!4sIIIQQB")
+CTS_MAGIC = b"CBv2"
+MAX_EXTRA_RKEYS = 7
+"""rkeys of rails after the first that fit a control slot with the rest."""
 CONTROL_BYTES = 64
 """Size of one control slot (receive buffer of a CTS); a CTS takes ``_CTS.size`` bytes."""
 
@@ -88,31 +90,54 @@ class ClearToSend:
     rkey: int
     addr: int
     nbytes: int
+    more_rkeys: tuple[int, ...] = ()
+    """The target's rkeys on rails 1, 2, ... (multi-rail: one registration per device)."""
+
+    def rkeys_by_rail(self) -> tuple[int, ...]:
+        return (self.rkey, *self.more_rkeys)
 
     def pack(self) -> bytes:
-        return _CTS.pack(CTS_MAGIC, self.tag, self.seq, self.rkey, self.addr, self.nbytes)
+        if len(self.more_rkeys) > MAX_EXTRA_RKEYS:
+            raise ProtocolError(f"a clear-to-send carries at most {MAX_EXTRA_RKEYS + 1} rkeys")
+        n = len(self.more_rkeys)
+        return (_CTS.pack(CTS_MAGIC, self.tag, self.seq, self.rkey, self.addr, self.nbytes, n)
+                + struct.pack(f"!{n}I", *self.more_rkeys))
 
     @classmethod
     def unpack(cls, data: bytes) -> ClearToSend:
         if len(data) < _CTS.size:
             raise ProtocolError(f"control message of {len(data)} bytes, expected {_CTS.size}")
-        magic, tag, seq, rkey, addr, nbytes = _CTS.unpack_from(data)
+        magic, tag, seq, rkey, addr, nbytes, n = _CTS.unpack_from(data)
         if magic != CTS_MAGIC:
             raise ProtocolError(f"control message with bad magic {magic!r}")
-        return cls(tag, seq, rkey, addr, nbytes)
+        if n > MAX_EXTRA_RKEYS or len(data) < _CTS.size + 4 * n:
+            raise ProtocolError(f"control message naming {n} more rkeys in {len(data)} bytes")
+        return cls(tag, seq, rkey, addr, nbytes, struct.unpack_from(f"!{n}I", data, _CTS.size))
 
 
 # ---------------------------------------------------------------- segments
 
-def plan_segments(nbytes: int, segment_bytes: int) -> list[tuple[int, int]]:
+def plan_segments(nbytes: int, segment_bytes: int, max_segments: int = MAX_SEGMENTS) -> list[tuple[int, int]]:
     """``(offset, length)`` of each segment of a message; ``segment_bytes <= 0`` means one
-    segment. Segments grow when needed so that there are at most MAX_SEGMENTS of them."""
+    segment. Segments grow when needed so that there are at most *max_segments* of them
+    (and never more than MAX_SEGMENTS, what the immediate can number)."""
     if nbytes <= 0:
         return []
     if segment_bytes <= 0 or segment_bytes >= nbytes:
         return [(0, nbytes)]
-    size = max(segment_bytes, math.ceil(nbytes / MAX_SEGMENTS))
+    size = max(segment_bytes, math.ceil(nbytes / min(max(max_segments, 1), MAX_SEGMENTS)))
     return [(off, min(size, nbytes - off)) for off in range(0, nbytes, size)]
+
+
+# ---------------------------------------------------------------- receive queue budget
+
+def receive_budget(recv_depth: int, control_slots: int) -> tuple[int, int]:
+    """How a queue pair's *recv_depth* posted receives are shared: ``(clear-to-sends the peer
+    may have in flight to it, segments it may have announced and not yet seen land)``. Every
+    incoming send and write with immediate consumes one receive; keeping the two shares within
+    the depth means a receive is always posted when one arrives (no RNR NAK, no retry)."""
+    control = max(1, min(control_slots, recv_depth // 2))
+    return control, max(1, recv_depth - control)
 
 
 # ---------------------------------------------------------------- receiver's book

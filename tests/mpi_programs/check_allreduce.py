@@ -1,7 +1,8 @@
 """Run under mpiexec: every algorithm on the real MPI transport against the exact result.
 
-Each rank builds its input, runs the executor (or MPI_Allreduce for ``native``) in and out of
-place, and counts wrong elements; rank 0 prints one JSON line with every failing case.
+Each rank builds its input, runs the executor (or MPI_Allreduce for ``native``: bfloat16 with
+a user-defined operator, avg as a sum then a division) in and out of place, and counts wrong
+elements; rank 0 prints one JSON line with every failing case.
 Usage: check_allreduce.py [--dtypes a,b] [--ops a,b] [--counts n,m] [--execution dataflow]
 [--window N] [--segments N]
 """
@@ -22,7 +23,7 @@ from collbench.transports import open_transport
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--dtypes", default=",".join(DTYPES))
-parser.add_argument("--ops", default="sum,prod,min,max")
+parser.add_argument("--ops", default="sum,prod,min,max,avg")
 parser.add_argument("--counts", default="")
 parser.add_argument("--execution", choices=("step", "dataflow"), default="step")
 parser.add_argument("--window", type=int, default=16)
