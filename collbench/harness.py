@@ -403,12 +403,12 @@ class Sweep:
             return [int(n) if counted else "" for n in counts[:, 0]]
 
         key = self._key(point)
+        rows = [(COMBINED_RANKS, per_iter_us, registrations(per_iter_counts))]
+        if c.rank_samples == "all":
+            rows += [(r, rank_us[r], registrations(rank_counts[r])) for r in range(len(gathered))]
         samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t,
                     "registrations": reg, "rank": rank}
-                   for rank, times, regs in [(COMBINED_RANKS, per_iter_us, registrations(per_iter_counts)),
-                                             *((r, rank_us[r], registrations(rank_counts[r]))
-                                               for r in range(len(gathered)))]
-                   for (phase, i), t, reg in zip(_phases(c), times, regs)]
+                   for rank, times, regs in rows for (phase, i), t, reg in zip(_phases(c), times, regs)]
         timed = slice(1 + c.warmup_iters, None)
         counted_timed = per_iter_counts[timed].sum(axis=0)
         registration = (dict(zip(("reg_timed", "reg_hits", "reg_misses"), map(int, counted_timed)))

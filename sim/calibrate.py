@@ -98,7 +98,7 @@ class Calibration:
     def describe(self) -> str:
         """The fitted figures in one line, in the units people quote."""
         q = self.params
-        reduction = f"{1e-9 / q.gamma:.2f} GB/s" if q.gamma > 1e-15 else "free (γ fitted as 0)"
+        reduction = f"{1e-9 / q.gamma:.3g} GB/s" if q.gamma > 1e-15 else "free (γ fitted as 0)"
         host = ""
         if q.memory > 0:
             host += f", host memory {1e-9 / q.memory:.2f} GB/s"
@@ -111,7 +111,7 @@ class Calibration:
                 host += (f", cache {h['cache_size'] / 2**20:.1f} MiB, "
                          f"misses +{h['beta_miss'] * 1e9:.3f} ns/B copied, "
                          f"+{h['gamma_miss'] * 1e9:.3f} ns/B reduced")
-        return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.2f} GB/s, reduction "
+        return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.3g} GB/s, reduction "
                 f"{reduction}, overhead {q.overhead * 1e6:.2f} us{host} ({self.topology} model, "
                 f"{self.points} points, rms relative error {100 * self.rms_relative_error:.1f}%)")
 

@@ -132,6 +132,7 @@ BAD_INPUTS = {
                         "with --modes"),
     "average out of range": (["-a", "4"], "-a/--average must be 0 (rank 0), 1 (mean), 2 (min) or 3"),
     "no aggregation": (["-m", "0"], "-m/--agg_iters must be at least 1"),
+    "unknown rank samples": (["--rank-samples", "some"], "--rank-samples must be all or none, got 'some'"),
     "unknown timing": (["--timing", "batched"], "unknown timing 'batched'; choose per-call or aggregate"),
     "bfloat16 on the GPU": (["-d", "bfloat16", "--buffers", "cupy"], "bfloat16 needs host buffers"),
     "bad bandwidth gate": (["--min-busbw", "fast"], "--min-busbw takes a bandwidth in GB/s, got 'fast'"),

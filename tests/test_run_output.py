@@ -85,9 +85,11 @@ def test_the_footer_the_bandwidth_gate_and_progress_lines(mpiexec, tmp_path):
     assert "collbench: progress 16/16 points" in done.stderr and "ETA" in done.stderr
 
     done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--min-busbw", "0", "--no-progress",
-                     "--out", tmp_path / "pass")
+                     "--rank-samples", "none", "--out", tmp_path / "pass")
     assert done.returncode == 0, done.stderr
     assert "progress" not in done.stderr
+    samples = pd.read_csv(tmp_path / "pass" / "samples.csv")
+    assert set(samples["rank"]) == {-1} and len(samples) == 8 * (1 + 1 + 3)
 
 
 def read_then_close(command: list, lines: int, **kwargs) -> tuple[int, str, list[str]]:
