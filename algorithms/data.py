@@ -13,6 +13,8 @@ executor computes the same way, so it compares with ``==`` too.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from collbench.algorithms.ops import ReduceOp, numpy_dtype
 
@@ -29,28 +31,87 @@ def _sum_modulus(dtype, nranks: int) -> int:
     return 8 if limit is None else max(2, min(8, limit // max(nranks, 1) + 1))
 
 
+def period(nranks: int, dtype, op: ReduceOp) -> int:
+    """How many elements the inputs and the result take before they repeat: the patterns
+    below depend on the element index j through j mod m (SUM, AVG), j mod 3 and j mod P (PROD),
+    or j mod 101 (MIN, MAX). So one period is computed and copied along the buffer, and a
+    buffer of any size costs its own bytes and no more (an int64 index array would cost twice
+    the message, and every temporary as much again)."""
+    if op in (ReduceOp.SUM, ReduceOp.AVG):
+        return _sum_modulus(dtype, nranks)
+    if op is ReduceOp.PROD:
+        return 3 * nranks // math.gcd(3, nranks)
+    return 101
+
+
+def _values(j, rank: int, nranks: int, dtype, op: ReduceOp, xp):
+    """Rank *rank*'s input at element indices *j* (already shifted by the seed), as int64."""
+    if op in (ReduceOp.SUM, ReduceOp.AVG):
+        return (j + 3 * rank) % _sum_modulus(dtype, nranks)
+    if op is ReduceOp.PROD:
+        values = xp.where((j + rank) % 3 == 0, -1, 1)
+        return xp.where(j % nranks == rank, 2 * values, values)
+    return (7 * j + 13 * rank) % 101 - 50
+
+
+def input_period(rank: int, nranks: int, dtype, op: ReduceOp, seed: int = 0, xp=np):
+    """The first :func:`period` elements of rank *rank*'s input."""
+    j = xp.arange(period(nranks, dtype, op), dtype=xp.int64) + seed
+    return _values(j, rank, nranks, dtype, op, xp).astype(numpy_dtype(dtype))
+
+
+def expected_period(nranks: int, dtype, op: ReduceOp, seed: int = 0, xp=np):
+    """The first :func:`period` elements of the exact all-reduce of every rank's input."""
+    reduce = getattr(xp, op.ufunc)
+    result = input_period(0, nranks, dtype, op, seed, xp)
+    for rank in range(1, nranks):
+        reduce(result, input_period(rank, nranks, dtype, op, seed, xp), out=result)
+    op.finish(result, nranks, xp)
+    return result
+
+
+def fill_periodic(out, pattern):
+    """Fill *out* with *pattern* repeated (``out[k] = pattern[k % len(pattern)]``) by doubling
+    copies within *out*: no temporary, on numpy and CuPy alike. Returns *out*."""
+    filled = min(len(pattern), len(out))
+    out[:filled] = pattern[:filled]
+    while filled < len(out):
+        step = min(filled, len(out) - filled)
+        out[filled:filled + step] = out[:step]
+        filled += step
+    return out
+
+
+COMPARE_CHUNK = 1 << 16
+"""Elements compared at a time by :func:`count_mismatches` (at least one period)."""
+
+
+def count_mismatches(buf, pattern, differs=None, xp=np) -> int:
+    """How many elements of *buf* differ from *pattern* repeated, compared a chunk at a time
+    so the check costs a chunk's memory, not the buffer's. *differs(a, b)* is the elementwise
+    test (default ``a != b``); *xp* is the buffers' array module."""
+    chunk = max(1, COMPARE_CHUNK // len(pattern)) * len(pattern)
+    reference = fill_periodic(xp.empty(min(chunk, len(buf)), dtype=pattern.dtype), pattern)
+    wrong = 0
+    for start in range(0, len(buf), chunk):
+        part = buf[start:start + chunk]
+        found = part != reference[:len(part)] if differs is None else differs(part, reference[:len(part)])
+        wrong += int(found.sum())
+    return wrong
+
+
 def make_input(rank: int, nranks: int, count: int, dtype, op: ReduceOp, seed: int = 0,
                xp=np) -> np.ndarray:
     """Rank *rank*'s input of *count* elements; *seed* varies the pattern between checks.
 
-    *xp* is the array module (numpy or CuPy) the buffer is built with."""
-    j = xp.arange(count, dtype=xp.int64) + seed
-    if op in (ReduceOp.SUM, ReduceOp.AVG):
-        values = (j + 3 * rank) % _sum_modulus(dtype, nranks)
-    elif op is ReduceOp.PROD:
-        values = xp.where((j + rank) % 3 == 0, -1, 1)
-        values = xp.where(j % nranks == rank, 2 * values, values)
-    else:
-        values = (7 * j + 13 * rank) % 101 - 50
-    return values.astype(numpy_dtype(dtype))
+    *xp* is the array module (numpy or CuPy) the buffer is built with. It allocates the
+    buffer and one period (:func:`period`), nothing of the buffer's size besides."""
+    out = xp.empty(count, dtype=numpy_dtype(dtype))
+    return fill_periodic(out, input_period(rank, nranks, dtype, op, seed, xp))
 
 
 def expected_output(nranks: int, count: int, dtype, op: ReduceOp, seed: int = 0,
                     xp=np) -> np.ndarray:
-    """The exact all-reduce of :func:`make_input` over all ranks (O(count) memory)."""
-    reduce = getattr(xp, op.ufunc)
-    result = make_input(0, nranks, count, dtype, op, seed, xp)
-    for rank in range(1, nranks):
-        reduce(result, make_input(rank, nranks, count, dtype, op, seed, xp), out=result)
-    op.finish(result, nranks, xp)
-    return result
+    """The exact all-reduce of :func:`make_input` over all ranks (one buffer of *count*)."""
+    out = xp.empty(count, dtype=numpy_dtype(dtype))
+    return fill_periodic(out, expected_period(nranks, dtype, op, seed, xp))

@@ -18,7 +18,9 @@ This cannot deadlock: take the unfinished op of the lowest step on any rank. Its
 earlier steps, so done. If it is a send, every send before it is ready too (same or earlier
 steps), so they are posted in turn as the lowest, and it is posted. If it is a receive, the
 receive *window* places before it is of an earlier step, hence complete, so it is posted.
-Its partner likewise, so the message completes.
+Its partner likewise, so the message completes. (:func:`collbench.algorithms.reference.execute_policy`
+runs this policy under drawn completion orders; the property tests find neither a deadlock
+nor a wrong result.)
 
 A receive's scratch slot (reducing receives) is its position among receives modulo the
 window: receive q is posted only after receive q - window was applied.

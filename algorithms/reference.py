@@ -154,3 +154,69 @@ def contributions(schedule: Schedule, run=execute) -> np.ndarray:
     for rank in range(p):
         one_hot[rank, :, rank] = 1
     return run(schedule, one_hot, ReduceOp.SUM)
+
+
+def execute_policy(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
+                   rng: random.Random | None = None, window: int | None = None) -> np.ndarray:
+    """Return every rank's buffer after running *schedule* as the dataflow executors do: each
+    rank posts by :class:`~collbench.algorithms.dataflow.DataflowState` (the real executor's
+    and the simulator's policy, with *window*), and of everything that could happen next (a
+    message whose send and receive are both posted moves, or a landed reduction is applied)
+    *rng* picks one (the first if None). Raises ScheduleError if the policy leaves some op
+    unable ever to run (a deadlock), or if *schedule* breaks a rule."""
+    from collbench.algorithms.dataflow import WINDOW, DataflowPlan, DataflowState
+
+    op = ReduceOp.parse(op) if isinstance(op, str) else op
+    _check_inputs(schedule, inputs)
+    validate(schedule)
+    reduce = getattr(np, op.ufunc)
+    p = schedule.nranks
+    states = [DataflowState(DataflowPlan(schedule.steps[r], window or WINDOW)) for r in range(p)]
+    keys = [message_keys(schedule, r) for r in range(p)]
+    sends: dict[tuple, tuple[int, int]] = {}
+    recvs: dict[tuple, tuple[int, int]] = {}
+    landed: dict[tuple[int, int], np.ndarray] = {}
+    can: list[tuple] = []  # ("move", key) or ("apply", rank, op)
+
+    def post(rank: int) -> None:
+        for i in states[rank].to_post():
+            key = keys[rank][i]
+            (sends if states[rank].plan.ops[i].kind is Kind.SEND else recvs)[key] = (rank, i)
+            if key in sends and key in recvs:
+                can.append(("move", key))
+
+    def complete(rank: int, i: int) -> None:
+        can.extend(("apply", rank, j) for j in states[rank].complete(i))
+        post(rank)
+
+    for rank in range(p):
+        post(rank)
+    bufs = inputs.copy()
+    while can:
+        pick = rng.randrange(len(can)) if rng is not None else 0
+        can[pick], can[-1] = can[-1], can[pick]
+        event = can.pop()
+        if event[0] == "apply":
+            _, rank, i = event
+            o = states[rank].plan.ops[i]
+            target = bufs[rank, o.start:o.stop]
+            reduce(target, landed.pop((rank, i)), out=target)
+            complete(rank, i)
+            continue
+        (src, i), (dst, j) = sends.pop(event[1]), recvs.pop(event[1])
+        sent, got = states[src].plan.ops[i], states[dst].plan.ops[j]
+        data = bufs[src, sent.start:sent.stop].copy()
+        if got.kind is Kind.RECV_COPY:
+            bufs[dst, got.start:got.stop] = data
+            complete(dst, j)
+        else:
+            landed[(dst, j)] = data
+            if states[dst].landed(j):
+                can.append(("apply", dst, j))
+        complete(src, i)
+    stuck = [r for r in range(p) if not states[r].complete_all]
+    if stuck:
+        raise ScheduleError(f"{schedule.name}: the dataflow policy deadlocks: rank {stuck[0]} has ops "
+                            "that can never run")
+    op.finish(bufs, p, np)
+    return bufs

@@ -53,6 +53,9 @@ class RunConfig:
     aggregate."""
     agg_iters: int = 1
     """Calls per timed iteration, run back to back; the iteration's time is their mean."""
+    rank_samples: str = "all"
+    """``all``: samples.csv keeps each rank's own time of every iteration beside the combined
+    one; ``none``: the combined ones only (P+1 times fewer rows, for runs of many ranks)."""
     trace: str | None = None
     """A file to write every op's events to, in Chrome trace format: one untimed call per
     point, after the timed ones."""
@@ -87,7 +90,7 @@ class RunConfig:
 _LIST_FIELDS = {"algorithms", "modes"}
 
 POINT_CHOICE = frozenset({"algorithms", "minbytes", "maxbytes", "stepfactor", "modes", "timeout", "name",
-                          "out", "extra"})
+                          "out", "extra", "trace", "rank_samples"})
 """Settings that choose which points run, or that do not change a measurement: a resumed
 folder may differ in these (a rerun with more sizes extends it). Every other setting, and the
 number of ranks, must match the folder's for its points to be comparable."""
@@ -202,6 +205,8 @@ def _check(c: RunConfig) -> None:
     if c.average not in AVERAGES:
         raise CollbenchError(f"-a/--average must be 0 (rank 0), 1 (mean), 2 (min) or 3 (max), "
                              f"got {c.average}")
+    if c.rank_samples not in ("all", "none"):
+        raise CollbenchError(f"--rank-samples must be all or none, got {c.rank_samples!r}")
     if c.agg_iters < 1:
         raise CollbenchError(f"-m/--agg_iters must be at least 1, got {c.agg_iters}")
     try:

@@ -29,7 +29,13 @@ import numpy as np
 
 from collbench import mpi_threads, provenance
 from collbench.algorithms import build
-from collbench.algorithms.data import expected_output, make_input
+from collbench.algorithms.data import (
+    count_mismatches,
+    expected_period,
+    fill_periodic,
+    input_period,
+    make_input,
+)
 from collbench.algorithms.ops import ReduceOp
 from collbench.config import NATIVE, RunConfig, resume_mismatches
 from collbench.dataflow import DataflowExecutor
@@ -105,29 +111,31 @@ class PointRunner:
 
     def count_wrong(self, seed: int) -> int:
         """Run once on fresh inputs and count wrong elements on this rank (an out-of-place
-        call that changes its input counts those elements as wrong too)."""
-        self.send = self._input(seed)
-        original = self.send.copy()
+        call that changes its input counts those elements as wrong too). The inputs go into
+        the send buffer and both buffers are compared with one period of what they must hold
+        (:func:`~collbench.algorithms.data.period`), a chunk at a time: checking allocates
+        nothing of the message's size."""
+        rank, nranks, dtype = self.transport.rank, self.transport.size, self.config.datatype
+        given = input_period(rank, nranks, dtype, self.op, seed, self.xp)
+        fill_periodic(self.send, given)
         self.prepare()
         self.call()
-        expected = expected_output(self.transport.size, self.count, self.config.datatype, self.op,
-                                   seed, self.xp)
-        wrong = int(self._mismatches(expected).sum())
+        expected = expected_period(nranks, dtype, self.op, seed, self.xp)
+        wrong = count_mismatches(self.recv, expected, self._differs(expected), self.xp)
         if not self.point.in_place:
-            wrong += int((self.send != original).sum())
+            wrong += count_mismatches(self.send, given, xp=self.xp)
         return wrong
 
-
-    def _mismatches(self, expected):
-        """Elementwise: is this rank's result wrong? Exact, except a native average that
-        scales before summing (see ``native_avg_prescaled``): within P+2 units in the last
+    def _differs(self, expected):
+        """The elementwise test of a wrong result: None (exact), except for a native average
+        that scales before summing (see ``native_avg_prescaled``): within P+2 units in the last
         place of the largest expected magnitude."""
         if not (self.op is ReduceOp.AVG and self._executor is None
                 and self.transport.native_avg_prescaled and expected.dtype.kind == "f"):
-            return self.recv != expected
-        scale = float(abs(expected).max()) if expected.size else 0.0
+            return None
+        scale = float(abs(expected[:self.count]).max()) if self.count else 0.0
         tolerance = (self.transport.size + 2) * float(np.finfo(expected.dtype).eps) * max(scale, 1.0)
-        return abs(self.recv - expected) > tolerance
+        return lambda got, want: abs(got - want) > tolerance
 
     def traced_events(self, comm, offset_us: float) -> list[dict]:
         """Untimed: one more call with every op's events recorded (not for ``native``), as this
@@ -395,12 +403,12 @@ class Sweep:
             return [int(n) if counted else "" for n in counts[:, 0]]
 
         key = self._key(point)
+        rows = [(COMBINED_RANKS, per_iter_us, registrations(per_iter_counts))]
+        if c.rank_samples == "all":
+            rows += [(r, rank_us[r], registrations(rank_counts[r])) for r in range(len(gathered))]
         samples = [{**key, "count": runner.count, "phase": phase, "iter": i, "time_us": t,
                     "registrations": reg, "rank": rank}
-                   for rank, times, regs in [(COMBINED_RANKS, per_iter_us, registrations(per_iter_counts)),
-                                             *((r, rank_us[r], registrations(rank_counts[r]))
-                                               for r in range(len(gathered)))]
-                   for (phase, i), t, reg in zip(_phases(c), times, regs)]
+                   for rank, times, regs in rows for (phase, i), t, reg in zip(_phases(c), times, regs)]
         timed = slice(1 + c.warmup_iters, None)
         counted_timed = per_iter_counts[timed].sum(axis=0)
         registration = (dict(zip(("reg_timed", "reg_hits", "reg_misses"), map(int, counted_timed)))

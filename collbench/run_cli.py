@@ -58,6 +58,9 @@ def register(sub) -> None:
                    "(nothing is deleted) and start afresh in DIR")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="what rank 0 prints (the folder always gets CSV)")
+    p.add_argument("--rank-samples", dest="rank_samples", metavar="all|none",
+                   help="keep each rank's own time of every iteration in samples.csv (all, default) "
+                   "or only the times combined over ranks (none: P+1 times fewer rows)")
     p.add_argument("--min-busbw", metavar="GB/s",
                    help="exit with status 3 if the average bus bandwidth of the points measured "
                    "is below this (the results are stored either way)")
@@ -69,7 +72,7 @@ def register(sub) -> None:
 _SETTINGS = ("algorithms", "transport", "minbytes", "maxbytes", "stepfactor", "iters",
              "warmup_iters", "agg_iters", "average", "timing", "check_iters", "datatype", "op",
              "modes", "segments", "execution", "trace", "timeout", "buffers", "device",
-             "mpi_thread_level", "name", "out")
+             "mpi_thread_level", "rank_samples", "name", "out")
 
 
 def parse_gbps(text: str | None) -> float | None:

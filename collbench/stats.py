@@ -63,6 +63,18 @@ def level_percent(level: float) -> str:
     return f"{tenths:g}%"
 
 
+def levels_text(levels) -> str:
+    """The confidence level of intervals whose levels are *levels* (NaN: no interval, e.g. a
+    prediction), for headers and captions: "95.8%", "75%–95.8%" when they differ (runs of
+    different -n), or "" when none is known."""
+    known = np.asarray(levels, dtype=float)
+    known = known[np.isfinite(known)]
+    if not known.size:
+        return ""
+    low, high = level_percent(known.min()), level_percent(known.max())
+    return low if low == high else f"{low}–{high}"
+
+
 @dataclass(frozen=True)
 class Summary:
     """Statistics over the timed samples of one point, in microseconds and GB/s."""

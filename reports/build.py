@@ -5,11 +5,12 @@ support are skipped and the index says why, so a report of measurements alone st
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 from collbench.reports import fig_compare, fig_point, fig_sweep, tables
+from collbench.reports.captions import ci_words
 from collbench.reports.common import NotApplicable, Options, Plot, baseline_of, chosen_ranks, chosen_sizes
 from collbench.reports.data import ReportData, load
 from collbench.reports.index import write_index
@@ -48,6 +49,8 @@ def _group_makers(data: ReportData, opts: Options, label: str) -> list[tuple[str
     """The sweep and per-point figures of one group; *label* ("" for the measured group) is
     added to titles and file names."""
     suffix = f" ({label})" if label else ""
+    if opts.baseline and opts.baseline not in data.algorithms:  # a prediction is compared within its run
+        opts = replace(opts, baseline=None)
 
     def named(make: Callable[[], Plot]) -> Callable[[], Plot]:
         def run() -> Plot:
@@ -129,9 +132,8 @@ def write_tables(data: ReportData, opts: Options, out: Path) -> list[Path]:
     """``summary.md`` and ``summary.tex`` over every point, plus ``summary_all.csv``; the
     predictions of other systems in tables of their own, as in the figures."""
     baseline = baseline_of(data, opts)
-    caption = (f"All-reduce median time, 95\\% confidence interval of the median, bus bandwidth and "
-               f"speed-up (t_{baseline}/t) against {baseline} of the same run at the same point.") \
-        .replace("\\%", "%")
+    caption = (f"All-reduce median time, {ci_words(data.summary)}, bus bandwidth and "
+               f"speed-up (t_{baseline}/t) against {baseline} of the same run at the same point.")
     md_parts, tex_parts = [], []
     for label, part in groups(data):
         rows = tables.table_rows(part, baseline)

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import pandas as pd
 from collbench.reports.data import ReportData
 
+from collbench.stats import levels_text
+
 VERSION_ORDER = ("python", "numpy", "mpi4py", "mpi_library", "cupy", "nccl", "rdma_core", "collbench")
 VERSION_NAMES = {"python": "Python", "numpy": "numpy", "mpi4py": "mpi4py", "mpi_library": "MPI",
                  "cupy": "CuPy", "nccl": "NCCL", "rdma_core": "rdma-core", "collbench": "collbench",
@@ -92,6 +94,16 @@ def provenance_text(data: ReportData, rows: pd.DataFrame) -> str:
     """The provenance of every run that contributes *rows*, one sentence each."""
     return " ".join(describe_run(run, data.runs[run], part)
                     for run, part in rows.groupby("run", sort=False))
+
+
+def ci_words(rows: pd.DataFrame, short: bool = False) -> str:
+    """"95.8% confidence interval of the median" (or "95.8% CI" when *short*) at the real level
+    of *rows*' measured intervals, which depends on their number of samples (75% for 3)."""
+    measured = rows[rows["source"] == "measured"] if "source" in rows else rows
+    levels = pd.to_numeric(measured["ci_level"], errors="coerce") if "ci_level" in measured else []
+    text = levels_text(levels)
+    words = "CI" if short else "confidence interval of the median"
+    return f"{text} {words}" if text else words
 
 
 def caption(data: ReportData, what: str, rows: pd.DataFrame, notes: Iterable[str] = ()) -> str:

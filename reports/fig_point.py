@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from collbench.reports.captions import caption
+from collbench.reports.captions import caption, ci_words
 from collbench.reports.common import (
     NotApplicable,
     Options,
@@ -57,7 +57,7 @@ def _clusters(data: ReportData, rows: pd.DataFrame) -> list[list[tuple[str, pd.D
 
 
 def bars(data: ReportData, opts: Options, size: int) -> Plot:
-    """Bars of median time per series at *size* and the chosen P, 95% CI error bars, and the
+    """Bars of median time per series at *size* and the chosen P, CI error bars, and the
     speed-up against the baseline printed over each bar. Bars of one implementation from
     different sources (measured, simulated, model) stand together, hatched by source."""
     nranks = chosen_ranks(data, opts)
@@ -114,8 +114,8 @@ def bars(data: ReportData, opts: Options, size: int) -> Plot:
     table = rows.assign(speedup_vs_baseline=ratio, baseline=baseline)[
         ["series", "run", "source", "algorithm", "nranks", "size_bytes", "median_us", "ci_low_us",
          "ci_high_us", "speedup_vs_baseline", "baseline"]]
-    what = (f"Median time per implementation at {format_size(size)} and P = {nranks}, with the 95% CI "
-            f"of the median as error bars; over each bar its speed relative to {baseline} at the same "
+    what = (f"Median time per implementation at {format_size(size)} and P = {nranks}, with the "
+            f"{ci_words(rows)} as error bars; over each bar its speed relative to {baseline} at the same "
             f"point (t_{baseline}/t: “82% faster” means 1.82× the speed). Hatched bars are predictions "
             f"(//// simulated, .... closed-form model), compared with the {baseline} of their own run.")
     return Plot(_stem("bars", nranks, size), f"Implementations at {format_size(size)}, P = {nranks}",

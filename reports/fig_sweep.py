@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from collbench.reports.captions import caption
+from collbench.reports.captions import caption, ci_words
 from collbench.reports.common import NotApplicable, Options, Plot, band, chosen_ranks, line_style
 from collbench.reports.data import ReportData
 from collbench.reports.style import (
@@ -40,7 +40,7 @@ def _other_ranks(data: ReportData, nranks: int) -> list[str]:
 
 
 def time_vs_size(data: ReportData, opts: Options) -> Plot:
-    """Median time against message size, log-log, one line per series, 95% CI as a band."""
+    """Median time against message size, log-log, one line per series, the CI as a band."""
     nranks = chosen_ranks(data, opts)
     rows = data.summary[(data.summary["nranks"] == nranks) & (data.summary["size_bytes"] > 0)]
     if rows.empty:
@@ -58,7 +58,7 @@ def time_vs_size(data: ReportData, opts: Options) -> Plot:
     ax.set_title(f"All-reduce time, P = {nranks}")
     _legend(fig, data, rows, opts.width)
     what = (f"Median time of one all-reduce against message size at P = {nranks} ranks, log-log; "
-            f"shaded bands: 95% confidence interval of the median (measured only).")
+            f"shaded bands: {ci_words(rows)} (measured only).")
     return Plot("time_vs_size", "Time vs message size", fig,
                 caption(data, what, rows, _other_ranks(data, nranks)), rows[DATA_COLUMNS])
 
@@ -85,7 +85,7 @@ def busbw_vs_size(data: ReportData, opts: Options) -> Plot:
     ax.set_title(f"All-reduce bus bandwidth, P = {nranks}")
     _legend(fig, data, rows, opts.width)
     what = (f"Bus bandwidth busbw = S/t · 2(P−1)/P (nccl-tests convention, GB = 10⁹ B, t the median "
-            f"time) against message size S at P = {nranks} ranks; bands: from the 95% CI of the median.")
+            f"time) against message size S at P = {nranks} ranks; bands: from the {ci_words(rows)}.")
     return Plot("busbw_vs_size", "Bus bandwidth vs message size", fig,
                 caption(data, what, rows, _other_ranks(data, nranks)), rows[DATA_COLUMNS])
 
@@ -170,7 +170,8 @@ def scaling(data: ReportData, opts: Options) -> Plot:
     rows = pd.concat(used)
     _legend(fig, data, rows, opts.width)
     what = (f"Strong scaling of all-reduce at {', '.join(map(format_size, sizes))} per rank. Top: median "
-            f"time against rank count P, measured points with 95% CI error bars (solid), simulated "
+            f"time against rank count P, measured points with {ci_words(rows, short=True)} error bars "
+            f"(solid), simulated "
             f"(dashed) and closed-form model (dotted) curves; runs that differ only in P form one line. "
             f"Faint dotted lines: each series' ideal, the bandwidth term of all-reduce (every algorithm "
             f"moves at least 2(P−1)/P·S bytes per rank), held at the bus bandwidth of the series' "

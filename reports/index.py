@@ -7,7 +7,7 @@ import html
 from datetime import datetime, timezone
 from pathlib import Path
 
-from collbench.reports import tables
+from collbench.reports import stragglers, tables
 from collbench.reports.captions import describe_run
 from collbench.reports.common import baseline_of, chosen_ranks, chosen_sizes
 from collbench.reports.data import ReportData
@@ -55,6 +55,10 @@ def _sections(data: ReportData, report, opts):
     yield "table", (tables.table_rows(data, baseline, chosen), baseline)
     yield "links", [("all points, Markdown", "summary.md"), ("LaTeX (booktabs)", "summary.tex"),
                     ("every column, CSV", "summary_all.csv")]
+    slow = stragglers.slowest_ranks(data)
+    if not slow.empty:
+        yield "h3", "Slowest ranks"
+        yield "ul", stragglers.lines(slow)
 
 
 def _markdown(blocks) -> str:

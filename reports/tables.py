@@ -9,7 +9,10 @@ from collbench.reports.common import speedups
 from collbench.reports.data import ReportData
 from collbench.reports.style import format_size
 
-HEADERS = ("Implementation", "P", "Size", "Median (µs)", "95% CI (µs)", "busbw (GB/s)", "Speed-up")
+from collbench.stats import levels_text
+
+HEADERS = ("Implementation", "P", "Size", "Median (µs)", "CI (µs)", "busbw (GB/s)", "Speed-up")
+"""Column keys; the CI's header names the intervals' real level (:func:`ci_header`)."""
 
 
 def column_format(values) -> str:
@@ -44,18 +47,28 @@ def table_rows(data: ReportData, baseline: str, frame: pd.DataFrame | None = Non
         "P": rows["nranks"].astype(int).astype(str),
         "Size": rows["size_bytes"].map(format_size),
         "Median (µs)": _formatted(rows["median_us"], time_fmt),
-        "95% CI (µs)": [f"[{lo}, {hi}]" if ok else "–"
-                        for lo, hi, ok in zip(lows, highs, ci_known, strict=True)],
+        "CI (µs)": [f"[{lo}, {hi}]" if ok else "–"
+                    for lo, hi, ok in zip(lows, highs, ci_known, strict=True)],
         "busbw (GB/s)": _formatted(rows["busbw_GBps"], column_format(rows["busbw_GBps"])),
         "Speed-up": [r if r == "–" else r + "×"
                      for r in _formatted(rows["speedup"], column_format(rows["speedup"]))],
         "_group": list(zip(rows["nranks"], rows["size_bytes"], strict=True)),
+        "_ci_level": pd.to_numeric(rows["ci_level"], errors="coerce").where(ci_known).to_numpy()
+        if "ci_level" in rows else np.nan,
     }).reset_index(drop=True)
+
+
+def ci_header(rows: pd.DataFrame) -> str:
+    """The CI column's header at the real level of the rows' intervals: "95.8% CI (µs)", "75% CI
+    (µs)" for runs of 3 samples, "75%–95.8% CI (µs)" for a mix."""
+    level = levels_text(rows["_ci_level"])
+    return f"{level} CI (µs)" if level else "CI (µs)"
 
 
 def markdown(rows: pd.DataFrame, baseline: str) -> str:
     """A GitHub-flavoured Markdown table; the speed-up column names its baseline."""
-    headers = [h if h != "Speed-up" else f"Speed-up vs {baseline}" for h in HEADERS]
+    names = {"Speed-up": f"Speed-up vs {baseline}", "CI (µs)": ci_header(rows)}
+    headers = [names.get(h, h) for h in HEADERS]
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(str(r[h]) for h in HEADERS) + " |" for _, r in rows.iterrows()]
@@ -96,8 +109,9 @@ def chunks(rows: pd.DataFrame, limit: int = MAX_FLOAT_ROWS) -> list[pd.DataFrame
 def latex(rows: pd.DataFrame, baseline: str, caption: str, label: str = "tab:collbench-summary") -> str:
     """Booktabs tables (need ``\\usepackage{booktabs}``), one float per rank count and range of
     sizes (:func:`chunks`), each captioned with its range; a rule separates the points."""
-    headers = ["Implementation", "$P$", "Size", r"Median ($\mu$s)", r"95\% CI ($\mu$s)",
-               "busbw (GB/s)", f"vs {tex_escape(baseline)}"]
+    ci = tex_escape(ci_header(rows)).replace("(µs)", r"($\mu$s)")
+    headers = ["Implementation", "$P$", "Size", r"Median ($\mu$s)", ci, "busbw (GB/s)",
+               f"vs {tex_escape(baseline)}"]
     parts = chunks(rows)
     out = []
     for i, part in enumerate(parts, start=1):

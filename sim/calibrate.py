@@ -55,14 +55,21 @@ class Calibration:
     host: dict | None = None
     """The fitted host as a network (:meth:`collbench.sim.network.NetworkSpec.as_dict`) when the fit
     simulated it (:mod:`collbench.sim.calibrate_sim`): predictions then simulate it too."""
+    fabric: dict | None = None
+    """The fitted multi-node network (:meth:`collbench.sim.network.NetworkSpec.as_dict`) when
+    the fit simulated a topology without closed forms (:mod:`collbench.sim.calibrate_network`):
+    predictions then simulate it."""
 
     def network(self, nranks: int):
         """The network these figures describe, with up to *nranks* ranks on one host: the
-        simulated host when the fit simulated one; a host of the closed-form figures when
+        fitted multi-node network when the fit simulated one; the simulated host when the fit
+        simulated one; a host of the closed-form figures when
         they include its memory or cores; else a network of one rank per node."""
         from collbench.sim.calibrate_sim import host_spec
         from collbench.sim.network import NetworkSpec
 
+        if self.fabric is not None:
+            return NetworkSpec.from_dict(self.fabric)
         if self.host is not None:
             return NetworkSpec.from_dict({**self.host, "ranks_per_node": max(nranks, 1)})
         q = self.params
@@ -76,6 +83,10 @@ class Calibration:
     def predict(self, algorithm: str, nranks: int, nbytes: float, cores: int = 0) -> float:
         """Predicted seconds of one point, on a host of *cores* cores (0: the fitted one's)."""
         q = self.params
+        if self.fabric is not None:
+            from collbench.sim.calibrate_sim import simulated_seconds
+
+            return simulated_seconds(self.network(nranks), algorithm, nranks, nbytes)
         if self.host is None:
             return analytic.predict(algorithm, nranks, nbytes, replace(q, cores=int(cores) or q.cores),
                                     self.topology)
@@ -87,7 +98,7 @@ class Calibration:
     def describe(self) -> str:
         """The fitted figures in one line, in the units people quote."""
         q = self.params
-        reduction = f"{1e-9 / q.gamma:.2f} GB/s" if q.gamma > 1e-15 else "free (γ fitted as 0)"
+        reduction = f"{1e-9 / q.gamma:.3g} GB/s" if q.gamma > 1e-15 else "free (γ fitted as 0)"
         host = ""
         if q.memory > 0:
             host += f", host memory {1e-9 / q.memory:.2f} GB/s"
@@ -100,7 +111,7 @@ class Calibration:
                 host += (f", cache {h['cache_size'] / 2**20:.1f} MiB, "
                          f"misses +{h['beta_miss'] * 1e9:.3f} ns/B copied, "
                          f"+{h['gamma_miss'] * 1e9:.3f} ns/B reduced")
-        return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.2f} GB/s, reduction "
+        return (f"latency {q.alpha * 1e6:.2f} us, bandwidth {1e-9 / q.beta:.3g} GB/s, reduction "
                 f"{reduction}, overhead {q.overhead * 1e6:.2f} us{host} ({self.topology} model, "
                 f"{self.points} points, rms relative error {100 * self.rms_relative_error:.1f}%)")
 

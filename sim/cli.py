@@ -41,9 +41,14 @@ def register(subparsers) -> None:
                            description="Fit the model to measured results by least squares.")
     cal.add_argument("results", nargs="+", help="results folders written by 'collbench run', or folders "
                      "above them such as a Slurm sweep; predictions among them are skipped")
-    cal.add_argument("--topology", default="switch", choices=("switch", "half-duplex", "ideal"),
+    cal.add_argument("--topology", default="switch", choices=("switch", "half-duplex", "ideal", "fat-tree"),
                      help="the model the figures are fitted on (default: switch; half-duplex suits "
-                     "ranks of one shared-memory host)")
+                     "ranks of one shared-memory host; fat-tree, runs across a two-level tree, is fitted "
+                     "by simulation)")
+    cal.add_argument("--hosts-per-leaf", type=int, default=None, metavar="N",
+                     help="fat-tree: nodes per leaf switch of the measured runs")
+    cal.add_argument("--oversubscription", type=float, default=None, metavar="RATIO",
+                     help="fat-tree: the leaves' host capacity over their uplinks' (default 1)")
     cal.add_argument("--holdout-ranks", default="", metavar="LIST",
                      help="rank counts to leave out of the fit and report the error on, e.g. 4")
     cal.add_argument("--min-size", default="0", metavar="SIZE",
@@ -408,7 +413,30 @@ def _run_calibrate(args) -> int:
         raise CollbenchError(f"--cores takes a whole number or auto, not {args.cores!r}")
     cores = None if args.cores == "auto" else int(args.cores)
     sources = [str(r) for r in args.results]
-    if args.host_model == "bound" or args.cache:
+    tree = [name for name in ("hosts_per_leaf", "oversubscription") if getattr(args, name) is not None]
+    if tree and args.topology != "fat-tree":
+        raise CollbenchError(f"--{tree[0].replace('_', '-')} describes a fat tree: add --topology fat-tree")
+    if args.topology == "fat-tree":
+        from collbench.sim.calibrate_network import fit_on_network
+        from collbench.sim.network import NetworkSpec, SpecError
+
+        if args.memory or args.cache or args.host_model != "static":
+            raise CollbenchError("the fat-tree fit is of the network alone: drop --memory, --cache and "
+                                 "--host-model")
+        from collbench.sim.topology import idle_settings
+
+        if args.hosts_per_leaf is None:
+            raise CollbenchError("--topology fat-tree needs --hosts-per-leaf, the nodes per leaf of the "
+                                 "measured runs")
+        try:
+            spec = NetworkSpec(topology="fat-tree", hosts_per_leaf=args.hosts_per_leaf,
+                               oversubscription=args.oversubscription or 1.0)
+        except SpecError as e:
+            raise CollbenchError(str(e)) from None
+        for note in idle_settings(spec, sorted(set(train["nranks"].astype(int)))):
+            print(f"collbench: warning: {note}", file=sys.stderr)
+        calibration = fit_on_network(train, spec, note_sources=sources)
+    elif args.host_model == "bound" or args.cache:
         from collbench.sim.calibrate_sim import fit_by_simulation
 
         if args.topology == "ideal":

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -59,6 +60,12 @@ class EmulatedCluster:
                 if len(parts) >= 2 and parts[0] in names:
                     totals[names[parts[0]]] += int(parts[1])
         return totals
+
+    def sysctl(self, name: str, value: str) -> None:
+        """Set the network sysctl *name* (e.g. ``net.ipv4.tcp_slow_start_after_idle``) on every
+        node; each namespace has its own."""
+        for ns in self.namespaces():
+            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{name}={value}"], check=True)
 
     def namespaces(self) -> list[str]:
         """The cluster's network namespaces that exist now."""
@@ -133,12 +140,30 @@ def emulated_cluster(nodes: int, rate: str, hosts_per_leaf: int = 0, uplink: str
         yield cluster
         keep_logs = False
     finally:
-        if cluster.slurm_dir is not None:
-            subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True, timeout=30)
-            _script(SLURM, "stop", env=env, timeout=120)
-        _script(CLUSTER, "down", env=env, timeout=120)
-        if cluster.slurm_dir is not None and not keep_logs:
-            shutil.rmtree(cluster.slurm_dir, ignore_errors=True)
+        with _uninterruptible():
+            if cluster.slurm_dir is not None:
+                subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True, timeout=30,
+                               start_new_session=True)
+                _script(SLURM, "stop", env=env, timeout=120)
+            _script(CLUSTER, "down", env=env, timeout=120)
+            if cluster.slurm_dir is not None and not keep_logs:
+                shutil.rmtree(cluster.slurm_dir, ignore_errors=True)
+
+
+@contextmanager
+def _uninterruptible() -> Iterator[None]:
+    """Ignore Ctrl-C for the block (in the main thread), so that a second one cannot cut a
+    teardown short and leave namespaces or daemons behind; the teardown's own processes run
+    in sessions of their own, out of the terminal's reach."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals go to the main thread anyway
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _free_name_and_net() -> tuple[str, str]:
@@ -153,7 +178,7 @@ def _free_name_and_net() -> tuple[str, str]:
 
 def _script(path: Path, *args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(path), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, start_new_session=True)
 
 
 def _check(done: subprocess.CompletedProcess, what: str) -> None:

@@ -150,3 +150,8 @@ def _wait_gone(env: dict, job_id: str, timeout: float = 180) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} still queued after {timeout} s")
+
+
+def test_without_root_the_reason_to_skip_is_given(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert skip_reason() == "the emulated cluster needs root (network namespaces, bridges, tc)"

@@ -199,3 +199,20 @@ def test_the_send_window_holds_back_only_sends_that_overtake():
     assert state.to_post() == [4]  # one place free
     assert state.landed(2) and state.complete(2) == []
     assert state.to_post() == [3]  # sends 1 and 4 are out, but 3 is the lowest not posted
+
+
+@settings(max_examples=120, deadline=None)
+@given(variant=VARIANTS, p=st.integers(1, 40), count=st.one_of(st.integers(0, 70), st.integers(70, 400)),
+       window=st.sampled_from([1, 2, 3, 64]), dtype=st.sampled_from(DTYPES),
+       op=st.sampled_from(list(ReduceOp)), seed=st.integers(0, 1000), rng=st.randoms(use_true_random=False))
+def test_the_executors_posting_policy_never_deadlocks_and_is_exact(variant, p, count, window, dtype, op,
+                                                                    seed, rng):
+    """The policy the MPI executor and the simulator share (receives in order, sends when
+    ready, windows as small as 1), with messages and reductions completing in any order."""
+    from collbench.algorithms.reference import execute_policy
+
+    name, options = variant
+    schedule = build(name, p, count, **options)
+    inputs = np.stack([make_input(r, p, count, dtype, op, seed) for r in range(p)])
+    result = execute_policy(schedule, inputs, op, rng, window)
+    assert (result == expected_output(p, count, dtype, op, seed)).all()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import PROGRAMS
+from tests.conftest import PROGRAMS, bind_to_core
 
 pytestmark = pytest.mark.mpi
 
@@ -80,7 +80,7 @@ def test_bound_ranks_wait_busy_unless_two_share_a_core(mpiexec, tmp_path, nranks
     cpus = len(os.sched_getaffinity(0))
     if cpus < 2:
         pytest.skip("binding two ranks to distinct cores needs two CPUs")
-    done = mpiexec(nranks, "--bind-to", "core", sys.executable, "-m", "collbench", "run",
+    done = mpiexec(nranks, *bind_to_core(nranks), sys.executable, "-m", "collbench", "run",
                    "--algorithms", "ring", "-b", "8", "-e", "8", "-n", "1", "-w", "0", "--modes", "in",
                    "--out", tmp_path / "r")
     assert done.returncode == 0, done.stderr

@@ -261,3 +261,21 @@ def test_styles_and_units():
     assert [parse_size(v) for v in ("256M", "256MiB", "1k", "4096")] == [256 << 20, 256 << 20, 1024, 4096]
     assert speedup_text(1.82, "native") == "82% faster than native"
     assert speedup_text(0.8) == "25% slower" and speedup_text(7.4) == "7.4× faster"
+
+
+def test_tables_and_captions_name_the_real_confidence_level(tmp_path):
+    """3 samples give min..max, a 75% interval (1 - 2/2^3); 20 give x_(5)..x_(14), 95.8%."""
+    from collbench.reports import tables
+
+    few = write_run(tmp_path / "few", name="few", ranks=(2,), sizes=(64, 4096), iters=3)
+    many = write_run(tmp_path / "many", name="many", ranks=(2,), sizes=(64, 4096), iters=20)
+    for folders, level in (([few], "75%"), ([many], "95.8%"), ([few, many], "75%–95.8%")):
+        data = load(folders)
+        plot = fig_sweep.time_vs_size(data, Options())
+        assert f"shaded bands: {level} confidence interval of the median" in plot.caption
+        plt.close(plot.figure)
+        rows = tables.table_rows(data, "native")
+        assert f"| {level} CI (µs) |" in tables.markdown(rows, "native")
+        tex = level.replace("%", "\\%").replace("–", "--")
+        assert f"{tex} CI ($\\mu$s)" in tables.latex(rows, "native", "c")
+        assert "95% CI" not in tables.markdown(rows, "native") + plot.caption

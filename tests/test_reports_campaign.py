@@ -246,3 +246,16 @@ def test_every_figure_kind_reads_back_right(tmp_path):
     assert "net-x" not in mine and "here" in mine and "net-x" in other and "sweep" not in other
     tex = (tmp_path / "out" / "summary.tex").read_text()
     assert r"\label{tab:collbench-other-systems" in tex and "predictions of other systems" in tex
+
+
+def test_a_baseline_missing_from_other_systems_leaves_them_their_own(tmp_path, capsys):
+    measured = write_run(tmp_path / "m", name="here", ranks=(8,), sizes=(BIG,))
+    edr = write_run(tmp_path / "e", name="edr", source="simulated", ranks=(8,), sizes=(BIG,),
+                    algorithms=("naive", "ring"))
+    out = tmp_path / "out"
+    assert main(["report", str(measured), str(edr), "--out", str(out), "--formats", "png",
+                 "--baseline", "native"]) == 0
+    index = (out / "index.md").read_text()
+    assert "![Implementations at 16 MiB, P = 8 (other systems)](bars_P8_16MiB_other-systems.png)" in index
+    bars = (out / "data" / "bars_P8_16MiB_other-systems.csv").read_text()
+    assert ",naive\n" in bars and "native" not in bars  # compared with naive of its own run

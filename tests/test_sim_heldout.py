@@ -78,3 +78,33 @@ def test_a_tree_whose_nodes_fit_under_one_leaf_is_named_as_one_switch(tmp_path, 
     assert main(["sim", "predict", "--calibration", str(saved), "--topology", "fat-tree", "--hosts-per-leaf",
                  "4", "--against", str(tmp_path / "fit")]) == 0
     assert "under one leaf: it is a single switch here" in capsys.readouterr().err
+
+
+def test_runs_across_a_described_tree_are_fitted_by_simulating_it(tmp_path, capsys):
+    """The same figures, measured (by the model) across the tree at P = 2..8: a switch fit
+    would take the half-rate core for a slower network; the tree fit recovers them."""
+    model_run(tmp_path / "tree", TREE, (2, 3, 6, 8), (256, 4096))
+    saved = tmp_path / "cal.json"
+    argv = ["sim", "calibrate", str(tmp_path / "tree"), "--topology", "fat-tree", "--hosts-per-leaf", "4",
+            "--oversubscription", "8", "-o", str(saved)]
+    assert main(argv) == 0
+    calibration = Calibration.load(saved)
+    q = calibration.params
+    assert (q.alpha, q.beta, q.gamma) == pytest.approx((50e-6, 1 / 12.5e6, 1e-9), rel=1e-3)
+    assert calibration.rms_relative_error < 1e-3 and "by simulation" in calibration.note
+    assert calibration.network(8).topology == "fat-tree" and calibration.network(8).oversubscription == 8
+    capsys.readouterr()
+    assert main(["sim", "calibrate", str(tmp_path / "tree"), "-o", str(tmp_path / "switch.json")]) == 0
+    assert Calibration.load(tmp_path / "switch.json").rms_relative_error > 0.05
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--hosts-per-leaf", "4"], "describes a fat tree: add --topology fat-tree"),
+    (["--topology", "fat-tree"], "needs --hosts-per-leaf"),
+    (["--topology", "fat-tree", "--hosts-per-leaf", "4", "--memory"], "network alone"),
+])
+def test_tree_fit_settings_that_do_not_fit_are_one_sentence(tmp_path, capsys, argv, words):
+    model_run(tmp_path / "run", TRUTH, (2, 3), (256, 4096))
+    assert main(["sim", "calibrate", str(tmp_path / "run"), *argv, "-o", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]

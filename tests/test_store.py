@@ -216,3 +216,13 @@ def test_setting_aside_moves_a_folder_and_deletes_nothing(tmp_path):
     assert moved is not None and moved.name.startswith("r.") and not folder.exists()
     assert list(read_results(moved)[1].size_bytes) == [8]
     assert set_aside(tmp_path / "absent") is None
+
+
+def test_rows_from_before_per_rank_samples_read_with_their_meaning(tmp_path):
+    """Schema 3 and older kept only the max over ranks, and the median was the reported time."""
+    old = tmp_path / "old"
+    write_unversioned(old)
+    _, summary_frame, sample_frame = read_results(old)
+    assert (sample_frame["rank"] == -1).all()
+    assert (summary_frame.reported_us == summary_frame.median_us).all()
+    assert (summary_frame.timing == "per-call").all()

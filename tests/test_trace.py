@@ -91,3 +91,11 @@ def test_measured_trace_has_every_rank_s_ops_in_order(mpiexec, tmp_path, executi
     # native: not a schedule, not traced
     assert other["reductions"] == 3 * (2 * 4) + 4
     assert f"# trace: {path}" in done.stdout
+
+
+def test_a_folder_resumes_with_or_without_a_trace_but_not_with_another_execution():
+    from collbench.config import make_config, resume_mismatches
+
+    traced = make_config({"execution": "dataflow", "trace": "t.json"}).as_dict()
+    assert resume_mismatches(traced, make_config({"execution": "dataflow"}).as_dict()) == []
+    assert resume_mismatches(traced, make_config({}).as_dict()) == ["execution 'dataflow' -> 'step'"]

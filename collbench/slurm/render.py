@@ -35,7 +35,8 @@ _RUN_FLAGS = {"algorithms": "--algorithms", "transport": "--transport", "minbyte
               "maxbytes": "-e", "stepfactor": "-f", "iters": "-n", "warmup_iters": "-w",
               "agg_iters": "-m", "average": "-a", "timing": "--timing", "check_iters": "-c",
               "datatype": "-d", "op": "-o", "modes": "--modes", "segments": "--segments",
-              "timeout": "--timeout", "buffers": "--buffers", "device": "--device"}
+              "timeout": "--timeout", "buffers": "--buffers", "device": "--device",
+              "rank_samples": "--rank-samples"}
 
 
 @dataclass(frozen=True)

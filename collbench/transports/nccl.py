@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy
+
 from collbench.errors import CollbenchError
 from collbench.transports.base import Progress, Transfer, Transport
 
@@ -39,11 +41,13 @@ class NcclTransport(Transport):
         cp = gpu.cupy_module(comm, exclusive=True)  # one sentence if no GPU or a shared one
         nccl = _import_nccl()
         self.xp, self._nccl = cp, nccl
-        self._dtypes = {
+        names = {
             "float16": nccl.NCCL_FLOAT16, "float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
             "int8": nccl.NCCL_INT8, "uint8": nccl.NCCL_UINT8, "int32": nccl.NCCL_INT32,
             "uint32": nccl.NCCL_UINT32, "int64": nccl.NCCL_INT64, "uint64": nccl.NCCL_UINT64,
         }
+        # keyed by dtype object: ``dtype.name`` costs microseconds on every call
+        self._dtypes = {numpy.dtype(name): value for name, value in names.items()}
         self._ops = {"sum": nccl.NCCL_SUM, "prod": nccl.NCCL_PROD, "min": nccl.NCCL_MIN,
                      "max": nccl.NCCL_MAX, "avg": getattr(nccl, "NCCL_AVG", _NCCL_AVG)}
         uid = nccl.get_unique_id() if self.rank == 0 else None
@@ -83,7 +87,7 @@ class NcclTransport(Transport):
     def native_allreduce(self, sendbuf, recvbuf, op: str) -> None:
         source = recvbuf if sendbuf is None else sendbuf
         self.comm.allReduce(source.data.ptr, recvbuf.data.ptr, recvbuf.size,
-                            self._dtypes[recvbuf.dtype.name], self._ops[op], self._ptr)
+                            self._dtypes[recvbuf.dtype], self._ops[op], self._ptr)
 
     def reducer(self, ufunc: str, dtype):
         from collbench.gpu import reducer
