@@ -390,7 +390,7 @@ def _fill_optional(frame, columns: tuple[str, ...]):
         if name not in frame.columns:
             frame[name] = float("nan") if default is None else default
         if name == "reported_us":
-            frame[name] = frame[name].fillna(frame["median_us"])
+            frame[name] = frame[name].where(frame[name].notna(), frame["median_us"])
         elif name == "timing":
             column = frame[name].astype(object)
             frame[name] = column.where(column.notna() | (frame["source"] != "measured"), default)
@@ -423,3 +423,24 @@ def read_results(folder: Path | str):
         samples = pd.DataFrame(columns=list(SAMPLE_COLUMNS))
     summary, samples = _first_of_each_point(folder, summary, samples)
     return provenance, summary, samples
+
+
+def numeric_columns(frame, columns, path: Path, required=(), purpose: str = ""):
+    """Coerce *columns* of the DataFrame *frame* to numbers in place and return it; raises
+    ResultsError naming *path*, the column and the line of a value that is not a number, or of
+    an empty cell in a *required* column (*purpose* ends the sentence: what needs the numbers)."""
+    import pandas as pd
+
+    tail = f"; {purpose}" if purpose else ""
+    for col in columns:
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = values.isna() & frame[col].notna()
+        if bad.any():
+            line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
+            raise ResultsError(f"{path} holds {frame[col][bad].iloc[0]!r} in column {col} on line {line}, "
+                               f"not a number{tail}")
+        if col in required and values.isna().any():
+            line = int(values.isna().to_numpy().argmax()) + 2
+            raise ResultsError(f"{path} is corrupt: line {line} has no value in column {col}{tail}")
+        frame[col] = values
+    return frame

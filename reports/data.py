@@ -21,10 +21,10 @@ import pandas as pd
 from collbench.reports.style import FILLSTYLES, algorithm_order
 
 from collbench import sizes
-from collbench.errors import CollbenchError, ResultsError
+from collbench.errors import CollbenchError
 from collbench.lineage import results_folders, system_of
 from collbench.schema import SOURCES
-from collbench.store import RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, read_results
+from collbench.store import RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, numeric_columns, read_results
 
 SERIES_PARTS = ("transport", "source", "dtype", "op")
 """Columns that name a series besides its algorithm, when their value varies."""
@@ -68,23 +68,6 @@ class ReportData:
     def series_rows(self, frame: pd.DataFrame):
         """Yield ``(series, rows)`` of *frame* in the fixed order (algorithm, source, variant)."""
         yield from frame.sort_values("series_order", kind="stable").groupby("series", sort=False)
-
-
-def _check_numeric(frame: pd.DataFrame, columns, path: Path, required=()) -> pd.DataFrame:
-    """Coerce *columns* to numbers; raises ResultsError naming *path*, the column and the line
-    of a value that is not a number, or of an empty cell in a *required* column."""
-    for col in columns:
-        values = pd.to_numeric(frame[col], errors="coerce")
-        bad = values.isna() & frame[col].notna()
-        if bad.any():
-            line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
-            raise ResultsError(f"{path} is corrupt: column {col} holds {frame[col][bad].iloc[0]!r} "
-                               f"on line {line}, not a number")
-        if col in required and values.isna().any():
-            line = int(values.isna().to_numpy().argmax()) + 2
-            raise ResultsError(f"{path} is corrupt: line {line} has no value in column {col}")
-        frame[col] = values
-    return frame
 
 
 def _read_provenance(folder: Path) -> dict:
@@ -147,8 +130,8 @@ def load(folders, in_place: bool | None = None) -> ReportData:
         provenance, summary, sample = read_results(folder)
         name = names[folder]
         runs[name], paths[name] = provenance, folder
-        summary = _check_numeric(summary.copy(), NUMERIC_SUMMARY, folder / SUMMARY_FILE, REQUIRED)
-        sample = _check_numeric(sample.copy(), REQUIRED_SAMPLE, folder / SAMPLES_FILE, REQUIRED_SAMPLE)
+        summary = numeric_columns(summary.copy(), NUMERIC_SUMMARY, folder / SUMMARY_FILE, REQUIRED)
+        sample = numeric_columns(sample.copy(), REQUIRED_SAMPLE, folder / SAMPLES_FILE, REQUIRED_SAMPLE)
         for frame in (summary, sample):
             frame["run"] = name
             frame["campaign"] = _campaign(str(provenance.get("name") or folder.name), provenance)

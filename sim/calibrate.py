@@ -151,7 +151,7 @@ def measured_inputs(paths) -> tuple:
     import pandas as pd
 
     from collbench.lineage import results_folders, run_ref
-    from collbench.store import read_results
+    from collbench.store import SUMMARY_FILE, numeric_columns, read_results
 
     frames, refs, skipped = [], {}, []
     for folder, _ in results_folders(paths):
@@ -161,7 +161,8 @@ def measured_inputs(paths) -> tuple:
             skipped.append(f"{folder}: a {source} run, not a measurement; calibration fits measurements only")
             continue
         summary = summary[summary["source"].astype(str) == "measured"].copy()
-        _numbers(summary, folder)
+        numeric_columns(summary, FIT_COLUMNS, Path(folder) / SUMMARY_FILE,
+                        purpose="calibration needs numbers there")
         rows = summary[summary["algorithm"].isin(FIT_ALGORITHMS) & (summary["nranks"] >= 2)
                        & (summary["size_bytes"] > 0)]
         rows = rows[np.isfinite(rows["median_us"].astype(float)) & (rows["median_us"] > 0)]
@@ -187,23 +188,6 @@ def measured_inputs(paths) -> tuple:
 def measured_points(folders):
     """The fit-able measured rows of the results *folders* (see :func:`measured_inputs`)."""
     return measured_inputs(folders)[0]
-
-
-def _numbers(summary, folder) -> None:
-    """Coerce the :data:`FIT_COLUMNS` of *summary* to numbers in place; raises ResultsError
-    naming the file, column and line of the first cell that is not a number."""
-    import pandas as pd
-
-    from collbench.store import SUMMARY_FILE
-
-    for col in FIT_COLUMNS:
-        values = pd.to_numeric(summary[col], errors="coerce")
-        bad = values.isna() & summary[col].notna()
-        if bad.any():
-            line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
-            raise ResultsError(f"{Path(folder) / SUMMARY_FILE} holds {summary[col][bad].iloc[0]!r} in column "
-                               f"{col} on line {line}, not a number; calibration needs numbers there")
-        summary[col] = values
 
 
 def fit(data, topology: str = "switch", note_sources: list[str] | None = None, memory: bool = False,

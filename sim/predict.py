@@ -12,11 +12,10 @@ from collbench.sim.results import summary_row
 from collbench.errors import CollbenchError
 
 SECONDS_PER_MESSAGE = {"ring": 2e-6, "rabenseifner": 5e-5, "naive": 1e-4}
-"""What simulating one message costs, about, on one core of the project's 2-core VM
-(``benchmarks/sim_speed.py --algorithm A``, 2026-12-02, load average 3-14): the ring's messages
-reuse one channel each and mostly skip the flow model (1.7 us at P = 1024); Rabenseifner's
-and naive's each open a channel and a route of their own, and naive's share the root's
-links (80 and 130-160 us under load)."""
+"""A rough cost of simulating one message on one core, used only to warn before a long sweep
+(``benchmarks/sim_speed.py --algorithm A`` measures it): the ring's messages reuse one channel
+each and mostly skip the flow model; Rabenseifner's and naive's each open a channel and a route
+of their own, and naive's share the root's links."""
 
 
 def messages(algorithm: str, nranks: int, segments: int = 1) -> int:

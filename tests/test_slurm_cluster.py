@@ -42,14 +42,15 @@ stepfactor = 8
 iters = 3
 warmup_iters = 1
 """
+# Long enough (seconds, not milliseconds) that a job can be cancelled or requeued between points.
 LONG = """\
 [run]
 name = "{name}"
 algorithms = ["naive", "ring", "rabenseifner", "native"]
 minbytes = "8"
-maxbytes = "256K"
+maxbytes = "1M"
 stepfactor = 4
-iters = 10
+iters = 50
 warmup_iters = 2
 """
 
