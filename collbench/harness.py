@@ -41,9 +41,11 @@ from collbench.config import NATIVE, RunConfig, resume_mismatches
 from collbench.dataflow import DataflowExecutor
 from collbench.errors import CollbenchError
 from collbench.executor import Executor
+from collbench.footprint import check_fits, point_bytes
 from collbench.launcher import check_world_size
 from collbench.output import PointPrinter
 from collbench.schema import COMBINED_RANKS
+from collbench.sizes import format_size
 from collbench.stats import summarise
 from collbench.store import ResultsWriter, set_aside
 from collbench.transports import open_transport
@@ -372,11 +374,25 @@ class Sweep:
     trace_end = 0.0
     """Where the next point's trace begins, in microseconds: the points follow each other."""
 
+    def _allocate(self, point: Point) -> PointRunner:
+        """The point's runner; if any rank could not allocate its buffers, the same one sentence
+        on every rank instead of a traceback from each. Collective."""
+        try:
+            runner, failed = PointRunner(self.config, self.transport, point, self.progress), None
+        except MemoryError:
+            runner, failed = None, self.rank
+        failures = [r for r in self.comm.allgather(failed) if r is not None]
+        if failures:
+            need = point_bytes(self.config, point.algorithm, self.nranks, failures[0], point.size_bytes)
+            raise CollbenchError(f"rank {failures[0]} could not allocate the buffers of {self.where} "
+                                 f"(about {format_size(need)}): choose a smaller -e", shared=True)
+        return runner
+
     def _measure(self, point: Point) -> dict:
         c = self.config
         self.where = (f"{point.algorithm}, {point.size_bytes} B, "
                        f"{'in' if point.in_place else 'out-of'}-place")
-        runner = PointRunner(c, self.transport, point, self.progress)
+        runner = self._allocate(point)
         counts = np.zeros((1 + c.warmup_iters + c.iters, len(COUNTERS)), dtype=np.int64)
         local = time_point(runner, self.comm, c, self.progress, counts)
         counted = bool(self.transport.counters())
@@ -456,6 +472,8 @@ def run_sweep(config: RunConfig, comm=None, output_format: str = "table",
 
     with (abort_on_failure(comm.rank, comm.size, comm.Abort),
           Watchdog(progress, config.timeout, comm.rank, comm.Abort, context=where)):
+        progress.waiting("checking that the buffers fit in memory")
+        check_fits(config, comm, _hostname())
         sweep = Sweep(config, comm, progress, argv, force_new)
         return sweep.run(output_format, show_progress, min_busbw)
 

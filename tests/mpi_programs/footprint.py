@@ -1,7 +1,7 @@
 """Run under mpiexec: the Python heap peak (tracemalloc, which numpy reports its buffers to)
 of each point's buffers on this rank, from allocation through one timed call and one check.
 Rank 0 prints one JSON line: per rank, {algorithm/place: [peak bytes, scratch bytes, wrong]}.
-Usage: footprint.py SIZE_BYTES"""
+Usage: footprint.py SIZE_BYTES [step|dataflow]"""
 
 import json
 import sys
@@ -15,7 +15,8 @@ from collbench.transports.base import Progress
 from collbench.transports.mpi import MpiTransport
 
 size = int(sys.argv[1])
-config = make_config({"minbytes": size, "maxbytes": size})
+execution = sys.argv[2] if len(sys.argv) > 2 else "step"
+config = make_config({"minbytes": size, "maxbytes": size, "execution": execution})
 transport = MpiTransport(MPI.COMM_WORLD, config)
 found = {}
 for algorithm in ("ring", "rabenseifner", "naive", "native"):
