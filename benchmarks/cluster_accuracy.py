@@ -78,13 +78,15 @@ ALGORITHMS = "naive,ring,rabenseifner"
 def measure(setup: Setup, args: argparse.Namespace, sizes: str, out: Path) -> None:
     """``collbench run`` with one rank per node of *setup*'s cluster, as *args* say, into *out*."""
     rate, uplink = f"{args.mbit}mbit", f"{round(args.mbit * 1000 * setup.uplink_factor)}kbit"
-    with emulated_cluster(setup.nodes, rate, setup.hosts_per_leaf, uplink, burst=args.burst) as cluster:
+    with emulated_cluster(setup.nodes, rate, setup.hosts_per_leaf, uplink, burst=args.burst,
+                          tcp_cc=args.tcp_cc) as cluster:
         cluster.sysctl("net.ipv4.tcp_slow_start_after_idle", "1" if args.slow_start_after_idle else "0")
         if not args.no_throttle:  # ranks that find nothing to do yield their share of the cores
             cluster.env.update(MPIR_CVAR_CH4_PROGRESS_THROTTLE="1",
                                MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT="16")
         low, high = sizes.split(",")
-        print(f"# measuring {setup.name}: {setup.describe(rate)}", file=sys.stderr, flush=True)
+        print(f"# measuring {setup.name}: {setup.describe(rate)}, TCP {cluster.congestion_control()[0]}",
+              file=sys.stderr, flush=True)
         done = cluster.mpiexec(setup.nodes, VENV / "bin" / "collbench", "run", "-b", low,
                                "-e", high, "-f", "2", "--algorithms", ALGORITHMS, "-n", str(args.iters),
                                "-w", "1", "--modes", "out", "--out", out, "--no-progress", timeout=3600)
@@ -109,6 +111,9 @@ def main() -> None:
     parser.add_argument("--no-throttle", action="store_true",
                         help="let MPICH ranks busy-poll (default: MPICH's progress throttle, so that 8 ranks "
                         "waiting on 2 cores yield them to the ranks and the TCP stack that have work)")
+    parser.add_argument("--tcp-cc", default=None,
+                        help="the nodes' TCP congestion control (default: the rig's, cubic or reno; bbr, "
+                        "this VM's own, misreads the shapers' bursts and slows Rabenseifner's exchanges)")
     parser.add_argument("--no-measure", action="store_true", help="use the runs already in --out")
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per point (default 5)")
     parser.add_argument("--fit-sizes", default="256K,4M", help="smallest and largest fitted size")

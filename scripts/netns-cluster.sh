@@ -15,7 +15,11 @@
 #   netns-cluster.sh exec I CMD...         run CMD on node I (its namespace and hostname)
 #   netns-cluster.sh mpiexec VENV N CMD... N ranks, one per node, with VENV's mpiexec, over TCP
 #
-# Env: CB_CLUSTER=cb (name, at most 5 characters), CB_CLUSTER_NET=10.77.0 (the /24), CB_BURST=256kb.
+# Env: CB_CLUSTER=cb (name, at most 5 characters), CB_CLUSTER_NET=10.77.0 (the /24), CB_BURST=256kb,
+# CB_TCP_CC (the nodes' TCP congestion control; default cubic, Linux's, or reno where this host
+# does not let a namespace choose cubic: both loss-based. Not the host's own, which may be BBR:
+# BBR reads the shapers' token-bucket bursts and the veths' microsecond RTT as a link of many
+# Gbit/s with no delay, and then starves two-way exchanges; see docs/cluster.md).
 # Node i is namespace ${CB_CLUSTER}n<i>, hostname node<i>, address $CB_CLUSTER_NET.<i+1>; the host
 # is .254 on the top bridge ${CB_CLUSTER}br0. Shaping: tbf on both ends of each veth pair (a
 # node's uplink is the egress of its end, its downlink the egress of the bridge's end). With
@@ -31,6 +35,16 @@ MPI_ENV=(MPIR_CVAR_NOLOCAL=1 MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp)
 die() { echo "netns-cluster: $*" >&2; exit 1; }
 [[ $P =~ ^[a-z][a-z0-9]{0,4}$ ]] || die "CB_CLUSTER must be 1-5 lower-case letters or digits, starting with a letter"
 [[ $NET =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "CB_CLUSTER_NET must be the first three octets of a /24, e.g. 10.77.0"
+
+tcp_cc() {  # the congestion control the nodes get: CB_TCP_CC, else cubic if a namespace may choose it, else reno
+  local allowed; allowed=$(cat /proc/sys/net/ipv4/tcp_allowed_congestion_control 2>/dev/null || echo reno)
+  if [ -n "${CB_TCP_CC:-}" ]; then
+    [[ " $allowed reno " == *" $CB_TCP_CC "* ]] \
+      || die "CB_TCP_CC=$CB_TCP_CC cannot be chosen inside a namespace here (allowed: $allowed reno)"
+    echo "$CB_TCP_CC"
+  elif [[ " $allowed " == *" cubic "* ]]; then echo cubic
+  else echo reno; fi
+}
 
 shape() { tc qdisc replace dev "$1" root tbf rate "$2" burst "$BURST" latency 400ms; }
 namespaces() { ip netns list 2>/dev/null | awk -v re="^${P}n[0-9]+$" '$1 ~ re {print $1}' | sort -V; }
@@ -62,10 +76,11 @@ install_pkgs() {
 
 up() {
   local n=${1:?up N RATE [HOSTS_PER_LEAF UPLINK_RATE]} rate=${2:?rate, e.g. 200mbit} leaf=${3:-0} uplink=${4:-${2}}
-  local i k br
+  local i k br cc
   [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 250 ] || die "N must be 1..250 nodes, not $n"
   [[ $leaf =~ ^[0-9]+$ ]] || die "HOSTS_PER_LEAF must be a whole number, not $leaf"
   [ -z "$(links br0)$(namespaces)" ] || die "cluster '$P' is already up: run '$0 down' first"
+  cc=$(tcp_cc)
   trap 'echo "netns-cluster: up failed; tearing down" >&2; down' ERR
   ip link add "${P}br0" type bridge; ip addr add "$NET.254/24" dev "${P}br0"; ip link set "${P}br0" up
   if [ "$leaf" -gt 0 ]; then
@@ -86,12 +101,13 @@ up() {
     ip -n "${P}n$i" addr add "$NET.$((i + 1))/24" dev "${P}v$i"
     ip -n "${P}n$i" link set "${P}v$i" up
     ip -n "${P}n$i" link set lo up
+    ip netns exec "${P}n$i" sh -c "echo $cc > /proc/sys/net/ipv4/tcp_congestion_control"
     ip netns exec "${P}n$i" tc qdisc replace dev "${P}v$i" root tbf rate "$rate" burst "$BURST" latency 400ms
     shape "${P}h$i" "$rate"
   done
   trap - ERR
-  if [ "$leaf" -gt 0 ]; then echo "cluster $P up: $n nodes at $rate, $leaf per leaf, uplinks $uplink"
-  else echo "cluster $P up: $n nodes at $rate on one switch"; fi
+  if [ "$leaf" -gt 0 ]; then echo "cluster $P up: $n nodes at $rate, $leaf per leaf, uplinks $uplink, TCP $cc"
+  else echo "cluster $P up: $n nodes at $rate on one switch, TCP $cc"; fi
 }
 
 down() {
@@ -127,5 +143,5 @@ run_mpi() {
 case "${1:-}" in
   check) check ;; install) install_pkgs ;; up) shift; up "$@" ;; down) down ;;
   exec) shift; node_exec "$@" ;; mpiexec) shift; run_mpi "$@" ;;
-  *) sed -n '2,25p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,30p' "$0" >&2; exit 2 ;;
 esac

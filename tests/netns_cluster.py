@@ -67,6 +67,12 @@ class EmulatedCluster:
         for ns in self.namespaces():
             subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{name}={value}"], check=True)
 
+    def congestion_control(self) -> list[str]:
+        """Each node's TCP congestion control, in node order."""
+        return [subprocess.run(["ip", "netns", "exec", f"{self.name}n{i}", "cat",
+                                "/proc/sys/net/ipv4/tcp_congestion_control"],
+                               capture_output=True, text=True).stdout.strip() for i in range(self.nodes)]
+
     def namespaces(self) -> list[str]:
         """The cluster's network namespaces that exist now."""
         out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -113,17 +119,19 @@ def slurm_skip_reason() -> str | None:
 @contextmanager
 def emulated_cluster(nodes: int, rate: str, hosts_per_leaf: int = 0, uplink: str | None = None,
                      slurm: bool = False, cpus: int = 2,
-                     burst: str | None = None) -> Iterator[EmulatedCluster]:
+                     burst: str | None = None, tcp_cc: str | None = None) -> Iterator[EmulatedCluster]:
     """Bring up *nodes* nodes at *rate* (``tc`` units, e.g. ``200mbit``) on one switch, or in
     leaves of *hosts_per_leaf* under uplinks of *uplink*, each shaper's bucket *burst* bytes
-    (``tc`` units; the script's default, 256kb, when None); with *slurm*, a Slurm of *cpus*
+    (``tc`` units; the script's default, 256kb, when None), the nodes' TCP congestion control
+    *tcp_cc* (the script's default, cubic or reno, when None); with *slurm*, a Slurm of *cpus*
     per node. Tears everything down on the way out; the Slurm folder (configuration, logs) stays
     only when the block failed. It is a short path in /tmp, because slurmstepd's sockets in
     it must fit the 108 bytes of a Unix socket name.
 
     Raises RuntimeError with the scripts' own message if bringing it up fails."""
     name, net = _free_name_and_net()
-    env = {**os.environ, "CB_CLUSTER": name, "CB_CLUSTER_NET": net, **({"CB_BURST": burst} if burst else {})}
+    env = {**os.environ, "CB_CLUSTER": name, "CB_CLUSTER_NET": net, **({"CB_BURST": burst} if burst else {}),
+           **({"CB_TCP_CC": tcp_cc} if tcp_cc else {})}
     cluster = EmulatedCluster(name, net, nodes, env=env)
     keep_logs = True
     try:

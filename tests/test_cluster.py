@@ -77,6 +77,20 @@ def test_a_ring_that_crosses_an_oversubscribed_core_runs_at_the_uplink_rate(tmp_
     assert tree > 0.9 * 2 * 3 / 4 * 2**20 * 8 / 100e6
 
 
+def test_nodes_run_a_loss_based_congestion_control_not_the_hosts():
+    """Linux's default, cubic, where a namespace may choose it, else reno: never an inherited
+    BBR, which reads the shapers' bursts as Gbit/s and slows two-way exchanges. CB_TCP_CC
+    overrides it; one that a namespace may not choose is refused in one line."""
+    allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+    with emulated_cluster(2, "1gbit") as cluster:
+        assert cluster.congestion_control() == ["cubic" if "cubic" in allowed else "reno"] * 2
+    with emulated_cluster(2, "1gbit", tcp_cc="reno") as cluster:
+        assert cluster.congestion_control() == ["reno", "reno"]
+    with pytest.raises(RuntimeError, match="CB_TCP_CC=no-such-cc cannot be chosen inside a namespace"):
+        with emulated_cluster(2, "1gbit", tcp_cc="no-such-cc"):
+            pass
+
+
 def test_teardown_leaves_nothing_behind_after_a_failure(tmp_path):
     if slurm_skip_reason():
         pytest.skip(slurm_skip_reason())
