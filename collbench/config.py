@@ -216,9 +216,10 @@ def _check(c: RunConfig) -> None:
     for mode in c.modes:
         if mode not in MODES:
             raise CollbenchError(f"unknown mode {mode!r}; choose out (out-of-place) and/or in (in-place)")
-    if c.iters < 1 or c.warmup_iters < 0 or c.check_iters < 0 or c.segments < 1:
-        raise CollbenchError("iterations must be at least 1, warm-ups and checks at least 0, "
-                             "segments at least 1")
+    for flag, value, least in (("-n/--iters", c.iters, 1), ("-w/--warmup_iters", c.warmup_iters, 0),
+                               ("-c/--check_iters", c.check_iters, 0), ("--segments", c.segments, 1)):
+        if value < least:
+            raise CollbenchError(f"{flag} must be at least {least}, got {value}")
     if c.execution not in EXECUTIONS:
         raise CollbenchError(f"unknown execution {c.execution!r}; choose step or dataflow")
     if c.execution == "dataflow" and (c.transport not in ("mpi", "verbs") or c.buffers != "numpy"):
