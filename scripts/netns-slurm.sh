@@ -23,21 +23,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 P=${CB_CLUSTER:-cb}; NET=${CB_CLUSTER_NET:-10.77.0}
 D=${CB_SLURM_DIR:-/tmp/cb-netns-slurm-$P}; M=/run/cb-munge-$P; PORT=${CB_SLURM_PORT:-6917}; FIRST=${CB_SLURM_FIRST_JOB_ID:-1}
 export SLURM_CONF=$D/slurm.conf
-PKGS="slurmctld slurmd slurm-client munge"
+. "$here/slurm-common.sh"
 die() { echo "netns-slurm: $*" >&2; exit 1; }
-
-install_pkgs() {
-  local have
-  # shellcheck disable=SC2086
-  have=$(dpkg-query -W -f '${Status}\n' $PKGS 2>/dev/null | grep -c 'install ok installed' || true)
-  if [ "$have" -ne 4 ]; then
-    apt-get -o DPkg::Lock::Timeout=600 update -qq
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-      --no-install-recommends $PKGS >/dev/null
-  fi
-  command -v slurmctld >/dev/null && command -v sbatch >/dev/null
-}
 
 nodes() { ip netns list 2>/dev/null | awk -v re="^${P}n[0-9]+$" '$1 ~ re {print $1}' | wc -l; }
 
@@ -45,32 +32,16 @@ write_conf() {
   local n=$1 cpus=$2 i
   cat > "$SLURM_CONF" <<EOF
 ClusterName=emu
-FirstJobId=$FIRST
 AuthInfo=socket=$M/munge.socket
 SlurmctldHost=$(hostname -s)($NET.254)
-SlurmctldPort=$PORT
-SlurmdPort=$((PORT + 1))
-SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
-StateSaveLocation=$D/state
 SlurmdSpoolDir=$D/spool/%n
 SlurmctldPidFile=$D/slurmctld.pid
 SlurmdPidFile=$D/slurmd-%n.pid
 SlurmctldLogFile=$D/log/slurmctld.log
 SlurmdLogFile=$D/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-MpiDefault=pmi2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SlurmdParameters=config_overrides
-ReturnToService=2
-MinJobAge=4
-MailProg=/bin/true
-DependencyParameters=kill_invalid_depend
+$(conf_common)
 NodeName=DEFAULT CPUs=$cpus RealMemory=1000 State=UNKNOWN
 EOF
   for i in $(seq 0 $((n - 1))); do
@@ -112,15 +83,11 @@ start() {
 }
 
 stop() {
-  local pids="" alive="" p f
+  local pids="" f
   for f in "$D"/slurmctld.pid "$D"/slurmd-*.pid; do [ -s "$f" ] && pids+=" $(cat "$f")"; done
   [ -f "$SLURM_CONF" ] && timeout 10 scontrol shutdown >/dev/null 2>&1 || true
-  for _ in $(seq 50); do
-    alive=""; for p in $pids; do kill -0 "$p" 2>/dev/null && alive+=" $p"; done
-    [ -z "$alive" ] && break; sleep 0.2
-  done
-  for p in $alive; do kill -9 "$p" 2>/dev/null || true; done
-  if [ -s "$D/munged.pid" ]; then kill "$(cat "$D/munged.pid")" 2>/dev/null || true; fi
+  # shellcheck disable=SC2086
+  kill_daemons $pids
   rm -f "$D"/slurmctld.pid "$D"/slurmd-*.pid "$D/munged.pid"; rm -rf "$M"
   echo "slurm of cluster $P stopped"
 }

@@ -16,51 +16,22 @@ set -euo pipefail
 D=${SLURM_CI_DIR:-/tmp/slurm-local}; CPUS=${SLURM_CI_CPUS:-8}; AUTH=${SLURM_CI_AUTH:-munge}
 PORT=${SLURM_CI_PORT:-6817}; FIRST=${SLURM_CI_FIRST_JOB_ID:-1}
 H=$(hostname -s); export SLURM_CONF=$D/slurm.conf
-PKGS="slurmctld slurmd slurm-client munge"
-
-install_pkgs() {
-  local have
-  # shellcheck disable=SC2086
-  have=$(dpkg-query -W -f '${Status}\n' $PKGS 2>/dev/null | grep -c 'install ok installed' || true)
-  if [ "$have" -ne 4 ]; then
-    apt-get -o DPkg::Lock::Timeout=600 update -qq
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-      --no-install-recommends $PKGS >/dev/null
-  fi
-  command -v slurmctld >/dev/null && command -v sbatch >/dev/null
-}
+. "$(dirname "$0")/slurm-common.sh"
 
 write_conf() {
   rm -rf "$D"; mkdir -p "$D"/{state,spool,log}
   cat > "$SLURM_CONF" <<EOF
 ClusterName=ci
-FirstJobId=$FIRST
 AuthInfo=cred_expire=10
 SlurmctldHost=$H(127.0.0.1)
-SlurmctldPort=$PORT
-SlurmdPort=$((PORT + 1))
-SlurmUser=root
 AuthType=auth/$AUTH
 CredType=cred/$AUTH
-StateSaveLocation=$D/state
 SlurmdSpoolDir=$D/spool
 SlurmctldPidFile=$D/slurmctld.pid
 SlurmdPidFile=$D/slurmd.pid
 SlurmctldLogFile=$D/log/slurmctld.log
 SlurmdLogFile=$D/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-MpiDefault=pmi2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SlurmdParameters=config_overrides
-ReturnToService=2
-MinJobAge=4
-MailProg=/bin/true
-DependencyParameters=kill_invalid_depend
+$(conf_common)
 NodeName=$H NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -91,15 +62,11 @@ start() {
 }
 
 stop() {
-  local pids="" alive="" p
+  local pids=""
   for f in "$D/slurmctld.pid" "$D/slurmd.pid"; do [ -s "$f" ] && pids+=" $(cat "$f")"; done
   scontrol shutdown >/dev/null 2>&1 || true
-  for _ in $(seq 50); do
-    alive=""; for p in $pids; do kill -0 "$p" 2>/dev/null && alive+=" $p"; done
-    [ -z "$alive" ] && break; sleep 0.2
-  done
-  for p in $alive; do kill -9 "$p" 2>/dev/null || true; done
-  if [ -s "$D/munged.pid" ]; then kill "$(cat "$D/munged.pid")" 2>/dev/null || true; fi
+  # shellcheck disable=SC2086
+  kill_daemons $pids
 }
 
 selftest() {
