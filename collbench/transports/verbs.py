@@ -471,10 +471,8 @@ class VerbsTransport(Transport):
         if busy:
             parts.append(f"write completions to rank(s) {', '.join(map(str, busy))}")
         what = "; ".join(parts) or "control-message completions"
-        tags = [self._ops[h].message.tag for h in handles]
-        from collbench.executor import TAGS_PER_STEP
-
-        return (f"verbs: rank {self.rank}, step {min(tags) // TAGS_PER_STEP}: no progress for "
+        step = min(self._step_of(self._ops[h].message) for h in handles)
+        return (f"verbs: rank {self.rank}, step {step}: no progress for "
                 f"{self.timeout:g} s, waiting for {what}")
 
     # ------------------------------------------------------------ the rest of the contract
