@@ -28,7 +28,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
-from collbench.algorithms.schedule import Kind, Op, Schedule, Step
+from collbench.algorithms.schedule import Kind, Op, Step
 
 
 def flat_ops(steps: Sequence[Step]) -> list[tuple[int, Op]]:
@@ -96,7 +96,3 @@ def successors(waits: Sequence[Sequence[int]]) -> list[list[int]]:
             result[i].append(j)
     return result
 
-
-def schedule_dependencies(schedule: Schedule) -> list[list[tuple[int, ...]]]:
-    """:func:`dependencies` of every rank of *schedule* (builds every rank's steps)."""
-    return [dependencies(schedule.steps[rank]) for rank in range(schedule.nranks)]
