@@ -26,15 +26,30 @@ numbering of :func:`flat_ops`.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Sequence
 
-from collbench.algorithms.schedule import Kind, Op, Schedule, Step
+from collbench.algorithms.schedule import Kind, Op, Step
 
 
 def flat_ops(steps: Sequence[Step]) -> list[tuple[int, Op]]:
     """``(step index, op)`` of every op of a rank's *steps*, in schedule order: op ``i`` of the
     rank is item ``i``."""
     return [(index, op) for index, step in enumerate(steps) for op in step]
+
+
+def message_keys(steps: Sequence[Step], rank: int) -> list[tuple[int, int, int, int]]:
+    """For each op of *rank*'s *steps* (numbered as by :func:`flat_ops`), the message it sends
+    or receives as ``(src, dst, step, k)``: the schedule's matching rule, the k-th send from
+    src to dst in a step meets the k-th receive at dst from src."""
+    keys, seen = [], defaultdict(int)
+    for index, op in flat_ops(steps):
+        sending = op.kind is Kind.SEND
+        src, dst = (rank, op.peer) if sending else (op.peer, rank)
+        k = seen[(index, sending, op.peer)]
+        seen[(index, sending, op.peer)] += 1
+        keys.append((src, dst, index, k))
+    return keys
 
 
 def dependencies(steps: Sequence[Step]) -> list[tuple[int, ...]]:
@@ -96,7 +111,3 @@ def successors(waits: Sequence[Sequence[int]]) -> list[list[int]]:
             result[i].append(j)
     return result
 
-
-def schedule_dependencies(schedule: Schedule) -> list[list[tuple[int, ...]]]:
-    """:func:`dependencies` of every rank of *schedule* (builds every rank's steps)."""
-    return [dependencies(schedule.steps[rank]) for rank in range(schedule.nranks)]

@@ -15,11 +15,10 @@ safe for the real transports' dataflow execution.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from collbench.algorithms.dependencies import dependencies, flat_ops, successors
+from collbench.algorithms.dependencies import dependencies, flat_ops, message_keys, successors
 from collbench.algorithms.ops import ReduceOp
 from collbench.algorithms.schedule import Kind, Schedule, ScheduleError, validate
 
@@ -63,20 +62,6 @@ def _check_inputs(schedule: Schedule, inputs: np.ndarray) -> None:
                          f"({schedule.nranks}, {schedule.count}, ...)")
 
 
-def message_keys(schedule: Schedule, rank: int) -> list[tuple[int, int, int, int]]:
-    """For each op of *rank* (numbered as by :func:`~collbench.algorithms.dependencies.flat_ops`),
-    the message it sends or receives as ``(src, dst, step, k)``: the schedule's matching rule,
-    the k-th send from src to dst in a step meets the k-th receive at dst from src."""
-    keys, seen = [], defaultdict(int)
-    for index, op in flat_ops(schedule.steps[rank]):
-        sending = op.kind is Kind.SEND
-        src, dst = (rank, op.peer) if sending else (op.peer, rank)
-        k = seen[(index, sending, op.peer)]
-        seen[(index, sending, op.peer)] += 1
-        keys.append((src, dst, index, k))
-    return keys
-
-
 def execute_dataflow(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
                      rng: random.Random | None = None,
                      waits: Sequence[Sequence[Sequence[int]]] | None = None) -> np.ndarray:
@@ -97,7 +82,7 @@ def execute_dataflow(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str 
     waits = waits if waits is not None else [dependencies(schedule.steps[r]) for r in range(p)]
     after = [successors(w) for w in waits]
     left = [[len(w) for w in per_rank] for per_rank in waits]
-    keys = [message_keys(schedule, r) for r in range(p)]
+    keys = [message_keys(schedule.steps[r], r) for r in range(p)]
     sent: dict[tuple[int, int, int, int], np.ndarray] = {}
     parked: dict[tuple[int, int, int, int], tuple[int, int]] = {}  # receives whose message is not sent
     runnable: list[tuple[int, int]] = []
@@ -172,7 +157,7 @@ def execute_policy(schedule: Schedule, inputs: np.ndarray, op: ReduceOp | str = 
     reduce = getattr(np, op.ufunc)
     p = schedule.nranks
     states = [DataflowState(DataflowPlan(schedule.steps[r], window or WINDOW)) for r in range(p)]
-    keys = [message_keys(schedule, r) for r in range(p)]
+    keys = [message_keys(schedule.steps[r], r) for r in range(p)]
     sends: dict[tuple, tuple[int, int]] = {}
     recvs: dict[tuple, tuple[int, int]] = {}
     landed: dict[tuple[int, int], np.ndarray] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from collbench.algorithms import build
 from collbench.algorithms.data import COMPARE_CHUNK
-from collbench.algorithms.dataflow import WINDOW
+from collbench.algorithms.dataflow import WINDOW, DataflowPlan
 from collbench.algorithms.schedule import Kind, Step
 from collbench.config import NATIVE, RunConfig
 from collbench.errors import CollbenchError
@@ -24,14 +24,12 @@ from collbench.sizes import format_size
 def scratch_elements(steps: Sequence[Step], execution: str, window: int = WINDOW) -> int:
     """Elements of the scratch area an executor allocates for a rank's *steps*: step by step
     (:class:`~collbench.executor.Executor`), the most that one step's reducing receives take;
-    as a dataflow (:class:`~collbench.dataflow.DataflowExecutor`), those of all steps, or the
-    longest one times the receive window when that is less."""
-    reducing = [[op.length for op in step if op.kind is Kind.RECV_REDUCE] for step in steps]
+    as a dataflow (:class:`~collbench.dataflow.DataflowExecutor`), its plan's scratch area
+    (:meth:`~collbench.algorithms.dataflow.DataflowPlan.scratch_slots`)."""
     if execution == "step":
-        return max(map(sum, reducing), default=0)
-    lengths = [n for step in reducing for n in step]
-    receives = max((sum(op.kind is not Kind.SEND for op in step) for step in steps), default=0)
-    return min(sum(lengths), max(lengths, default=0) * max(window, receives))
+        return max((sum(op.length for op in step if op.kind is Kind.RECV_REDUCE) for step in steps),
+                   default=0)
+    return DataflowPlan(steps, window).scratch_slots()[1]
 
 
 def rank_bytes(message_bytes: int, itemsize: int, scratch: int) -> int:

@@ -406,13 +406,13 @@ class Sweep:
                                      default=self.trace_end)
             self.trace_end = self.comm.bcast(self.trace_end, root=0)
         self.progress.waiting("collecting results")
-        n_wrong = self.comm.allreduce(wrong) if c.check_iters else -1
-        gathered = self.comm.gather((local, counts), root=0)
+        gathered = self.comm.gather((local, counts, wrong), root=0)
         if self.rank != 0:
             return {}
-        rank_us = np.stack([t for t, _ in gathered]) * 1e6  # [rank, iteration]
+        n_wrong = sum(w for _, _, w in gathered) if c.check_iters else -1
+        rank_us = np.stack([t for t, _, _ in gathered]) * 1e6  # [rank, iteration]
         per_iter_us = _COMBINE[c.average](rank_us, axis=0)
-        rank_counts = np.stack([n for _, n in gathered])  # [rank, iteration, counter]
+        rank_counts = np.stack([n for _, n, _ in gathered])  # [rank, iteration, counter]
         per_iter_counts = rank_counts.sum(axis=0)
 
         def registrations(counts: np.ndarray) -> list:

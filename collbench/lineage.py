@@ -21,8 +21,8 @@ import os
 from pathlib import Path
 
 from collbench.errors import ResultsError
+from collbench.store import RUN_FILE
 
-RUN_FILE = "run.json"
 CALIBRATED_FROM = "calibrated_from"
 """Key of a prediction's ``run.json``: refs of the measured runs whose system it predicts."""
 

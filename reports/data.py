@@ -12,7 +12,6 @@ draws a series the same way.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +20,10 @@ import pandas as pd
 from collbench.reports.style import FILLSTYLES, algorithm_order
 
 from collbench import sizes
-from collbench.errors import CollbenchError
+from collbench.errors import CollbenchError, ResultsError
 from collbench.lineage import results_folders, system_of
 from collbench.schema import SOURCES
-from collbench.store import RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, numeric_columns, read_results
+from collbench.store import SAMPLES_FILE, SUMMARY_FILE, numeric_columns, read_provenance, read_results
 
 SERIES_PARTS = ("transport", "source", "dtype", "op")
 """Columns that name a series besides its algorithm, when their value varies."""
@@ -72,8 +71,8 @@ class ReportData:
 
 def _read_provenance(folder: Path) -> dict:
     try:
-        return json.loads((folder / RUN_FILE).read_text())
-    except (OSError, ValueError):
+        return read_provenance(folder) or {}
+    except ResultsError:
         return {}  # read_results names the problem when the folder is read
 
 

@@ -60,7 +60,6 @@ def predicted_vs_measured(data: ReportData, opts: Options) -> Plot:
     nranks = chosen_ranks(data, opts)
     if not (pairs["nranks"] == nranks).any():  # the panel below would be empty
         nranks = int(pairs.groupby("nranks").size().idxmax())
-    nranks = chosen_ranks(data, opts)
     fig, (top, bottom) = figure(opts.width, 4.4 if opts.width == "single" else 4.0, nrows=2,
                                 height_ratios=[1.25, 1])
     algs = data.algorithms

@@ -32,7 +32,8 @@ from collections.abc import Callable
 
 import simpy
 from collbench.algorithms.dataflow import REDUCE, SEND, WINDOW, DataflowPlan, DataflowState
-from collbench.algorithms.schedule import Kind, Schedule
+from collbench.algorithms.dependencies import message_keys
+from collbench.algorithms.schedule import Schedule
 from collbench.sim.executor import SimResult
 from collbench.sim.fabric import Fabric, Flow, Mark
 from collbench.sim.network import NetworkSpec
@@ -49,17 +50,12 @@ class _Rank:
 
     def __init__(self, rank: int, schedule: Schedule, window: int, overhead: float, gamma: float) -> None:
         self.rank = rank
-        self.plan = plan = DataflowPlan(schedule.steps[rank], window)
+        steps = schedule.steps[rank]
+        self.plan = plan = DataflowPlan(steps, window)
         self.state = DataflowState(plan)
         self.ops, self.kinds = plan.ops, plan.kinds
-        self.keys = []
-        """Per op, its message within the pair of ranks: (step, k) for the k-th op of its
-        kind with its peer in the step."""
-        seen: dict[tuple[int, bool, int], int] = {}
-        for index, o in zip(plan.steps, plan.ops):
-            key = (index, o.kind is Kind.SEND, o.peer)
-            seen[key] = seen.get(key, -1) + 1
-            self.keys.append((index, seen[key]))
+        self.keys = message_keys(steps, rank)
+        """Per op, the message it sends or receives (the schedule's matching rule)."""
         self.end = 0.0
         self.overhead, self.gamma = overhead, gamma
         self.posts: deque[int] = deque()

@@ -205,11 +205,11 @@ class PcieRails:
         self.root_down = {(n, s): Link(f"node{n}.switch{s}.root_down", pcie, 0.0) for n, s in places}
         self.sender_of = {link: r for r, link in enumerate(self.gpu_up)}
         self.receiver_of = {link: r for r, link in enumerate(self.gpu_down)}
-        behind = Counter(zip(node_of, self.switch_of))
+        behind, population = Counter(zip(node_of, self.switch_of)), Counter(node_of)
         for rank, place in enumerate(zip(node_of, self.switch_of)):
             if behind[place] == 1:  # the only rank behind its switch sends alone on its rail
                 self.sender_of[self.nic_up[place]] = rank
-            if Counter(node_of)[place[0]] == 1:  # the only rank of its node receives alone
+            if population[place[0]] == 1:  # the only rank of its node receives alone
                 self.receiver_of[self.nic_down[place]] = rank
 
     def links(self, src: int, dst: int, a: int, b: int) -> tuple[Link, ...]:
